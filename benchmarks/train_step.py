@@ -1,0 +1,170 @@
+"""Benchmark of one pix2pix training iteration (D step + G step), built as training builds it.
+
+  PYTHONPATH=. python benchmarks/train_step.py --batch 1
+  PYTHONPATH=. python benchmarks/train_step.py --batch 4 --conv-impl xla --steps 5
+
+Paper setup: unet_256 + 70x70 PatchGAN, batch norm, 256x256, random data in [-1, 1].
+The step is assembled exactly as the trainer does (models.create_*, state.create_optimizers,
+state.create_train_state, train_step.make_train_step, parallel.DataParallel with donation),
+on `--devices` devices (default 1). The compiled executable's XLA cost analysis gives the
+FLOPs per step. Prints one JSON line; see benchmarks/README.md for the numbers measured.
+
+Runs without TensorFlow, and without ml_collections (a stand-in is used to read
+configs/default.py), so it runs unchanged on a GPU machine with only jax/flax/optax.
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+import types
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def load_default_config():
+  """configs/default.py's get_config(); with a dict stand-in if ml_collections is missing."""
+  try:
+    import ml_collections  # noqa: F401
+  except ImportError:
+    class ConfigDict(dict):
+      """Just enough of ml_collections.ConfigDict: attribute access over a dict."""
+      __getattr__ = dict.__getitem__
+      __setattr__ = dict.__setitem__
+    sys.modules['ml_collections'] = types.SimpleNamespace(ConfigDict=ConfigDict)
+  from configs import default
+  return default.get_config()
+
+
+def peak_rss_mb() -> float:
+  """Peak resident memory of this process (Linux reports ru_maxrss in KiB)."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def device_peak_mb(device) -> float | None:
+  """Peak accelerator memory, where the backend reports it (GPU/TPU), else None."""
+  try:
+    stats = device.memory_stats()
+  except Exception:  # CPU backends may not implement it.
+    return None
+  if not stats or 'peak_bytes_in_use' not in stats:
+    return None
+  return stats['peak_bytes_in_use'] / 2**20
+
+
+def flops_of(compiled) -> float | None:
+  """FLOPs of a compiled executable from XLA's cost analysis (dict, or list of dicts)."""
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else None
+  return None if not cost or 'flops' not in cost else float(cost['flops'])
+
+
+def timed_calls(fn, warmup: int, steps: int) -> list[float]:
+  """Calls fn() warmup + steps times (each blocks on its result); returns timed seconds."""
+  for _ in range(warmup):
+    fn()
+  times = []
+  for _ in range(steps):
+    t0 = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t0)
+  return times
+
+
+def apply_common_args(config, args):
+  config.model.dtype = args.dtype
+  if args.conv_impl is not None:
+    config.model.conv_impl = args.conv_impl
+  config.model.generator = args.generator
+  return config
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--batch', type=int, default=1, help='global batch size')
+  parser.add_argument('--steps', type=int, default=5, help='timed iterations')
+  parser.add_argument('--warmup', type=int, default=2, help='untimed iterations first')
+  parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
+  parser.add_argument('--parallel', default='pmap', choices=['pmap', 'shard_map'])
+  parser.add_argument('--conv-impl', default=None,
+                      help="config.model.conv_impl (default: the config's, i.e. 'auto')")
+  parser.add_argument('--generator', default='unet_256')
+  parser.add_argument('--image-size', type=int, default=256)
+  parser.add_argument('--devices', type=int, default=1, help='devices to map the step over')
+  args = parser.parse_args(argv)
+
+  from p2p_jax import models, parallel, state as state_lib, train_step as train_step_lib
+
+  config = apply_common_args(load_default_config(), args)
+  devices = jax.devices()[:args.devices]
+  generator = models.create_generator(config.model, parallel.AXIS)
+  discriminator = models.create_discriminator(config.model, config.loss.conditional,
+                                              parallel.AXIS)
+  tx_g, tx_d, schedule = state_lib.create_optimizers(config, steps_per_epoch=1000)
+  state = state_lib.create_train_state(jax.random.PRNGKey(config.seed), generator,
+                                       discriminator, tx_g, tx_d, args.image_size)
+  step = train_step_lib.make_train_step(generator, discriminator, tx_g, tx_d, config.loss,
+                                        schedule, axis_name=parallel.AXIS)
+  dp = parallel.DataParallel(step, args.parallel, devices=devices, donate=True)
+  state = dp.put_state(state)
+
+  rng = np.random.default_rng(0)
+  s = args.image_size
+  batch = {
+      'input': rng.uniform(-1, 1, (args.batch, s, s, config.model.in_channels)
+                           ).astype(np.float32),
+      'target': rng.uniform(-1, 1, (args.batch, s, s, config.model.out_channels)
+                            ).astype(np.float32),
+  }
+
+  t0 = time.perf_counter()
+  compiled = dp.lower(state, batch).compile()  # jit's cache is shared: no second compile.
+  compile_s = time.perf_counter() - t0
+  flops = flops_of(compiled)
+
+  holder = {'state': state}
+
+  def one_step():
+    new_state, metrics = dp(holder['state'], batch)
+    jax.block_until_ready(metrics)
+    holder['state'] = new_state
+
+  times = timed_calls(one_step, args.warmup, args.steps)
+  s_per_step = statistics.median(times)
+  result = {
+      'bench': 'train_step',
+      'batch': args.batch,
+      'img_per_s': round(args.batch / s_per_step, 3),
+      's_per_step': round(s_per_step, 4),
+      's_per_step_min': round(min(times), 4),
+      'compile_s': round(compile_s, 2),
+      'gflop_per_step': None if flops is None else round(flops / 1e9, 2),
+      'peak_rss_mb': round(peak_rss_mb(), 1),
+      'device_peak_mb': device_peak_mb(devices[0]),
+      'backend': jax.default_backend(),
+      'device': devices[0].device_kind,
+      'n_devices': len(devices),
+      'dtype': args.dtype,
+      'parallel': args.parallel,
+      'conv_impl': config.model.get('conv_impl', 'xla'),
+      'generator': args.generator,
+      'image_size': s,
+      'steps': args.steps,
+      'cpu_count': os.cpu_count(),
+      'machine': platform.machine(),
+      'jax': jax.__version__,
+  }
+  print(json.dumps(result), flush=True)
+  return result
+
+
+if __name__ == '__main__':
+  main()

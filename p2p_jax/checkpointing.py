@@ -1,0 +1,408 @@
+"""Checkpoints of the training state: the one module that knows the Orbax API.
+
+Why Orbax's v0 `CheckpointManager` and not the v1 API: in orbax-checkpoint 0.12 the v1 API
+still lives under `orbax.checkpoint.experimental`, while the manager is the documented,
+stable way to get what the trainer needs in one object: async saves (`save` returns after
+the device-to-host copy, the write runs in a background thread), retention policies
+(`LatestN` + `BestN` preservation policies; `max_to_keep` is deprecated), saves
+coordinated across processes, and restores onto any sharding. Switching to v1 later means
+rewriting this file only.
+
+Layout: DIRECTORY/<step>/state (the whole TrainState, OCDBT) and DIRECTORY/<step>/metrics
+(JSON, e.g. {"val_l1": 0.21}). A save is written into `<step>.orbax-checkpoint-tmp-*` and
+renamed when complete, so a crash leaves a temporary directory, never a half-named step.
+
+Robustness on top of Orbax (each one a pitfall found while writing this file):
+  * Steps that cannot be read are skipped with a warning, never deleted: a truncated
+    `_CHECKPOINT_METADATA` or metrics file makes Orbax's manager fail while opening the
+    directory, so steps are checked before the manager sees them and damaged ones are hidden
+    from it. Truncated array data is only visible when read: `restore` then falls back to the
+    previous step.
+  * Metrics: Orbax writes them to disk only when `best_fn` is set; without it a reopened
+    manager forgets which step was best and `BestN` garbage-collects it. `BestN` keeps the
+    LARGEST values unless reverse=True; we keep the smallest validation L1.
+  * A save never replaces an existing step (Orbax's default silently skips any step at or
+    below the newest one; we save those, except steps that exist).
+  * Shapes are compared with the checkpoint's metadata before restoring, so an incompatible
+    config gives a list of differing leaves instead of a TensorStore trace.
+  * The first save of a state replicated over N devices is slow (Orbax splits each array
+    over the replicas and compiles one slice per leaf and device: ~12 s for 140 leaves on 8
+    fake CPU devices); later saves reuse the compiled slices (~0.4 s).
+
+Multi-host: create the Checkpointer and call `save`, `restore`, `wait` and `close` on EVERY
+process, with the same arguments; Orbax writes each array once and synchronises processes.
+"""
+
+import json
+import math
+import os
+import shutil
+import socket
+from typing import Any
+
+from absl import logging
+from etils import epath
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+_ITEM = 'state'
+_TMP_MARK = '.orbax-checkpoint-tmp'
+_MAX_LISTED = 20
+
+
+class CheckpointError(ValueError):
+  """A checkpoint directory that cannot be written, read, or used for this model."""
+
+
+# ---------------------------------------------------------------------------- directory checks
+
+def _probe_path(directory: epath.Path) -> epath.Path:
+  return directory / f'.write_probe.{socket.gethostname()}.{os.getpid()}'
+
+
+def check_writable(directory, min_free_bytes: int = 0) -> None:
+  """Creates `directory` if needed and proves it writable by writing and deleting a file.
+
+  Call before training starts (every process may call it): a read-only, missing-permission or
+  full workdir then fails at once with a CheckpointError naming the directory and the OS
+  error, instead of an Orbax trace at the first save hours later. `min_free_bytes` (local
+  disks only) also demands that much free space, e.g. twice the size of the state.
+  """
+  path = epath.Path(directory)
+  probe = _probe_path(path)
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+    with probe.open('wb') as f:
+      f.write(b'\0' * 4096)
+      f.flush()
+      if hasattr(f, 'fileno'):
+        os.fsync(f.fileno())
+  except OSError as e:
+    raise CheckpointError(f'checkpoint directory {path} is not writable: {e}') from e
+  finally:
+    try:
+      probe.unlink(missing_ok=True)
+    except OSError:
+      pass
+  if min_free_bytes and os.path.isdir(str(path)):
+    free = shutil.disk_usage(str(path)).free
+    if free < min_free_bytes:
+      raise CheckpointError(f'checkpoint directory {path} has {free / 2**20:.0f} MiB free; '
+                            f'checkpoints need at least {min_free_bytes / 2**20:.0f} MiB')
+
+
+def _read_json(path: epath.Path) -> Any:
+  return json.loads(path.read_text())
+
+
+def _damage(step_dir: epath.Path) -> str | None:
+  """Why `step_dir` cannot be a complete checkpoint (cheap checks only), or None."""
+  for required in ('_CHECKPOINT_METADATA', f'{_ITEM}/_METADATA'):
+    try:
+      _read_json(step_dir / required)
+    except FileNotFoundError:
+      return f'{required} is missing'
+    except (OSError, ValueError) as e:
+      return f'{required} is unreadable ({e})'
+  metrics = step_dir / 'metrics' / 'metrics'
+  if metrics.exists():
+    try:
+      _read_json(metrics)
+    except (OSError, ValueError) as e:
+      return f'metrics/metrics is unreadable ({e})'
+  return None
+
+
+def _scan(directory: epath.Path) -> tuple[list[int], dict[int, str]]:
+  """(complete steps, {damaged step: reason}); warns about each damaged or temporary dir."""
+  good, damaged = [], {}
+  if not directory.exists():
+    return good, damaged
+  for path in directory.iterdir():
+    if _TMP_MARK in path.name:
+      logging.warning('Ignoring %s: a save that did not finish (interrupted run?).', path)
+    elif path.name.isdigit() and path.is_dir():
+      reason = _damage(path)
+      if reason:
+        logging.warning('Skipping damaged checkpoint %s: %s.', path, reason)
+        damaged[int(path.name)] = reason
+      else:
+        good.append(int(path.name))
+  return sorted(good), damaged
+
+
+class _SkipSteps(ocp.path.step.NameFormat):
+  """Orbax's standard step naming, blind to the steps in `skip` (damaged ones)."""
+
+  def __init__(self, skip: set[int]):
+    self._base = ocp.path.step.standard_name_format()
+    self.skip = skip
+
+  def build_name(self, step: int) -> str:
+    return self._base.build_name(step)
+
+  def find_all(self, base_path):
+    return (m for m in self._base.find_all(base_path) if m.step not in self.skip)
+
+  def find_step(self, base_path, step: int):
+    if step in self.skip:
+      raise ValueError(f'step {step} in {base_path} is damaged')
+    return self._base.find_step(base_path, step)
+
+
+# ---------------------------------------------------------------------------- trees
+
+def abstract_like(tree, sharding=None):
+  """ShapeDtypeStruct tree of `tree`, placed by `sharding` (default: each leaf's own)."""
+  def one(x):
+    s = sharding if sharding is not None else getattr(x, 'sharding', None)
+    return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=s)
+  return jax.tree.map(one, tree)
+
+
+def _with_default_sharding(abstract):
+  """Leaves without a sharding (e.g. from jax.eval_shape) go to this process's first device."""
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  return jax.tree.map(lambda x: x if getattr(x, 'sharding', None) is not None else
+                      jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract)
+
+
+def _leaf_table(tree) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {jax.tree_util.keystr(p, simple=True, separator='/'):
+          (tuple(getattr(x, 'shape', ())), np.dtype(x.dtype)) for p, x in leaves}
+
+
+def _saved_tree(item_dir: epath.Path):
+  """The checkpoint's tree of ArrayMetadata (shapes and dtypes), read without the data."""
+  tree = ocp.handlers.StandardCheckpointHandler().metadata(item_dir).tree
+  if not tree:
+    raise ValueError(f'{item_dir} holds no arrays')
+  return tree
+
+
+def _check_compatible(saved, expected, where: epath.Path) -> None:
+  """Raises CheckpointError listing the leaves whose shape/dtype differ, are missing or extra.
+
+  Listed in tree order (step, g, d, rng), so the generator's params come first.
+  """
+  s, e = _leaf_table(saved), _leaf_table(expected)
+  fmt = lambda v: f'{v[0]} {v[1]}'
+  sections = [
+      ('shape or dtype differs (path: saved -> expected)',
+       [f'{k}: {fmt(s[k])} -> {fmt(e[k])}' for k in e if k in s and s[k] != e[k]]),
+      ('expected but missing from the checkpoint',
+       [f'{k}: {fmt(e[k])}' for k in e if k not in s]),
+      ('in the checkpoint but not expected', [f'{k}: {fmt(s[k])}' for k in s if k not in e]),
+  ]
+  lines = []
+  for title, items in sections:
+    if items:
+      lines.append(f'  {title}: {len(items)}')
+      lines += [f'    {x}' for x in items[:_MAX_LISTED]]
+      if len(items) > _MAX_LISTED:
+        lines.append(f'    ... and {len(items) - _MAX_LISTED} more')
+  if lines:
+    raise CheckpointError(
+        f'checkpoint {where} does not fit the model being restored (written with another '
+        'config?):\n' + '\n'.join(lines) +
+        '\nUse a new workdir, or the config the checkpoint was written with.')
+
+
+def _score(metric: str):
+  """Orbax metrics -> number, smaller is better; absent or non-finite values rank last."""
+  def score(metrics) -> float:
+    value = (metrics or {}).get(metric)
+    return float(value) if value is not None and math.isfinite(value) else math.inf
+  return score
+
+
+# ---------------------------------------------------------------------------- the manager
+
+class Checkpointer:
+  """Saves the TrainState every time it is asked, keeps the newest `keep` and the best.
+
+  Attributes:
+    directory: where the steps live (WORKDIR/checkpoints); created if needed.
+    keep: number of newest checkpoints kept.
+    keep_best: also keep the checkpoint with the smallest `best_metric` (validation L1).
+    best_metric: name of the metric in `save(..., metrics=)` that ranks checkpoints.
+    async_save: write in a background thread (`wait()` / `close()` before exiting).
+  """
+
+  def __init__(self, directory, *, keep: int = 3, keep_best: bool = True,
+               best_metric: str = 'val_l1', async_save: bool = True):
+    if keep < 1:
+      raise ValueError(f'keep_checkpoints must be >= 1, got {keep}')
+    self.directory = epath.Path(directory)
+    check_writable(self.directory)
+    self.best_metric = best_metric
+    self._score = _score(best_metric)
+    _, damaged = _scan(self.directory)
+    self._names = _SkipSteps(set(damaged))
+    policy = ocp.checkpoint_managers.LatestN(n=keep)
+    if keep_best:
+      policy = ocp.checkpoint_managers.AnyPreservationPolicy([policy, ocp.checkpoint_managers.BestN(
+          get_metric_fn=self._score, reverse=True, n=1, keep_checkpoints_without_metrics=False)])
+    options = ocp.CheckpointManagerOptions(
+        preservation_policy=policy,
+        # best_fn only makes Orbax write the metrics to disk (and rank them the same way).
+        best_fn=self._score if keep_best else None, best_mode='min',
+        enable_async_checkpointing=async_save,
+        step_name_format=self._names,
+        create=True, cleanup_tmp_directories=False)
+    handler = ocp.handlers.StandardCheckpointHandler()
+    registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
+    registry.add(_ITEM, ocp.args.StandardSave, handler)
+    registry.add(_ITEM, ocp.args.StandardRestore, handler)
+    self._keep_best = keep_best
+    self._mgr = ocp.CheckpointManager(self.directory, options=options, handler_registry=registry)
+
+  def all_steps(self) -> list[int]:
+    """Readable-looking steps, oldest first (damaged ones excluded)."""
+    return sorted(self._mgr.all_steps())
+
+  def latest_step(self) -> int | None:
+    return self._mgr.latest_step()
+
+  def best_step(self) -> int | None:
+    """Step with the smallest finite `best_metric`, or None if no step has one."""
+    scored = [(self._score(self._mgr.metrics(s)), s) for s in self.all_steps()]
+    scored = [x for x in scored if math.isfinite(x[0])]
+    return min(scored)[1] if scored else None
+
+  def save(self, step: int, state, metrics: dict | None = None) -> bool:
+    """Starts saving `state` as `step` (async: returns after copying it off the device).
+
+    The caller may then donate or delete `state`. A step that already exists (even a
+    damaged one) is never overwritten: it is skipped with a warning and False is returned.
+    Call on every process.
+    """
+    step = int(step)
+    step_dir = self.directory / str(step)
+    if step in self._mgr.all_steps() or step in self._names.skip or step_dir.exists():
+      logging.warning('Not saving step %d: %s already exists and is kept as it is.',
+                      step, step_dir)
+      return False
+    metrics = {k: float(v) for k, v in (metrics or {}).items()}
+    return self._mgr.save(step, args=ocp.args.Composite(**{_ITEM: ocp.args.StandardSave(state)}),
+                          metrics=metrics if self._keep_best else None, force=True)
+
+  def restore(self, abstract_state, step: int | None = None):
+    """The state saved at `step` (default: the newest readable one), placed as `abstract_state`.
+
+    `abstract_state` is a tree of ShapeDtypeStruct (jax.eval_shape of the init, or
+    `abstract_like(state)`); each leaf's `.sharding` says where the value goes, so a state
+    saved on 8 devices restores onto 1 and vice versa (leaves without a sharding go to the
+    first local device). Shapes are checked first: CheckpointError on an incompatible
+    checkpoint. With step=None, a step whose data cannot be read is skipped with a warning
+    and the previous one is tried.
+    """
+    self.wait()
+    steps = [int(step)] if step is not None else self.all_steps()[::-1]
+    if not steps:
+      raise CheckpointError(f'no checkpoint to restore in {self.directory}')
+    target = _with_default_sharding(abstract_state)
+    failures = []
+    for s in steps:
+      step_dir = self.directory / str(s)
+      if s not in self._mgr.all_steps():
+        raise CheckpointError(f'no readable checkpoint {step_dir}; available steps: '
+                              f'{self.all_steps()}')
+      try:
+        saved = _saved_tree(step_dir / _ITEM)
+      except Exception as e:  # pylint: disable=broad-except
+        failures.append((step_dir, e))
+      else:
+        _check_compatible(saved, target, step_dir)
+        try:
+          args = ocp.args.Composite(**{_ITEM: ocp.args.StandardRestore(target)})
+          return self._mgr.restore(s, args=args)[_ITEM]
+        except Exception as e:  # pylint: disable=broad-except
+          failures.append((step_dir, e))
+      error = failures[-1][1]
+      if step is not None:
+        raise CheckpointError(f'cannot read checkpoint {step_dir}: {error}') from error
+      logging.warning('Skipping damaged checkpoint %s (%s: %s); trying the previous one.',
+                      step_dir, type(error).__name__, str(error)[:500])
+      self._names.skip.add(s)   # hidden from Orbax: never the latest, never deleted
+      self._mgr.reload()
+    raise CheckpointError(f'no readable checkpoint in {self.directory}: ' + '; '.join(
+        f'{d}: {type(e).__name__}' for d, e in failures)) from failures[0][1]
+
+  def wait(self) -> None:
+    """Blocks until the pending save is on disk (raises its error if it failed)."""
+    self._mgr.wait_until_finished()
+
+  def close(self) -> None:
+    self._mgr.close()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
+
+# ---------------------------------------------------------------------------- inference
+
+def _checkpoint_root(directory) -> epath.Path:
+  """`directory` itself, or its checkpoints/ folder when given a workdir."""
+  path = epath.Path(directory)
+  if not path.is_dir():
+    raise CheckpointError(f'checkpoint directory {path} does not exist')
+  sub = path / 'checkpoints'
+  if sub.is_dir() and not any(p.name.isdigit() for p in path.iterdir()):
+    return sub
+  return path
+
+
+def load_generator_variables(directory, which='latest',
+                             best_metric: str = 'val_l1') -> tuple[int, dict]:
+  """(step, {'params', 'batch_stats'}) of the generator, as numpy arrays on the host.
+
+  `directory` is the checkpoint directory or the workdir holding checkpoints/; `which` is
+  'latest' (damaged steps are skipped with a warning), 'best' (smallest `best_metric`) or a
+  step number. Reads only the generator's arrays; no model or optimiser is needed.
+  """
+  root = _checkpoint_root(directory)
+  steps, _ = _scan(root)
+  if not steps:
+    raise CheckpointError(f'no checkpoint in {root}')
+  if which == 'latest':
+    candidates = steps[::-1]
+  elif which == 'best':
+    score = _score(best_metric)
+    scored = []
+    for s in steps:
+      metrics_file = root / str(s) / 'metrics' / 'metrics'
+      if metrics_file.exists() and math.isfinite(score(_read_json(metrics_file))):
+        scored.append((score(_read_json(metrics_file)), s))
+    if not scored:
+      raise CheckpointError(f'no checkpoint in {root} has a finite {best_metric!r}')
+    candidates = [min(scored)[1]]
+  elif isinstance(which, (int, np.integer)) and not isinstance(which, bool):
+    if int(which) not in steps:
+      raise CheckpointError(f'no checkpoint for step {which} in {root}; available: {steps}')
+    candidates = [int(which)]
+  else:
+    raise ValueError(f"which must be 'latest', 'best' or a step number, got {which!r}")
+  error = None
+  for s in candidates:
+    item_dir = root / str(s) / _ITEM
+    try:
+      g = _saved_tree(item_dir)['g']
+      wanted = {k: g[k] for k in ('params', 'batch_stats') if g.get(k)}
+      target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), {'g': wanted})
+      restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
+      with ocp.PyTreeCheckpointer() as checkpointer:
+        out = checkpointer.restore(item_dir, args=ocp.args.PyTreeRestore(
+            item=target, restore_args=restore_args, partial_restore=True))['g']
+      return s, {'params': out['params'], 'batch_stats': out.get('batch_stats', {})}
+    except Exception as e:  # pylint: disable=broad-except
+      error = e
+      if which == 'latest':
+        logging.warning('Skipping damaged checkpoint %s (%s: %s).', item_dir.parent,
+                        type(e).__name__, str(e)[:500])
+  raise CheckpointError(f'cannot read the generator from {root}: {error}') from error

@@ -1,0 +1,249 @@
+"""TFDS builder for aligned pix2pix data: the official datasets, the embedded tiles, your folders.
+
+Every example is {'a': image, 'b': image, 'name': file name}; images are stored as lossless
+PNG (an A|B JPEG is cut in two once, at preparation; re-encoding the halves as JPEG would
+compress them twice). Builder configs:
+  facades, cityscapes, maps, edges2shoes, edges2handbags, night2day
+      Official archives `<name>.tar.gz`. Preparation looks in the manual dir first
+      (config.data.source, default <data_dir>/downloads/manual) for the archive or its
+      extracted folder; only if neither is there does it try the official URL, after a
+      10-second check that the server answers, so an offline machine fails at once with a
+      message that says where to put the file (TFDS itself would retry for minutes).
+  blue_marble
+      The embedded NASA day|night tiles shipped in this package (offline, seconds).
+  aligned_<folder>_<hash>_c<a><b>, paired_<folder>_<hash>_c<a><b>
+      Your own data (config.data.dataset 'aligned_folder' / 'paired_folders'), made on the fly
+      by `builder_for`. The name holds a hash of the source path and of its files' names, sizes
+      and times, plus the channel counts, so two folders (or an edited folder) never share a
+      prepared copy. Folder data goes through TFDS too, so preparation, caching, sharding and
+      splits work the same for every source.
+
+Preparation is atomic: TFDS writes into `incomplete.XXXXXX_1.0.0/` beside the final version
+folder and renames it only after every split and dataset_info.json are written; on an error
+the temporary folder is deleted, and after a hard kill the leftover `incomplete.*` folder is
+never mistaken for a dataset (TFDS looks for `1.0.0/dataset_info.json`).
+"""
+
+import dataclasses
+import logging
+import os
+import re
+import shutil
+import socket
+import tempfile
+import threading
+import urllib.parse
+
+import tensorflow_datasets as tfds
+
+from p2p_jax.datasets import sources
+from p2p_jax.datasets.sources import DataError
+
+EMBEDDED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'blue_marble')
+FOLDER_MODES = {'aligned_folder': 'aligned', 'paired_folders': 'paired'}
+_CITATION = """@inproceedings{isola2017image,
+  title={Image-to-Image Translation with Conditional Adversarial Networks},
+  author={Isola, Phillip and Zhu, Jun-Yan and Zhou, Tinghui and Efros, Alexei A},
+  booktitle={CVPR}, year={2017}}"""
+
+
+@dataclasses.dataclass(eq=False)
+class Pix2PixConfig(tfds.core.BuilderConfig):
+  """A dataset: its layout, where its images are, and how many channels A and B keep."""
+  layout: str = 'aligned'  # 'aligned' (A|B in one image) or 'paired' (A/ and B/ folders).
+  source: str = ''  # Folder or archive of images; '' for official data (manual dir or URL).
+  a_channels: int = 3
+  b_channels: int = 3
+
+
+class Pix2PixAligned(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """Aligned image pairs for pix2pix (not registered: build it with `builder_for`)."""
+
+  name = 'pix2pix_aligned'
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'A and B stored as PNG halves, with the source file name.'}
+  BUILDER_CONFIGS = [Pix2PixConfig(name=o.name, description=o.description)
+                     for o in sources.OFFICIAL.values()] + [
+                         Pix2PixConfig(name='blue_marble', source=EMBEDDED_DIR,
+                                       description='NASA Blue Marble day (A) | night (B) '
+                                       'tiles, embedded; see blue_marble/PROVENANCE.md.')]
+  MANUAL_DOWNLOAD_INSTRUCTIONS = (
+      'Put <name>.tar.gz (from http://efrosgans.eecs.berkeley.edu/pix2pix/datasets/) or its '
+      'extracted folder into the manual dir (config.data.source).')
+
+  def __init__(self, *, manual_dir: str | None = None, download: bool = True,
+               on_bad_file: str = 'error', **kwargs):
+    """manual_dir: where official archives are looked for; download: whether to try the
+    official URL when they are not there; on_bad_file: 'error' or 'skip'."""
+    super().__init__(**kwargs)
+    self.manual_dir = manual_dir or os.path.join(
+        os.fspath(self.data_dir_root), 'downloads', 'manual')
+    self._download = download
+    self._on_bad_file = on_bad_file
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    config = self.builder_config
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description='Aligned image pairs (A, B) for pix2pix.',
+        features=tfds.features.FeaturesDict({
+            'a': tfds.features.Image(shape=(None, None, config.a_channels),
+                                     encoding_format='png'),
+            'b': tfds.features.Image(shape=(None, None, config.b_channels),
+                                     encoding_format='png'),
+            'name': tfds.features.Text(),
+        }),
+        homepage='https://phillipi.github.io/pix2pix/',
+        citation=_CITATION,
+        # Filled during preparation: how many bad files were skipped in each split.
+        metadata=tfds.core.MetadataDict(),
+    )
+
+  def _split_generators(self, dl_manager):
+    root = self._locate(dl_manager)
+    if self.builder_config.layout == 'paired':
+      folders = sources.paired_split_dirs(root)
+    else:
+      folders = {s: (d,) for s, d in sources.split_dirs(root).items()}
+    official = sources.OFFICIAL.get(self.builder_config.name)
+    if official:
+      missing = [s for s in official.splits if s not in folders]
+      if missing:
+        raise DataError(f'{root}: has no {"/".join(missing)} folder; the {official.name} '
+                        f'archive has {", ".join(official.splits)}. Is it complete?')
+    return {split: self._generate_examples(split, dirs) for split, dirs in folders.items()}
+
+  def _generate_examples(self, split: str, dirs: tuple[str, ...]):
+    config = self.builder_config
+    bad = sources.BadFiles(self._on_bad_file)
+    if config.layout == 'paired':
+      examples = sources.paired_examples(*dirs, config.a_channels, config.b_channels, bad)
+    else:
+      examples = sources.aligned_examples(*dirs, config.a_channels, config.b_channels, bad)
+    count = 0
+    for key, example in examples:
+      count += 1
+      yield key, example
+    if not count:
+      raise DataError(f'{dirs[0]}: every file of split {split!r} was bad ({len(bad.skipped)} '
+                      f'skipped; first: {bad.skipped[0] if bad.skipped else "-"})')
+    self.info.metadata.setdefault('skipped', {})[split] = len(bad.skipped)
+    if bad.skipped:
+      self.info.metadata.setdefault('skipped_files', {})[split] = bad.skipped[:100]
+      logging.warning('%s/%s: skipped %d bad file(s), kept %d (on_bad_file=skip)',
+                      config.name, split, len(bad.skipped), count)
+
+  def _locate(self, dl_manager) -> str:
+    """The folder holding the split folders, extracting an archive if that is what we have."""
+    config = self.builder_config
+    if config.source:
+      path = config.source
+      if not os.path.exists(path):
+        raise DataError(f'{path}: does not exist; config.data.source must name a folder or '
+                        'an archive of images')
+    else:
+      official = sources.OFFICIAL[config.name]
+      path = find_local(official, self.manual_dir) or self._fetch(dl_manager, official)
+    if sources.is_archive(path):
+      path = os.fspath(dl_manager.extract(path))  # Into a temporary folder; see `prepare`.
+    return sources.unwrap(path)
+
+  def _fetch(self, dl_manager, official: sources.Official) -> str:
+    """Downloads the official archive, or says at once why not and where to put it."""
+    where = (f'{official.name}: no {official.archive} and no extracted {official.name}/ '
+             f'folder in {self.manual_dir}')
+    fix = (f'Download {official.url} (about {official.size_mb} MB) and put it in '
+           f'{self.manual_dir} (or set config.data.source to the folder that holds it).')
+    if not self._download:
+      raise DataError(f'{where}, and downloading is off (config.data.download=False). {fix}')
+    why_not = unreachable(official.url)
+    if why_not:
+      raise DataError(f'{where}, and the download failed ({why_not}). {fix}')
+    return os.fspath(dl_manager.download(official.url))
+
+
+def find_local(official: sources.Official, manual_dir: str) -> str | None:
+  """The archive or extracted folder of an official dataset under `manual_dir`, if any."""
+  if sources.is_archive(manual_dir):
+    return manual_dir  # config.data.source names the archive itself.
+  for name in (official.archive, f'{official.name}.tgz', f'{official.name}.tar',
+               f'{official.name}.zip'):
+    if os.path.isfile(os.path.join(manual_dir, name)):
+      return os.path.join(manual_dir, name)
+  for folder in (os.path.join(manual_dir, official.name), manual_dir):
+    if os.path.isdir(os.path.join(folder, 'train')):
+      return folder
+  return None
+
+
+def unreachable(url: str, timeout: float = 10.0) -> str | None:
+  """None if a TCP connection to the URL's server opens within `timeout`, else why not.
+
+  Runs in a thread because a hanging DNS lookup ignores socket timeouts."""
+  parts = urllib.parse.urlsplit(url)
+  result = []
+
+  def connect():
+    try:
+      socket.create_connection((parts.hostname, parts.port or 80), timeout=timeout).close()
+      result.append(None)
+    except OSError as e:
+      result.append(f'{type(e).__name__}: {e}')
+
+  thread = threading.Thread(target=connect, daemon=True)
+  thread.start()
+  thread.join(timeout)
+  return result[0] if result else f'{parts.hostname} did not answer in {timeout:.0f} s'
+
+
+def builder_for(data_config, *, in_channels: int = 3, out_channels: int = 3) -> Pix2PixAligned:
+  """The builder for `config.data` (not prepared yet; see `prepare`)."""
+  dataset = data_config.dataset
+  if dataset in sources.OFFICIAL or dataset == 'blue_marble':
+    config = dataset  # Stored as RGB; the input pipeline converts to 1 channel if asked.
+  elif dataset in FOLDER_MODES:
+    if not data_config.source:
+      raise DataError(f"dataset '{dataset}' needs config.data.source: the folder (or archive) "
+                      'holding your images')
+    source = os.path.abspath(os.path.expanduser(data_config.source))
+    if not os.path.exists(source):
+      raise DataError(f'{source}: does not exist (config.data.source)')
+    a_channels, b_channels = in_channels, out_channels
+    if data_config.direction == 'BtoA':
+      a_channels, b_channels = b_channels, a_channels
+    layout = FOLDER_MODES[dataset]
+    stem = re.sub(r'[^a-z0-9]+', '_', os.path.basename(source.rstrip('/')).lower())[:32]
+    config = Pix2PixConfig(
+        name=f'{layout}_{stem.strip("_") or "data"}_{sources.fingerprint(source)}'
+        f'_c{a_channels}{b_channels}',
+        layout=layout, source=source, a_channels=a_channels, b_channels=b_channels,
+        description=f'Your {layout} images from {source}.')
+  else:
+    raise DataError(f'config.data.dataset is {dataset!r}; expected one of '
+                    f'{", ".join([*sources.OFFICIAL, "blue_marble", *FOLDER_MODES])}')
+  manual_dir = None
+  if dataset in sources.OFFICIAL and data_config.source:
+    manual_dir = os.path.abspath(os.path.expanduser(data_config.source))
+  return Pix2PixAligned(
+      config=config, data_dir=data_config.data_dir or None, manual_dir=manual_dir,
+      download=data_config.get('download', True), on_bad_file=data_config.on_bad_file)
+
+
+def prepare(data_config, *, in_channels: int = 3, out_channels: int = 3) -> Pix2PixAligned:
+  """Returns the builder for `config.data`, preparing the dataset first if needed."""
+  builder = builder_for(data_config, in_channels=in_channels, out_channels=out_channels)
+  if not builder.is_prepared():
+    sources.BadFiles(data_config.on_bad_file)  # Validate the policy before any work.
+    # TFDS names an extraction after the archive's file name only and reuses it when it
+    # exists, so a replaced archive, or another one of the same name, would be read from a
+    # stale copy. A fresh folder per preparation, deleted afterwards (the prepared records
+    # hold everything), avoids that and the disk space of a second copy.
+    extracted = os.path.join(os.fspath(builder.data_dir_root), 'downloads', 'extracted')
+    os.makedirs(extracted, exist_ok=True)
+    extract_dir = tempfile.mkdtemp(prefix=f'{builder.builder_config.name}.', dir=extracted)
+    try:
+      builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+          try_download_gcs=False, manual_dir=builder.manual_dir, extract_dir=extract_dir))
+    finally:
+      shutil.rmtree(extract_dir, ignore_errors=True)
+  return builder

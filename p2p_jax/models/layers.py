@@ -1,0 +1,261 @@
+"""The convolutions of pix2pix, in one place so that their implementation can be swapped.
+
+All of pix2pix is built from three operations with PyTorch's geometry:
+  * `Conv`: a k x k convolution with stride s and symmetric zero padding p (4x4, s2, p1 in
+    both networks; s1 for the last two PatchGAN layers; 1x1 for the PixelGAN).
+  * `ConvTranspose4x4`: PyTorch's ConvTranspose2d(kernel 4, stride 2, padding 1), which
+    doubles the spatial size.
+Parameters keep the standard HWIO layout (kernel [kh, kw, in, out]) whatever computes them,
+so checkpoints, export and parameter counts do not depend on the implementation.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+# pix2pix initialises every conv weight with N(0, 0.02) and every bias with 0.
+conv_init = nn.initializers.normal(stddev=0.02)
+
+
+def _scale_init(key, shape, dtype=jnp.float32):
+  """BatchNorm scale ~ N(1, 0.02), as the reference's init_weights."""
+  return 1.0 + 0.02 * jax.random.normal(key, shape, dtype)
+
+
+bn_scale_init = _scale_init
+
+
+# ---------------------------------------------------------------- implementations
+# Every implementation computes the same function from the same HWIO kernel and differs only
+# in which XLA operations do the work (results agree to float32 rounding, see
+# tests/test_layers.py):
+#   'xla'           the plain convolution op, gradients by JAX's autodiff.
+#   'gemm'          im2col + one matrix multiply (GEMM); its gradients are GEMMs too.
+#   'xla_gemmgrad'  forward by the plain op, gradients by the GEMM form (custom VJP).
+#   'xla_convgrad'  forward by the plain op; for the transposed conv, gradients written as
+#                   ordinary stride-2 convolutions (custom VJP); for Conv the same as 'xla'.
+#   'auto'          the plain op on GPU/TPU; on CPU, per layer, the measured fastest form.
+# Why: XLA:CPU runs the kernel gradient of the transposed convolution (an lhs-dilated conv)
+# on a slow path (about 1 GFLOP/s, several seconds per U-Net layer), while it runs the plain
+# forward op well, and GEMMs run at the machine's matmul speed. Custom VJPs keep only
+# (x, kernel) as residuals, so the GEMM patches are rebuilt in the backward pass rather
+# than stored. Measurements: benchmarks/README.md.
+CONV_IMPLS = ('auto', 'xla', 'gemm', 'xla_gemmgrad', 'xla_convgrad')
+# CPU choice by output channels (measured at 256x256, batch 1-4; GEMMs with few output
+# columns waste their im2col traffic, XLA's conv op handles those better).
+CPU_CONV_GEMM_MIN_FEATURES = 256
+CPU_CONVT_GEMMGRAD_MIN_FEATURES = 64
+
+
+def resolve_impl(impl: str, transpose: bool, out_features: int,
+                 backend: str | None = None) -> str:
+  """The concrete implementation of one layer: 'auto' resolved for the backend and shape."""
+  if impl not in CONV_IMPLS:
+    raise ValueError(f'model.conv_impl must be one of {CONV_IMPLS}, got {impl!r}')
+  if impl != 'auto':
+    return impl
+  if (backend or jax.default_backend()) != 'cpu':
+    return 'xla'
+  if transpose:
+    return ('xla_gemmgrad' if out_features >= CPU_CONVT_GEMMGRAD_MIN_FEATURES
+            else 'xla_convgrad')
+  return 'gemm' if out_features >= CPU_CONV_GEMM_MIN_FEATURES else 'xla'
+
+
+_DN = ('NHWC', 'HWIO', 'NHWC')
+
+
+def _pad_hw(x: jax.Array, p: int) -> jax.Array:
+  return jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0))) if p else x
+
+
+def _matmul(a: jax.Array, b: jax.Array) -> jax.Array:
+  """[..., K] x [K, O] as one 2-D GEMM (XLA:CPU's fast path)."""
+  lead = a.shape[:-1]
+  return jnp.dot(a.reshape(-1, a.shape[-1]), b).reshape(lead + (b.shape[-1],))
+
+
+def _conv_xla(x, kernel, stride, padding):
+  return jax.lax.conv_general_dilated(x, kernel, (stride, stride),
+                                      ((padding, padding), (padding, padding)),
+                                      dimension_numbers=_DN)
+
+
+def _conv_gemm(x, kernel, stride, padding):
+  # Patches [N, Ho, Wo, k*k*I] in (kh, kw, I) order, the kernel's own row-major order, so
+  # the HWIO kernel is the [k*k*I, O] matrix without a copy.
+  n, h, w, i = x.shape
+  k, o = kernel.shape[0], kernel.shape[-1]
+  xp = _pad_hw(x, padding)
+  ho = (h + 2 * padding - k) // stride + 1
+  wo = (w + 2 * padding - k) // stride + 1
+  taps = [jax.lax.slice(xp, (0, di, dj, 0),
+                        (n, di + stride * (ho - 1) + 1, dj + stride * (wo - 1) + 1, i),
+                        (1, stride, stride, 1))
+          for di in range(k) for dj in range(k)]
+  patches = taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)
+  return _matmul(patches, kernel.reshape(k * k * i, o))
+
+
+def _convt_xla(x, kernel):
+  # Zeros between input pixels (stride 2), k - 1 - p = 2 of padding, stride-1 4x4 conv.
+  return jax.lax.conv_general_dilated(x, kernel, (1, 1), ((2, 2), (2, 2)),
+                                      lhs_dilation=(2, 2), dimension_numbers=_DN)
+
+
+def _convt_gemm(x, kernel):
+  # Sub-pixel form: output pixel (2m + a, 2n + b) only meets kernel taps (2u + a, 2v + b),
+  # u, v in {0, 1}, applied to xp[m + a + u, n + b + v] (xp = x padded by 1). All four
+  # phases (a, b) are one 2x2 correlation of xp with a [2*2*I, 2*2*O] matrix (one GEMM);
+  # depth-to-space then reads phase (a, b) at offset (a, b).
+  n, h, w, i = x.shape
+  o = kernel.shape[-1]
+  xp = _pad_hw(x, 1)
+  patches = jnp.concatenate([xp[:, u:u + h + 1, v:v + w + 1, :]
+                             for u in range(2) for v in range(2)], axis=-1)
+  # kernel[2u + a, 2v + b, i, o] -> matrix[(u, v, i), (a, b, o)].
+  matrix = kernel.reshape(2, 2, 2, 2, i, o).transpose(0, 2, 4, 1, 3, 5).reshape(4 * i, 4 * o)
+  z = _matmul(patches, matrix).reshape(n, h + 1, w + 1, 2, 2, o)
+  rows = [jnp.stack([z[:, a:a + h, b:b + w, a, b, :] for b in range(2)], axis=3)
+          for a in range(2)]  # each [N, H, W, 2 (b), O]
+  return jnp.stack(rows, axis=2).reshape(n, 2 * h, 2 * w, o)
+
+
+def _flip_io(kernel):
+  """[kh, kw, I, O] -> spatially flipped [kh, kw, O, I]; its own inverse."""
+  return jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)
+
+
+def _convt_grads_by_conv(x, kernel, g):
+  # The transposed conv is the adjoint (in x) of the stride-2 conv S(., flip_io(kernel)),
+  # so <g, T(x, K)> = <S(g, flip_io(K)), x>: dx = S(g, flip_io(K)) and dK is flip_io of
+  # S's ordinary kernel gradient with input g and cotangent x, which XLA runs well.
+  s = lambda v: _conv_xla(g, v, 2, 1)
+  v = _flip_io(kernel)
+  dv = jax.vjp(s, v)[1](x)[0]
+  return s(v), _flip_io(dv)
+
+
+def _with_custom_grads(forward, grads):
+  """f(x, kernel) computed by `forward`, differentiated by grads(x, kernel, g)."""
+  @jax.custom_vjp
+  def f(x, kernel):
+    return forward(x, kernel)
+
+  def f_fwd(x, kernel):
+    return forward(x, kernel), (x, kernel)
+
+  def f_bwd(res, g):
+    return grads(*res, g)
+
+  f.defvjp(f_fwd, f_bwd)
+  return f
+
+
+def _vjp_grads(fn):
+  """grads(x, kernel, g) by JAX's autodiff of fn (its unused forward output is dead code)."""
+  return lambda x, kernel, g: jax.vjp(fn, x, kernel)[1](g)
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, stride: int, padding: int,
+           impl: str = 'xla') -> jax.Array:
+  """NHWC convolution with symmetric zero padding (PyTorch's Conv2d geometry).
+
+  x: [N, H, W, I]; kernel: [k, k, I, O]; returns [N, (H + 2p - k) // s + 1, ..., O].
+  impl: one of CONV_IMPLS.
+  """
+  impl = resolve_impl(impl, transpose=False, out_features=kernel.shape[-1])
+  plain = lambda x, k: _conv_xla(x, k, stride, padding)
+  gemm = lambda x, k: _conv_gemm(x, k, stride, padding)
+  if impl in ('xla', 'xla_convgrad'):  # a conv's own gradients already are plain convs
+    return plain(x, kernel)
+  if impl == 'gemm':
+    return gemm(x, kernel)
+  return _with_custom_grads(plain, _vjp_grads(gemm))(x, kernel)
+
+
+def conv_transpose_4x4_s2(x: jax.Array, kernel: jax.Array, impl: str = 'xla') -> jax.Array:
+  """PyTorch's ConvTranspose2d(k=4, s=2, p=1) on NHWC input: [N,H,W,I] -> [N,2H,2W,O].
+
+  Definition ('xla'): the dilated convolution with zeros between input pixels (stride 2),
+  k - 1 - p = 2 zeros of padding on each side, then a stride-1 4x4 convolution. The kernel
+  is used unflipped (as flax.linen.ConvTranspose does); flipping it gives PyTorch's layout.
+  impl: one of CONV_IMPLS.
+  """
+  impl = resolve_impl(impl, transpose=True, out_features=kernel.shape[-1])
+  if impl == 'xla':
+    return _convt_xla(x, kernel)
+  if impl == 'gemm':
+    return _convt_gemm(x, kernel)
+  grads = _vjp_grads(_convt_gemm) if impl == 'xla_gemmgrad' else _convt_grads_by_conv
+  return _with_custom_grads(_convt_xla, grads)(x, kernel)
+
+
+class Conv(nn.Module):
+  """k x k convolution, stride s, zero padding p, with an optional bias.
+
+  impl: how it is computed (one of CONV_IMPLS); parameters and results do not depend on it.
+  """
+  features: int
+  kernel_size: int = 4
+  stride: int = 2
+  padding: int = 1
+  use_bias: bool = True
+  dtype: Any = jnp.float32
+  impl: str = 'auto'
+
+  @nn.compact
+  def __call__(self, x):
+    k = self.kernel_size
+    kernel = self.param('kernel', conv_init, (k, k, x.shape[-1], self.features), jnp.float32)
+    y = conv2d(x.astype(self.dtype), kernel.astype(self.dtype), self.stride, self.padding,
+               self.impl)
+    if self.use_bias:
+      y = y + self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32
+                         ).astype(self.dtype)
+    return y
+
+
+class ConvTranspose4x4(nn.Module):
+  """4x4 transposed convolution, stride 2, padding 1: doubles height and width.
+
+  impl: see `Conv`.
+  """
+  features: int
+  use_bias: bool = True
+  dtype: Any = jnp.float32
+  impl: str = 'auto'
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param('kernel', conv_init, (4, 4, x.shape[-1], self.features), jnp.float32)
+    y = conv_transpose_4x4_s2(x.astype(self.dtype), kernel.astype(self.dtype), self.impl)
+    if self.use_bias:
+      y = y + self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32
+                         ).astype(self.dtype)
+    return y
+
+
+def norm_layer(norm: str, *, train: bool, axis_name: str | None, dtype: Any, name: str):
+  """Returns the normalisation module for `norm`, or None for 'none'.
+
+  BatchNorm matches PyTorch's BatchNorm2d (momentum 0.1 -> flax momentum 0.9, eps 1e-5);
+  instance norm matches the reference's InstanceNorm2d(affine=False).
+  """
+  if norm == 'batch':
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                        axis_name=axis_name, dtype=dtype, param_dtype=jnp.float32,
+                        scale_init=bn_scale_init, name=name)
+  if norm == 'instance':
+    return nn.InstanceNorm(epsilon=1e-5, use_scale=False, use_bias=False, dtype=dtype,
+                           name=name)
+  if norm == 'none':
+    return None
+  raise ValueError(f"norm must be 'batch', 'instance' or 'none', got {norm!r}")
+
+
+def uses_bias(norm: str) -> bool:
+  """Convs followed by BatchNorm carry no bias (BN's shift replaces it); others do."""
+  return norm != 'batch'

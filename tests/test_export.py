@@ -1,0 +1,55 @@
+"""The SavedModel computes what JAX computes, in TensorFlow, for both modes."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import tiny_config
+from p2p_jax import export, inference
+from test_inference import make_workdir, unet64
+
+tf = pytest.importorskip('tensorflow')
+
+
+def _images(n, h, w, seed=0):
+  return np.random.default_rng(seed).uniform(-1, 1, (n, h, w, 3)).astype(np.float32)
+
+
+def test_eval_mode_export_from_a_workdir_matches_jax(tmp_path):
+  config = tiny_config('unet_32', width=2)
+  workdir, _ = make_workdir(tmp_path / 'run', config, 32)
+  out_dir = str(tmp_path / 'saved')
+  assert export.main(['--workdir', workdir, '--out_dir', out_dir]) == 0
+
+  model = tf.saved_model.load(out_dir)
+  meta = json.loads(model.metadata.numpy())
+  assert meta['mode'] == 'eval' and meta['checkpoint_step'] == 7
+  assert json.load(open(os.path.join(out_dir, export.METADATA_FILE))) == meta
+  jax_model = inference.load_translator(workdir, mode='eval', devices=jax.devices()[:1])
+  # Batch and spatial sizes other than the traced ones (polymorphic shapes).
+  for x in (_images(3, 32, 64), _images(1, 96, 32, seed=1)):
+    np.testing.assert_allclose(model.generate(tf.constant(x)).numpy(), jax_model.apply(x),
+                               atol=1e-4)
+  served = model.signatures['serving_default'](images=tf.constant(x))['output']
+  np.testing.assert_allclose(served.numpy(), jax_model.apply(x), atol=1e-4)
+
+
+def test_paper_mode_export_takes_a_seed_and_matches_jax(tmp_path):
+  config, variables, jax_model, _ = unet64()  # has dropout
+  out_dir = export.export_saved_model(config, variables, str(tmp_path / 'paper'), 'paper',
+                                      platforms=('cpu',))
+  model = tf.saved_model.load(out_dir)
+  assert json.loads(model.metadata.numpy())['mode'] == 'paper'
+  x = _images(2, 64, 64)
+  y5 = model.generate(tf.constant(x), tf.constant(5)).numpy()
+  np.testing.assert_allclose(y5, jax_model.apply(x, seed=5), atol=1e-4)
+  assert np.abs(y5 - model.generate(tf.constant(x), tf.constant(6)).numpy()).max() > 1e-2
+
+
+def test_bad_image_size_is_rejected(tmp_path):
+  config = tiny_config('unet_32', width=2)
+  with pytest.raises(ValueError, match='multiple of 32'):
+    export.export_saved_model(config, {}, str(tmp_path / 'x'), image_size=48)
