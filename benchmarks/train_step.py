@@ -67,6 +67,20 @@ def flops_of(compiled) -> float | None:
   return None if not cost or 'flops' not in cost else float(cost['flops'])
 
 
+def matmul_gflop_s(n: int = 1024, reps: int = 5) -> float:
+  """Float32 matmul speed right now: a yardstick for runs on shared, contended machines."""
+  import jax.numpy as jnp
+  a = jnp.ones((n, n), jnp.float32)
+  f = jax.jit(lambda a: a @ a)
+  jax.block_until_ready(f(a))
+  times = []
+  for _ in range(reps):
+    t0 = time.perf_counter()
+    jax.block_until_ready(f(a))
+    times.append(time.perf_counter() - t0)
+  return 2 * n ** 3 / statistics.median(times) / 1e9
+
+
 def timed_calls(fn, warmup: int, steps: int) -> list[float]:
   """Calls fn() warmup + steps times (each blocks on its result); returns timed seconds."""
   for _ in range(warmup):
@@ -125,10 +139,12 @@ def main(argv=None):
                             ).astype(np.float32),
   }
 
+  rss_init = peak_rss_mb()
   t0 = time.perf_counter()
   compiled = dp.lower(state, batch).compile()  # jit's cache is shared: no second compile.
   compile_s = time.perf_counter() - t0
   flops = flops_of(compiled)
+  rss_compile = peak_rss_mb()
 
   holder = {'state': state}
 
@@ -138,6 +154,7 @@ def main(argv=None):
     holder['state'] = new_state
 
   times = timed_calls(one_step, args.warmup, args.steps)
+  calib = matmul_gflop_s()
   s_per_step = statistics.median(times)
   result = {
       'bench': 'train_step',
@@ -148,6 +165,10 @@ def main(argv=None):
       'compile_s': round(compile_s, 2),
       'gflop_per_step': None if flops is None else round(flops / 1e9, 2),
       'peak_rss_mb': round(peak_rss_mb(), 1),
+      'peak_rss_mb_after_init': round(rss_init, 1),
+      'peak_rss_mb_after_compile': round(rss_compile, 1),
+      'matmul_gflop_s': round(calib, 1),
+      'gflop_s': None if flops is None else round(flops / 1e9 / s_per_step, 1),
       'device_peak_mb': device_peak_mb(devices[0]),
       'backend': jax.default_backend(),
       'device': devices[0].device_kind,

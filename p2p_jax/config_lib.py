@@ -51,7 +51,7 @@ def _get(flat, path):
 
 
 def validate(config, reference=None) -> None:
-  """Raises ValueError naming every unknown key and the first invalid value of `config`.
+  """Raises ValueError naming every unknown or missing key, or the first invalid value.
 
   reference: the schema (default: configs/default.py's get_config()).
   """
@@ -62,12 +62,23 @@ def validate(config, reference=None) -> None:
   if unknown:
     raise ValueError(f'unknown config keys: {", ".join(unknown)} (not in configs/default.py; '
                      'check the spelling)')
+  missing = sorted(set(ref) - set(flat))
+  if missing:
+    # The trainer reads every field: fail here, not with an AttributeError mid-run.
+    raise ValueError(f'missing config keys: {", ".join(missing)} (start from '
+                     'configs/default.py\'s get_config() and change fields)')
   for path, choices in _CHOICES.items():
     if path in flat and flat[path] not in choices:
       raise ValueError(f'config.{path} must be one of {list(choices)}, got {flat[path]!r}')
   for path in _POSITIVE:
     if path in flat and not flat[path] > 0:
       raise ValueError(f'config.{path} must be > 0, got {flat[path]!r}')
+  for path in ('optim.b1', 'optim.b2'):
+    if path in flat and not 0 <= flat[path] < 1:
+      raise ValueError(f'config.{path} must be in [0, 1), got {flat[path]!r}')
+  if flat.get('num_train_steps', 1) <= 0 and flat.get('num_epochs', 1) <= 0:
+    raise ValueError(f'config.num_train_steps ({flat["num_train_steps"]}) or config.num_epochs '
+                     f'({flat["num_epochs"]}) must be > 0: nothing to train')
   if 'model.d_layers' in flat and not 0 <= flat['model.d_layers'] <= 8:
     raise ValueError(f'config.model.d_layers must be in 0..8, got {flat["model.d_layers"]}')
   if 'data.crop_size' in flat and flat['data.load_size'] < flat['data.crop_size']:

@@ -159,6 +159,14 @@ class Translator:
     return cls(config.model, {'params': state.g.params, 'batch_stats': state.g.batch_stats},
                mode, **kwargs)
 
+  def set_variables(self, variables, step: int | None = None) -> None:
+    """Swaps in new weights (same architecture), keeping the compiled functions."""
+    self.variables = jax.tree.map(jnp.asarray, _variables(variables))
+    self.step = step
+    self.metadata['p2p_jax.checkpoint_step'] = '' if step is None else str(int(step))
+    for _, placed in self._mapped.values():
+      placed.clear()
+
   @property
   def multiple(self) -> int:
     """Height and width of `apply`'s inputs must be multiples of this (2**depth)."""

@@ -117,12 +117,14 @@ def preprocess(example: dict, key, *, data_config, train: bool, in_channels: int
 
 def create_dataset(data_config, split: str, *, batch_size: int, train: bool, seed: int,
                    process_index: int | None = None, process_count: int | None = None,
-                   in_channels: int = 3, out_channels: int = 3):
+                   in_channels: int = 3, out_channels: int = 3, start_batch: int = 0):
   """A tf.data.Dataset of batches {'input': [B,H,W,Cin], 'target': [B,H,W,Cout], 'name': [B]}.
 
   train=True: shuffled, jittered, repeated forever, full batches only. train=False: no
   jitter, one pass in a fixed order, last batch possibly smaller. `batch_size` is per
   process; process_index/process_count default to JAX's. Prepares the dataset if needed.
+  start_batch: skip the first batches of the stream (resuming a run): the same batches as an
+  uninterrupted run from there on, skipped before decoding, so skipping is cheap.
   """
   tf = _tf()
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
@@ -155,6 +157,8 @@ def create_dataset(data_config, split: str, *, batch_size: int, train: bool, see
                     reshuffle_each_iteration=True)
     ds = ds.repeat()
   ds = ds.enumerate()  # Stream position: part of the jitter key.
+  if start_batch:
+    ds = ds.skip(start_batch * batch_size)
 
   def jitter_and_scale(i, example):
     key = tf.stack([tf.constant(seed, tf.int64), tf.constant(process_index, tf.int64)])
@@ -170,11 +174,13 @@ def create_dataset(data_config, split: str, *, batch_size: int, train: bool, see
 
 def numpy_batches(data_config, split: str, *, batch_size: int, train: bool, seed: int,
                   process_index: int | None = None, process_count: int | None = None,
-                  in_channels: int = 3, out_channels: int = 3) -> Iterator[dict]:
+                  in_channels: int = 3, out_channels: int = 3,
+                  start_batch: int = 0) -> Iterator[dict]:
   """`create_dataset` as numpy: float32 'input'/'target' in [-1, 1], bytes 'name'."""
   ds = create_dataset(data_config, split, batch_size=batch_size, train=train, seed=seed,
                       process_index=process_index, process_count=process_count,
-                      in_channels=in_channels, out_channels=out_channels)
+                      in_channels=in_channels, out_channels=out_channels,
+                      start_batch=start_batch)
   for batch in ds.as_numpy_iterator():
     yield {'input': np.asarray(batch['input'], np.float32),
            'target': np.asarray(batch['target'], np.float32),

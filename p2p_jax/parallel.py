@@ -5,13 +5,25 @@ Steps are written per replica with collectives over the axis named `AXIS` ('batc
 form) or with jax.jit over jax.shard_map (the modern one). In both, the state goes in and
 comes out unreplicated (one logical copy, the same on every device) and the batch is split
 along its leading axis; callers pass host-local numpy batches and never see devices.
+
+Multi-process (TPU pod slices, multi-node GPU; `maybe_initialize_distributed`): every
+process runs the same program on its own share of the batch (`local_batch_size`); the
+devices of all processes form one data-parallel axis, so gradients are averaged over the
+global batch. The state is then a global array replicated on every device of every process,
+which is what Orbax needs to save it, in both modes (jax.pmap takes such arrays as they are
+but returns host-local ones; DataParallel turns them back into global arrays). Work on one
+process's devices only (the trainer's validation through inference.Translator) takes
+`to_local(tree)`; numbers computed on each process's data are combined with
+`sum_over_processes`. tests/test_multihost.py checks that 2 processes x 2 devices train
+exactly as 1 process x 4 devices.
 """
 
-import functools
+import os
 from typing import Any, Callable
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 AXIS = 'batch'
@@ -46,10 +58,81 @@ def local_batch_size(global_batch: int, devices=None) -> int:
   return global_batch // n * len(local)
 
 
-def maybe_initialize_distributed(enabled: bool) -> None:
-  """jax.distributed.initialize() for multi-host runs (arguments come from the env)."""
-  if enabled:
-    jax.distributed.initialize()
+# Read here when maybe_initialize_distributed is not given them (JAX itself reads
+# JAX_COORDINATOR_ADDRESS): enough to start processes by hand, e.g. on one machine.
+ENV_NUM_PROCESSES = 'JAX_NUM_PROCESSES'
+ENV_PROCESS_ID = 'JAX_PROCESS_ID'
+
+
+def _env_int(name: str) -> int | None:
+  value = os.environ.get(name)
+  if value is None or not value.strip():
+    return None
+  try:
+    return int(value)
+  except ValueError:
+    raise ValueError(f'environment variable {name} must be an integer, got {value!r}') from None
+
+
+def maybe_initialize_distributed(enabled: bool, *, coordinator_address: str | None = None,
+                                 num_processes: int | None = None,
+                                 process_id: int | None = None) -> None:
+  """Starts JAX's multi-process runtime (`jax.distributed.initialize`) when `enabled`.
+
+  Arguments left None come from the environment: JAX_COORDINATOR_ADDRESS ('host:port' of
+  process 0), JAX_NUM_PROCESSES and JAX_PROCESS_ID; where those are unset too, JAX detects
+  Cloud TPU pod slices, SLURM and Open MPI by itself. A no-op when the runtime is already
+  up (a launcher or notebook started it). Must run before anything touches a device.
+  """
+  if not enabled or jax.distributed.is_initialized():
+    return
+  if num_processes is None:
+    num_processes = _env_int(ENV_NUM_PROCESSES)
+  if process_id is None:
+    process_id = _env_int(ENV_PROCESS_ID)
+  jax.distributed.initialize(coordinator_address=coordinator_address,
+                             num_processes=num_processes, process_id=process_id)
+
+
+def process_share(total: int) -> int:
+  """This process's part of `total` items split over processes (-1, meaning all, stays -1).
+
+  The first `total % process_count` processes take one more, so the parts add up to total.
+  """
+  if total < 0:
+    return total
+  n, p = jax.process_count(), jax.process_index()
+  return total // n + (p < total % n)
+
+
+def sum_over_processes(values) -> np.ndarray:
+  """Elementwise sum of a small array over all processes; the identity with one process.
+
+  A collective: every process must call it, the same number of times. Goes through JAX, so
+  float64 becomes float32 unless jax_enable_x64 is set (counts stay exact below 2**24).
+  """
+  values = np.asarray(values)
+  if jax.process_count() == 1:
+    return values
+  return np.asarray(multihost_utils.process_allgather(values)).sum(axis=0)
+
+
+def to_local(tree):
+  """Replicated global arrays -> this process's copy on its first device (no transfer).
+
+  For work confined to one process's devices (the trainer's validation), which cannot take
+  arrays that live partly on other processes. Other leaves pass through unchanged, so this is
+  the identity in a single process. Raises ValueError for an array that is split over
+  processes rather than replicated (each process holds only part of it).
+  """
+  def one(x):
+    if not isinstance(x, jax.Array) or x.is_fully_addressable:
+      return x
+    if not x.is_fully_replicated:
+      raise ValueError(f'to_local: an array of shape {x.shape} is split over processes '
+                       f'({x.sharding}); only replicated arrays have a full local copy')
+    return x.addressable_data(0)
+  return jax.tree.map(one, tree)
 
 
 class DataParallel:
@@ -71,22 +154,37 @@ class DataParallel:
     self.mode = mode
     self.devices = list(devices) if devices is not None else jax.devices()
     self.local_devices = [d for d in self.devices if d.process_index == jax.process_index()]
+    # Devices of other processes too: the state must then be a global array (see module doc).
+    self.spans_processes = len(self.local_devices) < len(self.devices)
+    self.mesh = Mesh(np.asarray(self.devices), (AXIS,))
     out_axis = 0 if batched_out else None
     if mode == 'pmap':
       self._fn = jax.pmap(fn, axis_name=AXIS, in_axes=(None, 0), out_axes=out_axis,
                           devices=self.devices, donate_argnums=(0,) if donate else ())
     else:
-      self.mesh = Mesh(np.asarray(self.devices), (AXIS,))
       out_spec = P(AXIS) if batched_out else P()
       mapped = jax.shard_map(fn, mesh=self.mesh, in_specs=(P(), P(AXIS)), out_specs=out_spec)
       self._fn = jax.jit(mapped, donate_argnums=(0,) if donate else ())
     self.batched_out = batched_out
 
   def put_state(self, state):
-    """Places the (unreplicated) state on the devices, ready to be passed in."""
-    if self.mode == 'pmap':
-      return state
-    return jax.device_put(state, NamedSharding(self.mesh, P()))
+    """Places the (unreplicated) state on the devices, ready to be passed in.
+
+    With several processes every process must pass the same values (same seed / checkpoint).
+    """
+    return jax.device_put(state, self.state_sharding())
+
+  def state_sharding(self):
+    """Where the unreplicated state lives: replicated on every device of the mesh. pmap
+    returns its unmapped outputs in this form too, so the state is placed like this from the
+    start and the step compiles once."""
+    return NamedSharding(self.mesh, P())
+
+  def _to_global(self, a):
+    """pmap's replicated output (on this process's devices) -> the same value as a global
+    array replicated over every process's devices, as state_sharding() says."""
+    shards = [s.data for s in a.addressable_shards]
+    return jax.make_array_from_single_device_arrays(a.shape, self.state_sharding(), shards)
 
   def _split(self, batch):
     n = len(self.local_devices)
@@ -102,10 +200,18 @@ class DataParallel:
     return jax.tree.map(split, batch)
 
   def __call__(self, state, batch) -> Any:
-    """Runs the mapped function on this host's numpy batch."""
+    """Runs the mapped function on this host's numpy batch.
+
+    Outputs: invariant ones as the state (state_sharding()); batched ones of pmap as this
+    host's examples, of shard_map as a global array split over the mesh.
+    """
+    # A multi-process pmap takes the global state as it is. (Not its host-local copy: jax 0.10
+    # deletes a donated host-local input it has just placed, and the step then fails.)
     out = self._fn(state, self._split(batch))
     if self.batched_out and self.mode == 'pmap':
       out = jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:]), out)
+    elif self.mode == 'pmap' and self.spans_processes:
+      out = jax.tree.map(self._to_global, out)
     return out
 
   def lower(self, state, batch):

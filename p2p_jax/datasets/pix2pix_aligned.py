@@ -241,9 +241,14 @@ def prepare(data_config, *, in_channels: int = 3, out_channels: int = 3) -> Pix2
     extracted = os.path.join(os.fspath(builder.data_dir_root), 'downloads', 'extracted')
     os.makedirs(extracted, exist_ok=True)
     extract_dir = tempfile.mkdtemp(prefix=f'{builder.builder_config.name}.', dir=extracted)
+    print(f'p2p_jax: preparing {builder.builder_config.name} in {builder.data_dir} '
+          '(once; later runs reuse it)', flush=True)
     try:
+      # TFDS's per-shard progress bars swamp the console of a training run.
+      tfds.display_progress_bar(False)
       builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
           try_download_gcs=False, manual_dir=builder.manual_dir, extract_dir=extract_dir))
     finally:
+      tfds.display_progress_bar(True)
       shutil.rmtree(extract_dir, ignore_errors=True)
   return builder

@@ -36,16 +36,18 @@ bn_scale_init = _scale_init
 #   'xla_gemmgrad'  forward by the plain op, gradients by the GEMM form (custom VJP).
 #   'xla_convgrad'  forward by the plain op; for the transposed conv, gradients written as
 #                   ordinary stride-2 convolutions (custom VJP); for Conv the same as 'xla'.
-#   'auto'          the plain op on GPU/TPU; on CPU, per layer, the measured fastest form.
+#   'auto'          the plain op on GPU/TPU; on CPU, per layer, the measured fastest form
+#                   (the plain forward everywhere, so inference is unchanged).
 # Why: XLA:CPU runs the kernel gradient of the transposed convolution (an lhs-dilated conv)
 # on a slow path (about 1 GFLOP/s, several seconds per U-Net layer), while it runs the plain
 # forward op well, and GEMMs run at the machine's matmul speed. Custom VJPs keep only
 # (x, kernel) as residuals, so the GEMM patches are rebuilt in the backward pass rather
 # than stored. Measurements: benchmarks/README.md.
 CONV_IMPLS = ('auto', 'xla', 'gemm', 'xla_gemmgrad', 'xla_convgrad')
-# CPU choice by output channels (measured at 256x256, batch 1-4; GEMMs with few output
-# columns waste their im2col traffic, XLA's conv op handles those better).
-CPU_CONV_GEMM_MIN_FEATURES = 256
+# CPU choice: the forward is always XLA's op (the fastest forward, so inference runs the
+# plain op); the gradients by GEMM from this many output channels on (measured at 256x256:
+# GEMMs with few output columns waste their im2col traffic, XLA's convs do better there).
+CPU_CONV_GEMMGRAD_MIN_FEATURES = 256
 CPU_CONVT_GEMMGRAD_MIN_FEATURES = 64
 
 
@@ -61,7 +63,7 @@ def resolve_impl(impl: str, transpose: bool, out_features: int,
   if transpose:
     return ('xla_gemmgrad' if out_features >= CPU_CONVT_GEMMGRAD_MIN_FEATURES
             else 'xla_convgrad')
-  return 'gemm' if out_features >= CPU_CONV_GEMM_MIN_FEATURES else 'xla'
+  return 'xla_gemmgrad' if out_features >= CPU_CONV_GEMMGRAD_MIN_FEATURES else 'xla'
 
 
 _DN = ('NHWC', 'HWIO', 'NHWC')

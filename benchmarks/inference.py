@@ -1,0 +1,101 @@
+"""Benchmark of generator inference: images per second of G(x) at 256x256.
+
+  PYTHONPATH=. python benchmarks/inference.py --batch 1
+  PYTHONPATH=. python benchmarks/inference.py --batch 16 --mode eval --conv-impl xla
+
+--mode paper: the paper's test-time setting (dropout on, BatchNorm with the statistics of
+the test batch; the batch_stats update is discarded). --mode eval: running averages, no
+dropout. The generator is built by models.create_generator(config.model) from
+configs/default.py (unet_256, batch norm) with random weights, under jax.jit on one device.
+Prints one JSON line. Runs without TensorFlow and ml_collections (see train_step.py).
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+import train_step as bench  # noqa: E402  (benchmarks/train_step.py: shared helpers)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--batch', type=int, default=1)
+  parser.add_argument('--steps', type=int, default=10, help='timed calls')
+  parser.add_argument('--warmup', type=int, default=3, help='untimed calls first')
+  parser.add_argument('--mode', default='paper', choices=['paper', 'eval'])
+  parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
+  parser.add_argument('--conv-impl', default=None,
+                      help="config.model.conv_impl (default: the config's, i.e. 'auto')")
+  parser.add_argument('--generator', default='unet_256')
+  parser.add_argument('--image-size', type=int, default=256)
+  args = parser.parse_args(argv)
+
+  from p2p_jax import models
+
+  config = bench.apply_common_args(bench.load_default_config(), args)
+  generator = models.create_generator(config.model)
+  s = args.image_size
+  x = np.random.default_rng(0).uniform(
+      -1, 1, (args.batch, s, s, config.model.in_channels)).astype(np.float32)
+  variables = generator.init({'params': jax.random.PRNGKey(0)}, x[:1], train=False)
+  variables = jax.device_put(variables)
+  x = jax.device_put(x)
+  paper = args.mode == 'paper'
+
+  @jax.jit
+  def generate(variables, x, key):
+    if paper:  # batch statistics and dropout; the statistics update is thrown away
+      out, _ = generator.apply(variables, x, train=True, rngs={'dropout': key},
+                               mutable=['batch_stats'])
+      return out
+    return generator.apply(variables, x, train=False)
+
+  key = jax.random.PRNGKey(1)
+  t0 = time.perf_counter()
+  compiled = generate.lower(variables, x, key).compile()
+  compile_s = time.perf_counter() - t0
+  flops = bench.flops_of(compiled)
+
+  times = bench.timed_calls(lambda: jax.block_until_ready(generate(variables, x, key)),
+                            args.warmup, args.steps)
+  calib = bench.matmul_gflop_s()
+  per_call = statistics.median(times)
+  device = jax.devices()[0]
+  result = {
+      'bench': 'inference',
+      'batch': args.batch,
+      'mode': args.mode,
+      'img_per_s': round(args.batch / per_call, 3),
+      's_per_call': round(per_call, 4),
+      'compile_s': round(compile_s, 2),
+      'gflop_per_call': None if flops is None else round(flops / 1e9, 2),
+      'gflop_s': None if flops is None else round(flops / 1e9 / per_call, 1),
+      'matmul_gflop_s': round(calib, 1),
+      'peak_rss_mb': round(bench.peak_rss_mb(), 1),
+      'device_peak_mb': bench.device_peak_mb(device),
+      'backend': jax.default_backend(),
+      'device': device.device_kind,
+      'dtype': args.dtype,
+      'conv_impl': config.model.get('conv_impl', 'xla'),
+      'generator': args.generator,
+      'image_size': s,
+      'steps': args.steps,
+      'cpu_count': os.cpu_count(),
+      'machine': platform.machine(),
+      'jax': jax.__version__,
+  }
+  print(json.dumps(result), flush=True)
+  return result
+
+
+if __name__ == '__main__':
+  main()

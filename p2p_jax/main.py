@@ -1,0 +1,63 @@
+"""Command line: python -m p2p_jax.main --config=configs/<name>.py --workdir=DIR.
+
+Override any field with --config.<field>=<value>, e.g. --config.batch_size=4
+--config.loss.recon_weight=10. Everything else lives in train.py, so notebooks call
+`p2p_jax.train.train_and_evaluate(config, workdir)` directly.
+"""
+
+import logging
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from p2p_jax import config_lib
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('workdir', None, 'Directory for checkpoints, samples and logs.')
+config_flags.DEFINE_config_file('config', None, 'Training configuration file.',
+                                lock_config=True)
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def _parse_flags(argv):
+  """absl's parser, plus a one-line error for --config.<key> overrides of missing keys."""
+  try:
+    return app.parse_flags_with_usage(argv)
+  except (AttributeError, KeyError) as e:
+    # ml_collections raises these from inside flag parsing (a trace, not a flags error).
+    lines = str(e.args[0] if e.args else e).split('\n')
+    key = lines[0].strip('"\'')  # the missing key; a 'Did you mean' line may follow
+    culprits = [a.split('=')[0] for a in argv[1:]
+                if a.startswith('--config.') and key in a.split('=')[0].split('.')]
+    sys.exit(' '.join([f'p2p_jax: bad config override {", ".join(culprits) or "--config"}: '
+                       f'the config has no key {key!r}.', *lines[1:],
+                       '(The fields are those of configs/default.py.)']))
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  logging.getLogger().setLevel(logging.INFO)
+  if not FLAGS['verbosity'].present:
+    # Orbax and TFDS (absl's logger) and JAX log at INFO: dozens of lines per checkpoint
+    # would bury the progress line. Warnings still show; --verbosity=0 shows everything.
+    for name in ('absl', 'jax'):
+      logging.getLogger(name).setLevel(logging.WARNING)
+  try:
+    config_lib.validate(FLAGS.config)
+  except ValueError as e:
+    sys.exit(f'p2p_jax: bad config: {e}')
+  from p2p_jax import train  # pylint: disable=g-import-not-at-top (after flag parsing)
+  try:
+    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except (ValueError, FileNotFoundError, FloatingPointError, PermissionError) as e:
+    # Our errors name the file or field and what was expected: no stack trace needed.
+    sys.exit(f'p2p_jax: {type(e).__name__}: {e}')
+
+
+if __name__ == '__main__':
+  # Configs import `from configs import ...`; the repository root is the working directory.
+  if '' not in sys.path:
+    sys.path.insert(0, '')
+  app.run(main, flags_parser=_parse_flags)

@@ -1,0 +1,136 @@
+"""Config checking: typos and bad values are rejected by name, before anything runs."""
+
+import glob
+import importlib.util
+import os
+import subprocess
+import sys
+
+import jax
+import pytest
+
+from conftest import ROOT, tiny_config
+from p2p_jax import config_lib, train
+
+
+def load_config_file(path):
+  spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+CONFIG_FILES = sorted(p for p in glob.glob(os.path.join(ROOT, 'configs', '*.py'))
+                      if not p.endswith('__init__.py'))
+
+
+def test_config_files_exist():
+  names = {os.path.basename(p) for p in CONFIG_FILES}
+  assert {'default.py', 'tiny.py', 'facades.py'} <= names
+
+
+@pytest.mark.parametrize('path', CONFIG_FILES, ids=os.path.basename)
+def test_every_config_file_loads_and_validates(path):
+  config_lib.validate(load_config_file(path))
+
+
+def test_packaged_schema_is_configs_default():
+  """The installed package validates against its copy of configs/default.py: same keys."""
+  from configs import default  # pylint: disable=import-outside-toplevel
+  assert config_lib.default_config().to_dict() == default.get_config().to_dict()
+
+
+@pytest.mark.parametrize('where', ['model', 'optim', None])
+def test_unknown_key_is_rejected_by_name(where):
+  config = tiny_config()
+  if where is None:
+    config.optimm = config.optim.to_dict()     # a typo of a whole block
+    name = r'.*optimm\.lr'
+  else:
+    config[where].foo = 3
+    name = f'{where}.foo'
+  with pytest.raises(ValueError, match=f'unknown config keys: {name}'):
+    config_lib.validate(config)
+
+
+def test_missing_key_is_rejected_by_name():
+  config = tiny_config()
+  del config.data['flip']
+  with pytest.raises(ValueError, match=r'missing config keys: data\.flip'):
+    config_lib.validate(config)
+
+
+BAD_VALUES = [
+    ('model.generator', 'unet_512', 'model.generator'),
+    ('model.norm', 'layer', 'model.norm'),
+    ('model.ngf', 0, 'model.ngf'),
+    ('model.d_layers', 9, 'model.d_layers'),
+    ('data.direction', 'AtoC', 'data.direction'),
+    ('data.crop_size', 16, r'data.crop_size \(16\) must be a multiple of 32'),   # unet_32
+    ('data.load_size', 16, r'data.load_size \(16\) must be >= config.data.crop_size'),
+    ('loss.gan_mode', 'wgan', 'loss.gan_mode'),
+    ('loss.recon_weight', -1.0, 'loss.recon_weight'),
+    ('optim.schedule', 'cosine', 'optim.schedule'),
+    ('optim.lr', 0.0, 'optim.lr'),
+    ('optim.b1', 1.0, 'optim.b1'),
+    ('batch_size', 0, 'batch_size'),
+    ('parallel', 'pjit', 'parallel'),
+    ('inference_mode', 'test', 'inference_mode'),
+    ('keep_checkpoints', 0, 'keep_checkpoints'),
+]
+
+
+@pytest.mark.parametrize('field, value, message', BAD_VALUES, ids=[b[0] for b in BAD_VALUES])
+def test_invalid_value_is_rejected_naming_the_field(field, value, message):
+  config = tiny_config()
+  block, _, key = field.rpartition('.')
+  (config[block] if block else config)[key] = value
+  with pytest.raises(ValueError, match=message):
+    config_lib.validate(config)
+
+
+def test_nothing_to_train_is_rejected():
+  config = tiny_config()
+  config.num_train_steps, config.num_epochs = -1, 0
+  with pytest.raises(ValueError, match=r'num_train_steps \(-1\) or config\.num_epochs \(0\)'):
+    config_lib.validate(config)
+
+
+@pytest.mark.skipif(jax.device_count() < 3, reason='needs several (fake) devices')
+def test_batch_not_divisible_by_devices_fails_before_touching_the_workdir(tmp_path):
+  config = tiny_config()
+  config.batch_size = 4
+  workdir = tmp_path / 'run'
+  with pytest.raises(ValueError, match=r'batch_size 4 must be divisible .* \(3\)'):
+    train.train_and_evaluate(config, str(workdir), devices=jax.devices()[:3],
+                             num_train_examples=8)
+  assert not workdir.exists()
+
+
+def test_workdir_config_round_trip(tmp_path):
+  config = tiny_config()
+  config.model.ngf = 6
+  config.data.source = '/some/where'
+  config_lib.save_config(config, str(tmp_path))
+  assert config_lib.load_workdir_config(str(tmp_path)).to_dict() == config.to_dict()
+  with pytest.raises(FileNotFoundError, match=f'{tmp_path}/missing/config.json'):
+    config_lib.load_workdir_config(str(tmp_path / 'missing'))
+
+
+def _cli(*args, cwd):
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu')
+  return subprocess.run([sys.executable, '-m', 'p2p_jax.main', *args], cwd=cwd, env=env,
+                        capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.mark.parametrize('override, message', [
+    ('--config.model.nfg=3', "--config.model.nfg: the config has no key 'nfg'"),
+    ('--config.model.norm=batchnorm', "config.model.norm must be one of"),
+])
+def test_cli_rejects_a_bad_override_by_name(tmp_path, override, message):
+  workdir = tmp_path / 'run'
+  result = _cli('--config=configs/tiny.py', f'--workdir={workdir}', override, cwd=ROOT)
+  assert result.returncode != 0
+  assert message in result.stderr, result.stderr
+  assert 'Traceback' not in result.stderr, result.stderr
+  assert not workdir.exists()

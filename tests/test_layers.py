@@ -1,0 +1,200 @@
+"""Convolution implementations: each one against the plain lax op, forward and gradients.
+
+Tolerance: float32, max |difference| <= 1e-5 * max |reference| (the forms only reorder the
+same sums; observed differences are around 3e-7).
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import tiny_config
+from p2p_jax import models
+from p2p_jax.models import layers
+
+RTOL = 1e-5
+# 'auto' resolves to one of these (test_auto_resolution_per_backend_and_width); for Conv,
+# 'xla_convgrad' is 'xla' itself.
+CONV_ALTERNATIVES = ['gemm', 'xla_gemmgrad']
+CONVT_ALTERNATIVES = ['gemm', 'xla_gemmgrad', 'xla_convgrad']
+
+
+def assert_close(actual, expected, what):
+  actual, expected = np.asarray(actual), np.asarray(expected)
+  assert actual.shape == expected.shape, what
+  scale = float(np.max(np.abs(expected)))
+  err = float(np.max(np.abs(actual - expected)))
+  assert err <= RTOL * scale, f'{what}: max |diff| {err:.3g} > {RTOL} * {scale:.3g}'
+
+
+def values_and_grads(fns, x, kernel, seed=3):
+  """For each fn: fn(x, kernel) and its gradients w.r.t. x and kernel, for one random
+  cotangent. One jitted program for all (compiling is what costs time in these tests)."""
+  shape = jax.eval_shape(fns[0], x, kernel).shape
+  g = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+  @jax.jit
+  def run(x, kernel, g):
+    outs = []
+    for fn in fns:
+      y, vjp = jax.vjp(fn, x, kernel)
+      outs.append((y,) + vjp(g))
+    return outs
+  return run(x, kernel, g)
+
+
+def random_inputs(n, h, w, cin, k, cout, seed=0):
+  rng = np.random.default_rng(seed)
+  return (rng.standard_normal((n, h, w, cin)).astype(np.float32),
+          rng.standard_normal((k, k, cin, cout)).astype(np.float32))
+
+
+# (batch, height, width, in, kernel, stride, padding, out): pix2pix's 4x4 s2 p1 and s1 p1
+# convs (odd and non-square sizes, one output channel as PatchGAN's last layer), the
+# PixelGAN's 1x1, and a 2x2 input as the U-Net's innermost encoder layer.
+CONV_CASES = [
+    (2, 8, 6, 3, 4, 2, 1, 5),
+    (2, 7, 7, 16, 4, 1, 1, 1),
+    (2, 5, 5, 6, 1, 1, 0, 7),
+    (3, 2, 2, 12, 4, 2, 1, 16),
+]
+
+
+@pytest.mark.parametrize('impl', CONV_ALTERNATIVES)
+@pytest.mark.parametrize('case', CONV_CASES, ids=str)
+def test_conv_matches_lax(impl, case):
+  n, h, w, cin, k, s, p, cout = case
+  x, kernel = random_inputs(n, h, w, cin, k, cout)
+  plain = lambda x, k: jax.lax.conv_general_dilated(
+      x, k, (s, s), ((p, p), (p, p)), dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  got, ref = values_and_grads(
+      [functools.partial(layers.conv2d, stride=s, padding=p, impl=impl), plain], x, kernel)
+  for name, a, b in zip(('forward', 'grad x', 'grad kernel'), got, ref):
+    assert_close(a, b, f'conv {impl} {case} {name}')
+
+
+# (batch, height, width, in, out): the U-Net's decoder in miniature: 1x1 inputs (the
+# innermost layer), non-square inputs, 3 output channels (the last layer).
+CONVT_CASES = [(2, 4, 4, 5, 3), (1, 1, 1, 8, 16), (2, 3, 5, 6, 7), (3, 2, 2, 4, 1)]
+
+
+def convt_definition(x, kernel):
+  """PyTorch's ConvTranspose2d(4, stride 2, padding 1) by its scatter definition (numpy).
+
+  PyTorch's weight is this layer's kernel flipped in space with in/out kept:
+  out[2i - 1 + a, 2j - 1 + b] += x[i, j] @ kernel[3 - a, 3 - b].
+  """
+  x, kernel = np.asarray(x, np.float64), np.asarray(kernel, np.float64)
+  n, h, w, _ = x.shape
+  out = np.zeros((n, 2 * h + 2, 2 * w + 2, kernel.shape[-1]))  # 1 extra row/col each side
+  for a in range(4):
+    for b in range(4):
+      out[:, a:a + 2 * h:2, b:b + 2 * w:2] += x @ kernel[3 - a, 3 - b]
+  return out[:, 1:-1, 1:-1]
+
+
+@pytest.mark.parametrize('case', CONVT_CASES, ids=str)
+def test_conv_transpose_xla_is_pytorch_definition(case):
+  n, h, w, cin, cout = case
+  x, kernel = random_inputs(n, h, w, cin, 4, cout)
+  got = jax.jit(functools.partial(layers.conv_transpose_4x4_s2, impl='xla'))(x, kernel)
+  assert_close(got, convt_definition(x, kernel), f'definition {case}')
+
+
+@pytest.mark.parametrize('impl', CONVT_ALTERNATIVES)
+@pytest.mark.parametrize('case', CONVT_CASES, ids=str)
+def test_conv_transpose_matches_lax(impl, case):
+  n, h, w, cin, cout = case
+  x, kernel = random_inputs(n, h, w, cin, 4, cout)
+  plain = lambda x, k: jax.lax.conv_general_dilated(
+      x, k, (1, 1), ((2, 2), (2, 2)), lhs_dilation=(2, 2),
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  got, ref = values_and_grads(
+      [functools.partial(layers.conv_transpose_4x4_s2, impl=impl), plain], x, kernel)
+  assert got[0].shape == (n, 2 * h, 2 * w, cout)
+  for name, a, b in zip(('forward', 'grad x', 'grad kernel'), got, ref):
+    assert_close(a, b, f'conv_transpose {impl} {case} {name}')
+
+
+def test_auto_resolution_per_backend_and_width():
+  resolve = layers.resolve_impl
+  for backend in ('gpu', 'tpu'):
+    assert resolve('auto', True, 512, backend) == 'xla'
+    assert resolve('auto', False, 512, backend) == 'xla'
+  assert resolve('auto', True, 3, 'cpu') == 'xla_convgrad'
+  assert resolve('auto', True, layers.CPU_CONVT_GEMMGRAD_MIN_FEATURES, 'cpu') == 'xla_gemmgrad'
+  assert resolve('auto', False, 128, 'cpu') == 'xla'
+  assert resolve('auto', False, layers.CPU_CONV_GEMMGRAD_MIN_FEATURES, 'cpu') == 'xla_gemmgrad'
+  assert resolve('gemm', False, 1, 'gpu') == 'gemm'  # explicit choices are kept
+  with pytest.raises(ValueError, match='model.conv_impl'):
+    resolve('fast', False, 8)
+
+
+def test_bad_conv_impl_in_config_names_the_field():
+  config = tiny_config()
+  config.model.conv_impl = 'winograd'
+  with pytest.raises(ValueError, match='model.conv_impl'):
+    models.create_generator(config.model)
+
+
+@pytest.mark.parametrize('make', ['generator', 'discriminator'])
+def test_networks_same_parameters_and_outputs_for_every_impl(make):
+  """Parameters (names, shapes, initial values) never depend on the implementation; outputs
+  and parameter gradients agree with the plain ops."""
+  config = tiny_config('unet_32', width=4)
+  x, y = np.random.default_rng(1).uniform(-1, 1, (2, 2, 32, 32, 3)).astype(np.float32)
+  args = (x,) if make == 'generator' else (x, y)
+  # 'xla_gemmgrad' swaps the gradient of every conv and transposed conv; the op tests above
+  # cover the other forms (each compiles slowly at network size).
+  impls = ('xla', 'xla_gemmgrad')
+  nets = {}
+  for impl in impls:
+    config.model.conv_impl = impl
+    nets[impl] = (models.create_generator(config.model) if make == 'generator'
+                  else models.create_discriminator(config.model))
+  key = jax.random.PRNGKey(0)
+  init = lambda net: jax.jit(functools.partial(net.init, train=False))(key, *args)
+  variables = init(nets['xla'])
+  for impl in impls[1:]:
+    jax.tree.map(np.testing.assert_array_equal, init(nets[impl]), variables)
+
+  @jax.jit
+  def outputs_and_grads(params):
+    results = {}
+    for impl, net in nets.items():
+      def loss(params, net=net):
+        out, _ = net.apply({**variables, 'params': params}, *args, train=True,
+                           mutable=['batch_stats'], rngs={'dropout': jax.random.PRNGKey(4)})
+        return jnp.sum(out * jnp.cos(out)), out
+      (_, out), grads = jax.value_and_grad(loss, has_aux=True)(params)
+      results[impl] = out, grads
+    return results
+
+  results = outputs_and_grads(variables['params'])
+  ref_out, ref_grads = results['xla']
+  for impl, (out, grads) in results.items():
+    assert_close(out, ref_out, f'{make} {impl} output')
+    for (path, g), ref in zip(jax.tree_util.tree_leaves_with_path(grads),
+                              jax.tree.leaves(ref_grads)):
+      # Through BatchNorm and several layers: relative to each leaf's scale, with a little
+      # more room than for one op.
+      np.testing.assert_allclose(g, ref, rtol=0, atol=1e-4 * float(np.max(np.abs(ref))),
+                                 err_msg=f'{make} {impl} grad {jax.tree_util.keystr(path)}')
+
+
+def test_paper_parameter_counts_do_not_depend_on_impl():
+  from p2p_jax.state import param_count
+  from configs import default
+  config = default.get_config()
+  for impl in ('xla', 'gemm', 'auto'):
+    config.model.conv_impl = impl
+    g = models.create_generator(config.model)
+    d = models.create_discriminator(config.model)
+    x = jax.ShapeDtypeStruct((1, 256, 256, 3), jnp.float32)
+    g_vars = jax.eval_shape(lambda x: g.init(jax.random.PRNGKey(0), x, train=False), x)
+    d_vars = jax.eval_shape(lambda x: d.init(jax.random.PRNGKey(0), x, x, train=False), x)
+    assert param_count(g_vars['params']) == 54_413_955, impl
+    assert param_count(d_vars['params']) == 2_768_705, impl
