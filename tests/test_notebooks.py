@@ -87,9 +87,9 @@ def _outputs(nb, kind: str) -> list:
 
 
 def _repo_snapshot():
-  """Files under the repository root that a notebook could plausibly create."""
+  """Entries of the folders a notebook writes into by mistake (its cwd, the repo root)."""
   snap = set()
-  for top in ('notebooks', 'configs', '.'):
+  for top in ('notebooks', '.'):
     folder = os.path.join(ROOT, top)
     snap.update(os.path.join(top, f) for f in os.listdir(folder))
   return snap
@@ -120,8 +120,9 @@ def test_quickstart_runs(tmp_path, kernel_spec):
   assert 'CPU backend: 2 device(s)' in text  # says which devices it uses
   assert 'on 2 cpu device(s)' in text  # and trains on them
   workdir = out / 'demo'
-  assert sorted(os.listdir(workdir / 'checkpoints')) == ['2', '4']
-  assert sorted(os.listdir(workdir / 'samples')) == ['step_0000002.png', 'step_0000004.png']
+  assert {d for d in os.listdir(workdir / 'checkpoints') if d.isdigit()} == {'2', '4'}
+  assert {f for f in os.listdir(workdir / 'samples') if f.endswith('.png')} == {
+      'step_0000002.png', 'step_0000004.png'}
   for mode in ('paper', 'eval'):
     summary = json.loads((workdir / 'eval' / f'test_step4_{mode}' / 'metrics.json').read_text())
     assert summary['mode'] == mode and summary['num_images'] == 8
@@ -199,6 +200,7 @@ def _parse_main_flags(args):
   return values.config
 
 
+@pytest.mark.filterwarnings('ignore:the load_module:DeprecationWarning')  # config_flags
 def test_readme_commands_are_accepted_by_the_code(monkeypatch):
   from p2p_jax import config_lib, evaluate, export, translate  # pylint: disable=g-import-not-at-top
   monkeypatch.chdir(ROOT)  # config paths are relative to the repository root
