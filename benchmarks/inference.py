@@ -13,7 +13,6 @@ Prints one JSON line. Runs without TensorFlow and ml_collections (see train_step
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -85,13 +84,7 @@ def main(argv=None):
       'backend': jax.default_backend(),
       'device': device.device_kind,
       'dtype': args.dtype,
-      'conv_impl': config.model.get('conv_impl', 'xla'),
-      'generator': args.generator,
-      'image_size': s,
-      'steps': args.steps,
-      'cpu_count': os.cpu_count(),
-      'machine': platform.machine(),
-      'jax': jax.__version__,
+      **bench.run_description(config, args, s),
   }
   print(json.dumps(result), flush=True)
   return result

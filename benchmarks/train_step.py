@@ -93,6 +93,19 @@ def timed_calls(fn, warmup: int, steps: int) -> list[float]:
   return times
 
 
+def run_description(config, args, image_size: int) -> dict:
+  """The fields that say what ran where, shared by the benchmarks' JSON lines."""
+  return {
+      'conv_impl': config.model.get('conv_impl', 'xla'),
+      'generator': args.generator,
+      'image_size': image_size,
+      'steps': args.steps,
+      'cpu_count': os.cpu_count(),
+      'machine': platform.machine(),
+      'jax': jax.__version__,
+  }
+
+
 def apply_common_args(config, args):
   config.model.dtype = args.dtype
   if args.conv_impl is not None:
@@ -175,13 +188,7 @@ def main(argv=None):
       'n_devices': len(devices),
       'dtype': args.dtype,
       'parallel': args.parallel,
-      'conv_impl': config.model.get('conv_impl', 'xla'),
-      'generator': args.generator,
-      'image_size': s,
-      'steps': args.steps,
-      'cpu_count': os.cpu_count(),
-      'machine': platform.machine(),
-      'jax': jax.__version__,
+      **run_description(config, args, s),
   }
   print(json.dumps(result), flush=True)
   return result
