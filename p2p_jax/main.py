@@ -6,6 +6,7 @@ Override any field with --config.<field>=<value>, e.g. --config.batch_size=4
 """
 
 import logging
+import os
 import sys
 
 from absl import app, flags
@@ -56,8 +57,25 @@ def main(argv):
     sys.exit(f'p2p_jax: {type(e).__name__}: {e}')
 
 
+def _config_roots(argv) -> list[str]:
+  """Folders that hold the `configs` package of the --config file(s) given in argv."""
+  roots = []
+  for i, arg in enumerate(argv):
+    path = None
+    if arg.startswith('--config='):
+      path = arg.split('=', 1)[1]
+    elif arg == '--config' and i + 1 < len(argv):
+      path = argv[i + 1]
+    if path:
+      path = path.split(':', 1)[0]  # config_flags' 'file.py:arg' form
+      roots.append(os.path.dirname(os.path.dirname(os.path.abspath(path))))
+  return roots
+
+
 if __name__ == '__main__':
-  # Configs import `from configs import ...`; the repository root is the working directory.
-  if '' not in sys.path:
-    sys.path.insert(0, '')
+  # Configs import `from configs import default`: put the folder holding the config's
+  # `configs/` on the path, so the command works from any working directory.
+  for root in ['', *_config_roots(sys.argv)]:
+    if root not in sys.path:
+      sys.path.insert(0, root)
   app.run(main, flags_parser=_parse_flags)
