@@ -46,10 +46,6 @@ def _flatten(cfg, prefix=''):
   return out
 
 
-def _get(flat, path):
-  return flat[path]
-
-
 def validate(config, reference=None) -> None:
   """Raises ValueError naming every unknown or missing key, or the first invalid value.
 

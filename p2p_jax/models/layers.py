@@ -19,12 +19,9 @@ import jax.numpy as jnp
 conv_init = nn.initializers.normal(stddev=0.02)
 
 
-def _scale_init(key, shape, dtype=jnp.float32):
+def bn_scale_init(key, shape, dtype=jnp.float32):
   """BatchNorm scale ~ N(1, 0.02), as the reference's init_weights."""
   return 1.0 + 0.02 * jax.random.normal(key, shape, dtype)
-
-
-bn_scale_init = _scale_init
 
 
 # ---------------------------------------------------------------- implementations
