@@ -65,13 +65,21 @@ def kernel_spec(tmp_path, monkeypatch):
   return 'p2p_jax_test'
 
 
-def _run(name: str, out_dir: str, kernel_name: str):
-  """Executes notebooks/<name> in place of a user; returns the executed notebook."""
+def _run(name: str, tmp_path, kernel_name: str):
+  """Executes notebooks/<name> in place of a user, writing under tmp_path/out.
+
+  Returns the executed notebook and its output folder; fails if the run wrote into the
+  repository (its cwd or the repo root) instead.
+  """
+  before = _repo_snapshot()
+  out = tmp_path / 'out'
+  out.mkdir()
   nb = nbformat.read(os.path.join(NOTEBOOK_DIR, name), as_version=4)
   client = NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name=kernel_name,
                           resources={'metadata': {'path': NOTEBOOK_DIR}})
-  client.execute(env=_kernel_env(out_dir))  # raises CellExecutionError naming the cell
-  return nb
+  client.execute(env=_kernel_env(str(out)))  # raises CellExecutionError naming the cell
+  assert _repo_snapshot() == before, f'{name} wrote into the repository'
+  return nb, out
 
 
 def _outputs(nb, kind: str) -> list:
@@ -110,10 +118,7 @@ def test_notebook_is_stored_without_outputs(name):
 
 
 def test_quickstart_runs(tmp_path, kernel_spec):
-  before = _repo_snapshot()
-  out = tmp_path / 'out'
-  out.mkdir()
-  nb = _run('quickstart.ipynb', str(out), kernel_spec)
+  nb, out = _run('quickstart.ipynb', tmp_path, kernel_spec)
   text = ''.join(_outputs(nb, 'text'))
 
   assert f'p2p_jax from {ROOT};' in text  # used this checkout: no clone, no install
@@ -130,14 +135,10 @@ def test_quickstart_runs(tmp_path, kernel_spec):
   assert (out / 'tensorflow_datasets' / 'pix2pix_aligned' / 'blue_marble').is_dir()
   # Samples during training, the evaluation grid, two translations.
   assert len(_outputs(nb, 'image/png')) >= 4
-  assert _repo_snapshot() == before, 'the notebook wrote into the repository'
 
 
 def test_anatomy_runs(tmp_path, kernel_spec):
-  before = _repo_snapshot()
-  out = tmp_path / 'out'
-  out.mkdir()
-  nb = _run('anatomy.ipynb', str(out), kernel_spec)
+  nb, out = _run('anatomy.ipynb', tmp_path, kernel_spec)
 
   tables = '\n'.join(_outputs(nb, 'text/markdown'))
   assert '| generator (unet_256) | 54,413,955 | 54,413,955 |' in tables
@@ -149,7 +150,6 @@ def test_anatomy_runs(tmp_path, kernel_spec):
     assert saved['loss']['gan_weight'] == gan_weight
     assert os.listdir(out / f'ablation_{name}' / 'checkpoints')
   assert _outputs(nb, 'image/png'), 'no side-by-side images'
-  assert _repo_snapshot() == before, 'the notebook wrote into the repository'
 
 
 # ---------------------------------------------------------------- README
