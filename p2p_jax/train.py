@@ -81,13 +81,19 @@ def _num_examples(config, split):
                                      out_channels=config.model.out_channels)
 
 
+# Model fields that change how the networks are computed, not their parameters: a run may
+# resume with other values.
+_IMPLEMENTATION_ONLY = ('dtype', 'conv_impl')
+
+
 def _check_workdir_config(config, workdir):
   """A workdir belongs to one model: refuse another architecture before touching it."""
   if not os.path.exists(os.path.join(workdir, config_lib.CONFIG_FILE)):
     return
   saved = config_lib.load_workdir_config(workdir)
   differ = [f'model.{k}: {saved.model[k]!r} in the workdir, {config.model[k]!r} now'
-            for k in config.model if k != 'dtype' and saved.model.get(k) != config.model[k]]
+            for k in config.model
+            if k not in _IMPLEMENTATION_ONLY and saved.model.get(k) != config.model[k]]
   if saved.loss.conditional != config.loss.conditional:
     differ.append(f'loss.conditional: {saved.loss.conditional} in the workdir, '
                   f'{config.loss.conditional} now')

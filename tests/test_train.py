@@ -242,3 +242,15 @@ def test_unwritable_workdir_fails_before_training(tmp_path):
     raise AssertionError(f'trained to step {step}')
   with pytest.raises(checkpointing.CheckpointError, match=re.escape(str(workdir))):
     run(make_config(), workdir, step_hook=hook)
+
+
+def test_implementation_choices_may_change_on_resume_architecture_may_not(tmp_path):
+  """conv_impl and dtype change how the same parameters are computed, not the parameters."""
+  saved = tiny_config()
+  config_lib.save_config(saved, str(tmp_path))
+  resumed = tiny_config()
+  resumed.model.conv_impl, resumed.model.dtype = 'xla', 'bfloat16'
+  train._check_workdir_config(resumed, str(tmp_path))  # accepted
+  resumed.model.ngf = 8
+  with pytest.raises(checkpointing.CheckpointError, match='model.ngf: 4 in the workdir, 8 now'):
+    train._check_workdir_config(resumed, str(tmp_path))
