@@ -18,6 +18,11 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+
+if __name__ == '__main__':  # as `python -m p2p_jax.main` does (see p2p_jax/host_memory.py)
+  from p2p_jax import host_memory
+  host_memory.reexec_with_hugepage_malloc()
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402

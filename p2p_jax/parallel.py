@@ -218,6 +218,15 @@ class DataParallel:
     """jax lowering of the mapped function for this batch (cost analysis, compile time)."""
     return self._fn.lower(state, self._split(batch))
 
+  def precompile(self, abstract_state, batch) -> bool:
+    """Compiles for a state of this shape (jax.ShapeDtypeStruct leaves) before one exists;
+    later calls reuse the executable. False where that is not possible (pmap over several
+    processes takes concrete arrays only; it compiles at its first call instead)."""
+    if self.mode == 'pmap' and self.spans_processes:
+      return False
+    self.lower(abstract_state, batch).compile()
+    return True
+
 
 def fetch(tree):
   """Device values -> host numpy (blocks); used for metrics only every N steps."""

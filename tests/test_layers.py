@@ -16,7 +16,7 @@ from p2p_jax import models
 from p2p_jax.models import layers
 
 RTOL = 1e-5
-# 'auto' resolves to one of these (test_auto_resolution_per_backend_and_width); for Conv,
+# 'auto' resolves to one of these (test_auto_resolution_per_backend_and_shape); for Conv,
 # 'xla_convgrad' is 'xla' itself.
 CONV_ALTERNATIVES = ['gemm', 'xla_gemmgrad']
 CONVT_ALTERNATIVES = ['gemm', 'xla_gemmgrad', 'xla_convgrad']
@@ -119,16 +119,20 @@ def test_conv_transpose_matches_lax(impl, case):
     assert_close(a, b, f'conv_transpose {impl} {case} {name}')
 
 
-def test_auto_resolution_per_backend_and_width():
+def test_auto_resolution_per_backend_and_shape():
   resolve = layers.resolve_impl
   for backend in ('gpu', 'tpu'):
-    assert resolve('auto', True, 512, backend) == 'xla'
-    assert resolve('auto', False, 512, backend) == 'xla'
-  assert resolve('auto', True, 3, 'cpu') == 'xla_convgrad'
-  assert resolve('auto', True, layers.CPU_CONVT_GEMMGRAD_MIN_FEATURES, 'cpu') == 'xla_gemmgrad'
-  assert resolve('auto', False, 128, 'cpu') == 'xla'
-  assert resolve('auto', False, layers.CPU_CONV_GEMMGRAD_MIN_FEATURES, 'cpu') == 'xla_gemmgrad'
-  assert resolve('gemm', False, 1, 'gpu') == 'gemm'  # explicit choices are kept
+    assert resolve('auto', True, 512, 8, backend=backend) == 'xla'
+    assert resolve('auto', False, 512, 8, backend=backend) == 'xla'
+  cpu = lambda transpose, out, size: resolve('auto', transpose, out, size, backend='cpu')
+  # The paper's networks at 256x256 on CPU (input size, output channels).
+  assert cpu(True, 3, 128) == 'xla_convgrad'  # G's output layer
+  assert {cpu(True, o, s) for o, s in [(512, 1), (512, 8), (256, 16), (64, 64)]} == {'gemm'}
+  assert cpu(False, 64, 256) == cpu(False, 128, 128) == 'xla_gemmgrad'  # enc1/2, D conv1/2
+  assert {cpu(False, o, s) for o, s in [(256, 64), (512, 32), (512, 2)]} == {'gemm'}
+  assert cpu(False, 1, 31) == 'xla'  # D's output layer
+  assert cpu(False, 512, None) == 'xla_gemmgrad'  # unknown size: treated as large
+  assert resolve('gemm', False, 1, backend='gpu') == 'gemm'  # explicit choices are kept
   with pytest.raises(ValueError, match='model.conv_impl'):
     resolve('fast', False, 8)
 

@@ -33,24 +33,35 @@ def bn_scale_init(key, shape, dtype=jnp.float32):
 #   'xla_gemmgrad'  forward by the plain op, gradients by the GEMM form (custom VJP).
 #   'xla_convgrad'  forward by the plain op; for the transposed conv, gradients written as
 #                   ordinary stride-2 convolutions (custom VJP); for Conv the same as 'xla'.
-#   'auto'          the plain op on GPU/TPU; on CPU, per layer, the measured fastest form
-#                   (the plain forward everywhere, so inference is unchanged).
-# Why: XLA:CPU runs the kernel gradient of the transposed convolution (an lhs-dilated conv)
-# on a slow path (about 1 GFLOP/s, several seconds per U-Net layer), while it runs the plain
-# forward op well, and GEMMs run at the machine's matmul speed. Custom VJPs keep only
-# (x, kernel) as residuals, so the GEMM patches are rebuilt in the backward pass rather
-# than stored. Measurements: benchmarks/README.md.
+#   'auto'          the plain op on GPU/TPU; on CPU, per layer, the measured fastest form.
+# Why: XLA:CPU runs lhs-dilated convolutions on a slow path: the kernel gradient of the
+# transposed conv (about 1 GFLOP/s, several seconds per U-Net layer) and, growing with the
+# batch, the input gradient of strided convs (0.4 s of a batch-4 step); it runs convolutions
+# whose kernel is much bigger than their input (the U-Net's innermost layers, at 1x1 to
+# 8x8 pixels) by swapping operands and reversing the kernel, tens of ms per layer; GEMMs
+# run at the machine's matmul speed. Custom VJPs keep only (x, kernel) as residuals, so the
+# GEMM patches are rebuilt in the backward pass rather than stored. Measurements:
+# benchmarks/README.md.
 CONV_IMPLS = ('auto', 'xla', 'gemm', 'xla_gemmgrad', 'xla_convgrad')
-# CPU choice: the forward is always XLA's op (the fastest forward, so inference runs the
-# plain op); the gradients by GEMM from this many output channels on (measured at 256x256:
-# GEMMs with few output columns waste their im2col traffic, XLA's convs do better there).
-CPU_CONV_GEMMGRAD_MIN_FEATURES = 256
-CPU_CONVT_GEMMGRAD_MIN_FEATURES = 64
+# CPU choice ('auto'), measured per layer at 256x256, forward + both gradients, batch 1 and
+# 4: GEMM forms for every layer whose GEMM has enough output columns (>= 64 channels) to
+# amortise its im2col copy: 'gemm' for the transposed convs and the convs at < 128 pixels
+# (their patches, kept for the backward pass, are small), 'xla_gemmgrad' for the convs at
+# >= 128 pixels (XLA's forward, patches rebuilt in the backward pass). XLA's own ops for
+# the layers with few output channels: D's last conv (1) and, with its kernel gradient as
+# a plain conv ('xla_convgrad'), G's output transposed conv (3). Measured gains over XLA's
+# ops: benchmarks/README.md.
+CPU_CONV_GEMM_MIN_FEATURES = 64
+CPU_CONV_RECOMPUTE_MIN_SIZE = 128
+CPU_CONVT_GEMM_MIN_FEATURES = 64
 
 
-def resolve_impl(impl: str, transpose: bool, out_features: int,
+def resolve_impl(impl: str, transpose: bool, out_features: int, size: int | None = None,
                  backend: str | None = None) -> str:
-  """The concrete implementation of one layer: 'auto' resolved for the backend and shape."""
+  """The concrete implementation of one layer: 'auto' resolved for the backend and shape.
+
+  size: the input's spatial size (height; None when unknown, i.e. large).
+  """
   if impl not in CONV_IMPLS:
     raise ValueError(f'model.conv_impl must be one of {CONV_IMPLS}, got {impl!r}')
   if impl != 'auto':
@@ -58,9 +69,11 @@ def resolve_impl(impl: str, transpose: bool, out_features: int,
   if (backend or jax.default_backend()) != 'cpu':
     return 'xla'
   if transpose:
-    return ('xla_gemmgrad' if out_features >= CPU_CONVT_GEMMGRAD_MIN_FEATURES
-            else 'xla_convgrad')
-  return 'xla_gemmgrad' if out_features >= CPU_CONV_GEMMGRAD_MIN_FEATURES else 'xla'
+    return 'gemm' if out_features >= CPU_CONVT_GEMM_MIN_FEATURES else 'xla_convgrad'
+  if out_features < CPU_CONV_GEMM_MIN_FEATURES:
+    return 'xla'
+  large = size is None or size >= CPU_CONV_RECOMPUTE_MIN_SIZE
+  return 'xla_gemmgrad' if large else 'gemm'
 
 
 _DN = ('NHWC', 'HWIO', 'NHWC')
@@ -165,7 +178,8 @@ def conv2d(x: jax.Array, kernel: jax.Array, stride: int, padding: int,
   x: [N, H, W, I]; kernel: [k, k, I, O]; returns [N, (H + 2p - k) // s + 1, ..., O].
   impl: one of CONV_IMPLS.
   """
-  impl = resolve_impl(impl, transpose=False, out_features=kernel.shape[-1])
+  impl = resolve_impl(impl, transpose=False, out_features=kernel.shape[-1],
+                      size=x.shape[1])
   plain = lambda x, k: _conv_xla(x, k, stride, padding)
   gemm = lambda x, k: _conv_gemm(x, k, stride, padding)
   if impl in ('xla', 'xla_convgrad'):  # a conv's own gradients already are plain convs
@@ -183,7 +197,8 @@ def conv_transpose_4x4_s2(x: jax.Array, kernel: jax.Array, impl: str = 'xla') ->
   is used unflipped (as flax.linen.ConvTranspose does); flipping it gives PyTorch's layout.
   impl: one of CONV_IMPLS.
   """
-  impl = resolve_impl(impl, transpose=True, out_features=kernel.shape[-1])
+  impl = resolve_impl(impl, transpose=True, out_features=kernel.shape[-1],
+                      size=x.shape[1])
   if impl == 'xla':
     return _convt_xla(x, kernel)
   if impl == 'gemm':
