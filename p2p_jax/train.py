@@ -186,8 +186,9 @@ def _run(config, workdir, ckpt, devices, local_batch, train_batches, eval_batche
       config.data.crop_size)
   abstract = checkpointing.abstract_like(jax.eval_shape(init), runner.state_sharding())
   # Compile the step before any state exists and hand the compiler's leftover memory back
-  # to the OS: the peak is then about state + one step's buffers, not their sum with it
-  # (2.3 -> see benchmarks/README.md). The jitted step reuses this executable.
+  # to the OS, so that it does not stay resident under the state and the step's buffers
+  # (1.8 -> 1.4 GB after compile + init at 256 px; benchmarks/README.md). The jitted step
+  # reuses this executable.
   channels = {'input': config.model.in_channels, 'target': config.model.out_channels}
   if runner.precompile(abstract, {k: np.zeros((local_batch, config.data.crop_size,
                                                config.data.crop_size, c), np.float32)
