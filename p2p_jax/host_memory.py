@@ -3,10 +3,10 @@
 XLA:CPU allocates each execution's temporary buffer with malloc (about 450 MB for one
 U-Net-256 training step at batch 1). glibc serves allocations that large with a fresh
 mmap and unmaps them on free, so every step faults the whole buffer in again, one 4 KiB
-page at a time: about 116,000 page faults per step, 0.2-0.3 s of a 1.3 s step on our
-2-core VM (measured with getrusage; benchmarks/README.md). glibc's `glibc.malloc.hugetlb=1`
-tunable makes malloc request transparent huge pages for such mappings (2 MiB: ~500 faults
-per step), which made the step 20-25% faster there with the same peak memory. Tunables are
+page at a time: about 116,000 page faults per step (counted with getrusage) on our 2-core
+VM. glibc's `glibc.malloc.hugetlb=1` tunable makes malloc request transparent huge pages
+for such mappings (2 MiB: ~500 faults per step), which made the step 10-25% faster there
+in A/B runs, with about the same peak memory (benchmarks/README.md). Tunables are
 read only when a process starts, so command-line entry points re-execute themselves once
 with it set (`reexec_with_hugepage_malloc`). Nothing changes where it cannot help: other
 platforms or C libraries, transparent huge pages disabled, or P2P_JAX_KEEP_MALLOC=1.

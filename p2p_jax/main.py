@@ -7,7 +7,7 @@ Override any field with --config.<field>=<value>, e.g. --config.batch_size=4
 
 if __name__ == '__main__':
   # First, before jax exists in this process: the command may re-execute itself once with
-  # glibc's huge-page malloc tunable (20-25% faster CPU training; see host_memory.py).
+  # glibc's huge-page malloc tunable (10-25% faster CPU training; see host_memory.py).
   from p2p_jax import host_memory
   host_memory.reexec_with_hugepage_malloc()
 
