@@ -185,20 +185,22 @@ def _run(config, workdir, ckpt, devices, local_batch, train_batches, eval_batche
       jax.random.PRNGKey(config.seed), generator, discriminator, tx_g, tx_d,
       config.data.crop_size)
   abstract = checkpointing.abstract_like(jax.eval_shape(init), runner.state_sharding())
-  # Compile the step before any state exists and hand the compiler's leftover memory back
-  # to the OS, so that it does not stay resident under the state and the step's buffers
-  # (1.8 -> 1.4 GB after compile + init at 256 px; benchmarks/README.md). The jitted step
-  # reuses this executable.
+  # Compile the step (and the init) before any state exists and hand the compiler's leftover
+  # memory back to the OS, so that it does not stay resident under the state and the step's
+  # buffers (1.8 -> 1.4 GB after compile + init at 256 px; benchmarks/README.md). The jitted
+  # step reuses this executable.
+  resume = ckpt.latest_step() is not None
+  make_state = None if resume else jax.jit(init).lower().compile()
   channels = {'input': config.model.in_channels, 'target': config.model.out_channels}
   if runner.precompile(abstract, {k: np.zeros((local_batch, config.data.crop_size,
                                                config.data.crop_size, c), np.float32)
                                   for k, c in channels.items()}):
     host_memory.release_free_memory()
-  if ckpt.latest_step() is not None:
+  if resume:
     state = ckpt.restore(abstract)
     logging.info('resumed from step %d in %s', int(state.step), workdir)
   else:
-    state = runner.put_state(jax.jit(init)())
+    state = runner.put_state(make_state())
   start = int(state.step)
   if main:
     # Only now: a checkpoint that does not fit the config must leave config.json as it is.
