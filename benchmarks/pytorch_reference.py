@@ -62,7 +62,7 @@ class UNet(nn.Module):
       x = block(x)
       skips.append(x)
     skips.pop()  # the bottleneck feeds the innermost decoder block directly
-    for j, block in enumerate(self.up):
+    for block in self.up:
       x = block(x)
       if skips:
         x = torch.cat([skips.pop(), x], 1)
