@@ -73,7 +73,6 @@ def main(argv=None):
                             args.warmup, args.steps)
   calib = bench.matmul_gflop_s()
   per_call = statistics.median(times)
-  device = jax.devices()[0]
   result = {
       'bench': 'inference',
       'batch': args.batch,
@@ -85,11 +84,7 @@ def main(argv=None):
       'gflop_s': None if flops is None else round(flops / 1e9 / per_call, 1),
       'matmul_gflop_s': round(calib, 1),
       'peak_rss_mb': round(bench.peak_rss_mb(), 1),
-      'device_peak_mb': bench.device_peak_mb(device),
-      'backend': jax.default_backend(),
-      'device': device.device_kind,
-      'dtype': args.dtype,
-      **bench.run_description(config, args, s),
+      **bench.run_description(config, args, s, jax.devices()[0]),
   }
   print(json.dumps(result), flush=True)
   return result

@@ -97,9 +97,14 @@ def timed_calls(fn, warmup: int, steps: int) -> list[float]:
   return times
 
 
-def run_description(config, args, image_size: int) -> dict:
+def run_description(config, args, image_size: int, device) -> dict:
   """The fields that say what ran where, shared by the benchmarks' JSON lines."""
+  from p2p_jax import host_memory
   return {
+      'device_peak_mb': device_peak_mb(device),
+      'backend': jax.default_backend(),
+      'device': device.device_kind,
+      'dtype': args.dtype,
       'conv_impl': config.model.get('conv_impl', 'xla'),
       'generator': args.generator,
       'image_size': image_size,
@@ -107,7 +112,7 @@ def run_description(config, args, image_size: int) -> dict:
       'cpu_count': os.cpu_count(),
       'machine': platform.machine(),
       'jax': jax.__version__,
-      'malloc_hugetlb': 'glibc.malloc.hugetlb=1' in os.environ.get('GLIBC_TUNABLES', ''),
+      'malloc_hugetlb': host_memory.HUGEPAGE_TUNABLE in os.environ.get('GLIBC_TUNABLES', ''),
   }
 
 
@@ -194,13 +199,9 @@ def main(argv=None):
       'peak_rss_mb_after_init': round(rss_init, 1),
       'matmul_gflop_s': round(calib, 1),
       'gflop_s': None if flops is None else round(flops / 1e9 / s_per_step, 1),
-      'device_peak_mb': device_peak_mb(devices[0]),
-      'backend': jax.default_backend(),
-      'device': devices[0].device_kind,
       'n_devices': len(devices),
-      'dtype': args.dtype,
       'parallel': args.parallel,
-      **run_description(config, args, s),
+      **run_description(config, args, s, devices[0]),
   }
   print(json.dumps(result), flush=True)
   return result
