@@ -214,9 +214,21 @@ class DataParallel:
       out = jax.tree.map(self._to_global, out)
     return out
 
+  def abstract_state(self, state):
+    """The state's shapes as `put_state` places them: ShapeDtypeStruct leaves with
+    state_sharding(). Takes arrays or ShapeDtypeStructs (e.g. from jax.eval_shape)."""
+    sharding = self.state_sharding()
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype,
+                                                       sharding=sharding), state)
+
   def lower(self, state, batch):
-    """jax lowering of the mapped function for this batch (cost analysis, compile time)."""
-    return self._fn.lower(state, self._split(batch))
+    """jax lowering of the mapped function for this batch (cost analysis, compile time).
+
+    The state is taken as placed by `put_state` whatever its leaves carry, so that the
+    executable is the one a later call with the real state reuses (a leaf without that
+    sharding would make the call trace and compile the step a second time).
+    """
+    return self._fn.lower(self.abstract_state(state), self._split(batch))
 
   def precompile(self, abstract_state, batch) -> bool:
     """Compiles for a state of this shape (jax.ShapeDtypeStruct leaves) before one exists;
