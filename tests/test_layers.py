@@ -19,7 +19,7 @@ RTOL = 1e-5
 # 'auto' resolves to one of these (test_auto_resolution_per_backend_and_shape); for Conv,
 # 'xla_convgrad' is 'xla' itself.
 CONV_ALTERNATIVES = ['gemm', 'xla_gemmgrad']
-CONVT_ALTERNATIVES = ['gemm', 'xla_gemmgrad', 'xla_convgrad']
+CONVT_ALTERNATIVES = ['gemm', 'xla_gemmgrad', 'xla_convgrad', 'taps']
 
 
 def assert_close(actual, expected, what):
@@ -124,10 +124,14 @@ def test_auto_resolution_per_backend_and_shape():
   for backend in ('gpu', 'tpu'):
     assert resolve('auto', True, 512, 8, backend=backend) == 'xla'
     assert resolve('auto', False, 512, 8, backend=backend) == 'xla'
-  cpu = lambda transpose, out, size: resolve('auto', transpose, out, size, backend='cpu')
+  cpu = lambda transpose, out, size, batch=1: resolve(
+      'auto', transpose, out, size, backend='cpu',
+      rows=None if size is None else batch * size * size)
   # The paper's networks at 256x256 on CPU (input size, output channels).
   assert cpu(True, 3, 128) == 'xla_convgrad'  # G's output layer
-  assert {cpu(True, o, s) for o, s in [(512, 1), (512, 8), (256, 16), (64, 64)]} == {'gemm'}
+  assert {cpu(True, 512, s, b) for s, b in [(1, 1), (2, 4), (4, 4), (8, 1)]} == {'taps'}
+  assert {cpu(True, o, s) for o, s in [(512, 16), (256, 32), (64, 64)]} == {'gemm'}
+  assert cpu(True, 512, 8, 4) == cpu(True, 512, 4, 16) == 'gemm'  # more rows at batch 4, 16
   assert cpu(False, 64, 256) == cpu(False, 128, 128) == 'xla_gemmgrad'  # enc1/2, D conv1/2
   assert {cpu(False, o, s) for o, s in [(256, 64), (512, 32), (512, 2)]} == {'gemm'}
   assert cpu(False, 1, 31) == 'xla'  # D's output layer

@@ -34,6 +34,9 @@ def bn_scale_init(key, shape, dtype=jnp.float32):
 #   'xla_convgrad'  forward by the plain op; for the transposed conv, the input gradient
 #                   as an ordinary stride-2 conv and the kernel gradient as that conv's
 #                   GEMM-form kernel gradient (custom VJP); for Conv the same as 'xla'.
+#   'taps'          for the transposed conv, one GEMM per kernel tap on the kernel's own
+#                   layout (the 16 taps as one batched GEMM), then the taps added into
+#                   place (col2im); for Conv the same as 'gemm'.
 #   'auto'          the plain op on GPU/TPU; on CPU, per layer, the measured fastest form.
 # Why: XLA:CPU runs lhs-dilated convolutions on a slow path: the kernel gradient of the
 # transposed conv (about 1 GFLOP/s, several seconds per U-Net layer) and, growing with the
@@ -43,25 +46,30 @@ def bn_scale_init(key, shape, dtype=jnp.float32):
 # run at the machine's matmul speed. Custom VJPs keep only (x, kernel) as residuals, so the
 # GEMM patches are rebuilt in the backward pass rather than stored. Measurements:
 # benchmarks/README.md.
-CONV_IMPLS = ('auto', 'xla', 'gemm', 'xla_gemmgrad', 'xla_convgrad')
+CONV_IMPLS = ('auto', 'xla', 'gemm', 'xla_gemmgrad', 'xla_convgrad', 'taps')
 # CPU choice ('auto'), measured per layer at 256x256, forward + both gradients, batch 1 and
 # 4: GEMM forms for every layer whose GEMM has enough output columns (>= 64 channels) to
 # amortise its im2col copy: 'gemm' for the transposed convs and the convs at < 128 pixels
 # (their patches, kept for the backward pass, are small), 'xla_gemmgrad' for the convs at
 # >= 128 pixels (XLA's forward, patches rebuilt in the backward pass). XLA's own ops for
 # the layers with few output channels: D's last conv (1) and, with its kernel gradient as
-# a plain conv ('xla_convgrad'), G's output transposed conv (3). Measured gains over XLA's
+# a plain conv ('xla_convgrad'), G's output transposed conv (3). The U-Net's innermost
+# transposed convs (input rows batch x height x width <= 64: 1x1 to 4x4 pixels at batch 1-4)
+# read a 16-32 MB kernel for a few rows of input: 'taps' uses the kernel as it is stored,
+# where the sub-pixel GEMM first copies it into its own layout. Measured gains over XLA's
 # ops: benchmarks/README.md.
 CPU_CONV_GEMM_MIN_FEATURES = 64
 CPU_CONV_RECOMPUTE_MIN_SIZE = 128
 CPU_CONVT_GEMM_MIN_FEATURES = 64
+CPU_CONVT_TAPS_MAX_ROWS = 64
 
 
 def resolve_impl(impl: str, transpose: bool, out_features: int, size: int | None = None,
-                 backend: str | None = None) -> str:
+                 backend: str | None = None, rows: int | None = None) -> str:
   """The concrete implementation of one layer: 'auto' resolved for the backend and shape.
 
   size: the input's spatial size (height; None when unknown, i.e. large).
+  rows: batch x height x width of the input (None when unknown, i.e. large).
   """
   if impl not in CONV_IMPLS:
     raise ValueError(f'model.conv_impl must be one of {CONV_IMPLS}, got {impl!r}')
@@ -70,7 +78,9 @@ def resolve_impl(impl: str, transpose: bool, out_features: int, size: int | None
   if (backend or jax.default_backend()) != 'cpu':
     return 'xla'
   if transpose:
-    return 'gemm' if out_features >= CPU_CONVT_GEMM_MIN_FEATURES else 'xla_convgrad'
+    if out_features < CPU_CONVT_GEMM_MIN_FEATURES:
+      return 'xla_convgrad'
+    return 'taps' if rows is not None and rows <= CPU_CONVT_TAPS_MAX_ROWS else 'gemm'
   if out_features < CPU_CONV_GEMM_MIN_FEATURES:
     return 'xla'
   large = size is None or size >= CPU_CONV_RECOMPUTE_MIN_SIZE
@@ -136,6 +146,23 @@ def _convt_gemm(x, kernel):
   return jnp.stack(rows, axis=2).reshape(n, 2 * h, 2 * w, o)
 
 
+def _convt_taps(x, kernel):
+  # Output pixel 2m + 2 - kh (and likewise in width) receives x[m] @ kernel[kh, kw] (the
+  # definition above with the kernel unflipped). One batched GEMM gives every tap's
+  # contribution from the [16, I, O] view of the HWIO kernel (no copy of it); each tap is
+  # then placed with stride 2 by interior padding on a canvas one pixel wider on every side.
+  n, h, w, i = x.shape
+  o = kernel.shape[-1]
+  rows = jnp.broadcast_to(x.reshape(1, n * h * w, i), (16, n * h * w, i))
+  taps = jax.lax.dot_general(rows, kernel.reshape(16, i, o), (((2,), (1,)), ((0,), (0,))))
+  taps = taps.reshape(4, 4, n, h, w, o)
+  zero = jnp.zeros((), taps.dtype)
+  canvas = sum(jax.lax.pad(taps[kh, kw], zero, ((0, 0, 0), (3 - kh, kh, 1), (3 - kw, kw, 1),
+                                                (0, 0, 0)))
+               for kh in range(4) for kw in range(4))
+  return canvas[:, 1:2 * h + 1, 1:2 * w + 1, :]
+
+
 def _flip_io(kernel):
   """[kh, kw, I, O] -> spatially flipped [kh, kw, O, I]; its own inverse."""
   return jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)
@@ -182,12 +209,12 @@ def conv2d(x: jax.Array, kernel: jax.Array, stride: int, padding: int,
   impl: one of CONV_IMPLS.
   """
   impl = resolve_impl(impl, transpose=False, out_features=kernel.shape[-1],
-                      size=x.shape[1])
+                      size=x.shape[1], rows=x.shape[0] * x.shape[1] * x.shape[2])
   plain = lambda x, k: _conv_xla(x, k, stride, padding)
   gemm = lambda x, k: _conv_gemm(x, k, stride, padding)
   if impl in ('xla', 'xla_convgrad'):  # a conv's own gradients already are plain convs
     return plain(x, kernel)
-  if impl == 'gemm':
+  if impl in ('gemm', 'taps'):
     return gemm(x, kernel)
   return _with_custom_grads(plain, _vjp_grads(gemm))(x, kernel)
 
@@ -201,11 +228,13 @@ def conv_transpose_4x4_s2(x: jax.Array, kernel: jax.Array, impl: str = 'xla') ->
   impl: one of CONV_IMPLS.
   """
   impl = resolve_impl(impl, transpose=True, out_features=kernel.shape[-1],
-                      size=x.shape[1])
+                      size=x.shape[1], rows=x.shape[0] * x.shape[1] * x.shape[2])
   if impl == 'xla':
     return _convt_xla(x, kernel)
   if impl == 'gemm':
     return _convt_gemm(x, kernel)
+  if impl == 'taps':
+    return _convt_taps(x, kernel)
   grads = _vjp_grads(_convt_gemm) if impl == 'xla_gemmgrad' else _convt_grads_by_conv
   return _with_custom_grads(_convt_xla, grads)(x, kernel)
 
