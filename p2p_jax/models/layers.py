@@ -151,16 +151,18 @@ def _convt_taps(x, kernel):
   # definition above with the kernel unflipped). One batched GEMM gives every tap's
   # contribution from the [16, I, O] view of the HWIO kernel (no copy of it); each tap is
   # then placed with stride 2 by interior padding on a canvas one pixel wider on every side.
+  # Taps are summed in float32 (one rounding at the end, as inside a GEMM) for bfloat16.
   n, h, w, i = x.shape
   o = kernel.shape[-1]
   rows = jnp.broadcast_to(x.reshape(1, n * h * w, i), (16, n * h * w, i))
-  taps = jax.lax.dot_general(rows, kernel.reshape(16, i, o), (((2,), (1,)), ((0,), (0,))))
+  taps = jax.lax.dot_general(rows, kernel.reshape(16, i, o), (((2,), (1,)), ((0,), (0,))),
+                             preferred_element_type=jnp.float32)
   taps = taps.reshape(4, 4, n, h, w, o)
   zero = jnp.zeros((), taps.dtype)
   canvas = sum(jax.lax.pad(taps[kh, kw], zero, ((0, 0, 0), (3 - kh, kh, 1), (3 - kw, kw, 1),
                                                 (0, 0, 0)))
                for kh in range(4) for kw in range(4))
-  return canvas[:, 1:2 * h + 1, 1:2 * w + 1, :]
+  return canvas[:, 1:2 * h + 1, 1:2 * w + 1, :].astype(x.dtype)
 
 
 def _flip_io(kernel):
