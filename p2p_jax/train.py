@@ -184,7 +184,7 @@ def _run(config, workdir, ckpt, devices, local_batch, train_batches, eval_batche
   init = lambda: state_lib.create_train_state(
       jax.random.PRNGKey(config.seed), generator, discriminator, tx_g, tx_d,
       config.data.crop_size)
-  abstract = checkpointing.abstract_like(jax.eval_shape(init), runner.state_sharding())
+  abstract = runner.abstract_state(jax.eval_shape(init))
   # Compile the step (and the init) before any state exists and hand the compiler's leftover
   # memory back to the OS, so that it does not stay resident under the state and the step's
   # buffers (1.8 -> 1.4 GB after compile + init at 256 px; benchmarks/README.md). The jitted

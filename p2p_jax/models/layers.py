@@ -52,8 +52,9 @@ CONV_IMPLS = ('auto', 'xla', 'gemm', 'xla_gemmgrad', 'xla_convgrad', 'taps')
 # amortise its im2col copy: 'gemm' for the transposed convs and the convs at < 128 pixels
 # (their patches, kept for the backward pass, are small), 'xla_gemmgrad' for the convs at
 # >= 128 pixels (XLA's forward, patches rebuilt in the backward pass). XLA's own ops for
-# the layers with few output channels: D's last conv (1) and, with its kernel gradient as
-# a plain conv ('xla_convgrad'), G's output transposed conv (3). The U-Net's innermost
+# the layers with few output channels: D's last conv (1) and, with its input gradient as a
+# plain conv and its kernel gradient in GEMM form ('xla_convgrad'), G's output transposed
+# conv (3). The U-Net's innermost
 # transposed convs (input rows batch x height x width <= 64: 1x1 to 4x4 pixels at batch 1-4)
 # read a 16-32 MB kernel for a few rows of input: 'taps' uses the kernel as it is stored,
 # where the sub-pixel GEMM first copies it into its own layout. Measured gains over XLA's
@@ -211,7 +212,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, stride: int, padding: int,
   impl: one of CONV_IMPLS.
   """
   impl = resolve_impl(impl, transpose=False, out_features=kernel.shape[-1],
-                      size=x.shape[1], rows=x.shape[0] * x.shape[1] * x.shape[2])
+                      size=x.shape[1])
   plain = lambda x, k: _conv_xla(x, k, stride, padding)
   gemm = lambda x, k: _conv_gemm(x, k, stride, padding)
   if impl in ('xla', 'xla_convgrad'):  # a conv's own gradients already are plain convs
