@@ -141,6 +141,25 @@ def test_auto_resolution_per_backend_and_shape():
     resolve('fast', False, 8)
 
 
+def test_auto_under_shape_polymorphic_export():
+  """`export` traces with symbolic batch and image sizes, which the CPU choice cannot
+  compare with its thresholds: they count as unknown (large) instead of raising. Wide
+  layers, as in the paper's networks (the tiny test networks never reach the size rules)."""
+  b, h = jax.export.symbolic_shape('b, h')
+  spec = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.float32)
+  forms = {
+      'conv': (lambda x, k: layers.conv2d(x, k, 2, 1, 'auto'),
+               spec(b, 4 * h, 4 * h, 8), spec(4, 4, 8, 64)),
+      'conv_transpose': (lambda x, k: layers.conv_transpose_4x4_s2(x, k, 'auto'),
+                         spec(b, h, h, 8), spec(4, 4, 8, 64)),
+  }
+  for name, (fn, x, k) in forms.items():
+    exported = jax.export.export(jax.jit(fn), platforms=['cpu'])(x, k)
+    assert exported.out_avals[0].shape[0] == b, name
+  assert layers.resolve_impl('auto', True, 512, h, backend='cpu', rows=b * h * h) == 'gemm'
+  assert layers.resolve_impl('auto', False, 512, 4 * h, backend='cpu') == 'xla_gemmgrad'
+
+
 def test_bad_conv_impl_in_config_names_the_field():
   config = tiny_config()
   config.model.conv_impl = 'winograd'

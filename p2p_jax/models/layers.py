@@ -14,6 +14,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 # pix2pix initialises every conv weight with N(0, 0.02) and every bias with 0.
 conv_init = nn.initializers.normal(stddev=0.02)
@@ -65,13 +66,20 @@ CPU_CONVT_GEMM_MIN_FEATURES = 64
 CPU_CONVT_TAPS_MAX_ROWS = 64
 
 
+def _known(dim):
+  """An int dimension as it is; None for None and for symbolic (polymorphic) dimensions."""
+  return dim if isinstance(dim, (int, np.integer)) else None
+
+
 def resolve_impl(impl: str, transpose: bool, out_features: int, size: int | None = None,
                  backend: str | None = None, rows: int | None = None) -> str:
   """The concrete implementation of one layer: 'auto' resolved for the backend and shape.
 
   size: the input's spatial size (height; None when unknown, i.e. large).
   rows: batch x height x width of the input (None when unknown, i.e. large).
+  Symbolic sizes (shape-polymorphic export) count as unknown: they cannot be compared.
   """
+  size, rows = _known(size), _known(rows)
   if impl not in CONV_IMPLS:
     raise ValueError(f'model.conv_impl must be one of {CONV_IMPLS}, got {impl!r}')
   if impl != 'auto':
