@@ -17,7 +17,7 @@ from p2p_jax.models import layers
 
 RTOL = 1e-5
 # 'auto' resolves to one of these (test_auto_resolution_per_backend_and_shape); for Conv,
-# 'xla_convgrad' is 'xla' itself.
+# 'xla_convgrad' is 'xla' itself and 'taps' is 'gemm'.
 CONV_ALTERNATIVES = ['gemm', 'xla_gemmgrad']
 CONVT_ALTERNATIVES = ['gemm', 'xla_gemmgrad', 'xla_convgrad', 'taps']
 

@@ -55,11 +55,10 @@ CONV_IMPLS = ('auto', 'xla', 'gemm', 'xla_gemmgrad', 'xla_convgrad', 'taps')
 # >= 128 pixels (XLA's forward, patches rebuilt in the backward pass). XLA's own ops for
 # the layers with few output channels: D's last conv (1) and, with its input gradient as a
 # plain conv and its kernel gradient in GEMM form ('xla_convgrad'), G's output transposed
-# conv (3). The U-Net's innermost
-# transposed convs (input rows batch x height x width <= 64: 1x1 to 4x4 pixels at batch 1-4)
-# read a 16-32 MB kernel for a few rows of input: 'taps' uses the kernel as it is stored,
-# where the sub-pixel GEMM first copies it into its own layout. Measured gains over XLA's
-# ops: benchmarks/README.md.
+# conv (3). The U-Net's innermost transposed convs (input rows batch x height x width
+# <= 64: 1x1 to 4x4 pixels at batch 1-4) read a 16-32 MB kernel for a few rows of input:
+# 'taps' uses the kernel as it is stored, where the sub-pixel GEMM first copies it into its
+# own layout. Measured gains over XLA's ops: benchmarks/README.md.
 CPU_CONV_GEMM_MIN_FEATURES = 64
 CPU_CONV_RECOMPUTE_MIN_SIZE = 128
 CPU_CONVT_GEMM_MIN_FEATURES = 64
@@ -75,8 +74,9 @@ def resolve_impl(impl: str, transpose: bool, out_features: int, size: int | None
                  backend: str | None = None, rows: int | None = None) -> str:
   """The concrete implementation of one layer: 'auto' resolved for the backend and shape.
 
-  size: the input's spatial size (height; None when unknown, i.e. large).
-  rows: batch x height x width of the input (None when unknown, i.e. large).
+  size: the input's spatial size (height; None when unknown, i.e. large); used for Conv.
+  rows: batch x height x width of the input (None when unknown, i.e. large); used for the
+    transposed conv.
   Symbolic sizes (shape-polymorphic export) count as unknown: they cannot be compared.
   """
   size, rows = _known(size), _known(rows)
@@ -239,7 +239,7 @@ def conv_transpose_4x4_s2(x: jax.Array, kernel: jax.Array, impl: str = 'xla') ->
   impl: one of CONV_IMPLS.
   """
   impl = resolve_impl(impl, transpose=True, out_features=kernel.shape[-1],
-                      size=x.shape[1], rows=x.shape[0] * x.shape[1] * x.shape[2])
+                      rows=x.shape[0] * x.shape[1] * x.shape[2])
   if impl == 'xla':
     return _convt_xla(x, kernel)
   if impl == 'gemm':
