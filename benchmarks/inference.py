@@ -87,6 +87,7 @@ def main(argv=None):
       'gflop_s': None if flops is None else round(flops / 1e9 / per_call, 1),
       'matmul_gflop_s': round(calib, 1),
       'peak_rss_mb': round(bench.peak_rss_mb(), 1),
+      **bench.compiled_memory_mb(compiled),
       **bench.run_description(config, args, s, jax.devices()[0]),
   }
   print(json.dumps(result), flush=True)

@@ -2,6 +2,7 @@
 
   python benchmarks/pytorch_reference.py --batch 1            # train: D step + G step
   python benchmarks/pytorch_reference.py --batch 16 --inference --mode paper
+  python benchmarks/pytorch_reference.py --batch 64 --device cuda --dtype bfloat16
 
 Needs only torch (not a dependency of p2p_jax; install it in a separate environment). The
 networks are written here from the paper's description with the PyTorch implementation's
@@ -97,14 +98,17 @@ def count(module):
   return sum(p.numel() for p in module.parameters())
 
 
-def matmul_gflop_s(n=1024, reps=10):
-  a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_gflop_s(n=1024, reps=10, device='cpu'):
+  a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+  sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
   for _ in range(3):
     a @ b
+  sync()
   t = []
   for _ in range(reps):
     t0 = time.perf_counter()
     a @ b
+    sync()
     t.append(time.perf_counter() - t0)
   return 2 * n ** 3 / min(t) / 1e9
 
@@ -116,7 +120,14 @@ def main(argv=None):
   parser.add_argument('--warmup', type=int, default=2)
   parser.add_argument('--inference', action='store_true', help='time G alone, no gradients')
   parser.add_argument('--mode', default='paper', choices=['paper', 'eval'])
+  parser.add_argument('--device', default='cpu', help="'cpu' or 'cuda'")
+  parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'],
+                      help='bfloat16: autocast mixed precision (float32 weights and losses)')
   args = parser.parse_args(argv)
+  dev = torch.device(args.device)
+  sync = torch.cuda.synchronize if dev.type == 'cuda' else (lambda: None)
+  autocast = torch.autocast(dev.type, dtype=torch.bfloat16,
+                            enabled=args.dtype == 'bfloat16')
 
   torch.manual_seed(0)
   g, d = UNet(), patchgan()
@@ -125,14 +136,15 @@ def main(argv=None):
   if (count(g), count(d)) != (UNET_256_PARAMS, PATCHGAN_70_PARAMS):
     raise SystemExit(f'parameter counts {count(g)}, {count(d)} differ from p2p_jax '
                      f'({UNET_256_PARAMS}, {PATCHGAN_70_PARAMS})')
-  x = torch.rand(args.batch, 3, 256, 256) * 2 - 1
-  y = torch.rand(args.batch, 3, 256, 256) * 2 - 1
+  g, d = g.to(dev), d.to(dev)
+  x = (torch.rand(args.batch, 3, 256, 256) * 2 - 1).to(dev)
+  y = (torch.rand(args.batch, 3, 256, 256) * 2 - 1).to(dev)
 
   if args.inference:
     g.train(args.mode == 'paper')  # paper mode: dropout on, batch statistics
 
     def step():
-      with torch.no_grad():
+      with torch.no_grad(), autocast:
         g(x)
   else:
     opt_g = torch.optim.Adam(g.parameters(), lr=2e-4, betas=(0.5, 0.999))
@@ -140,28 +152,34 @@ def main(argv=None):
     bce, l1 = nn.BCEWithLogitsLoss(), nn.L1Loss()
 
     def step():
-      fake = g(x)
+      with autocast:
+        fake = g(x)
       d.requires_grad_(True)
       opt_d.zero_grad(set_to_none=True)
-      pred_fake = d(torch.cat([x, fake.detach()], 1))
-      pred_real = d(torch.cat([x, y], 1))
-      loss_d = 0.5 * (bce(pred_fake, torch.zeros_like(pred_fake))
-                      + bce(pred_real, torch.ones_like(pred_real)))
+      with autocast:
+        pred_fake = d(torch.cat([x, fake.detach()], 1))
+        pred_real = d(torch.cat([x, y], 1))
+      loss_d = 0.5 * (bce(pred_fake.float(), torch.zeros_like(pred_fake, dtype=torch.float32))
+                      + bce(pred_real.float(), torch.ones_like(pred_real, dtype=torch.float32)))
       loss_d.backward()
       opt_d.step()
       d.requires_grad_(False)
       opt_g.zero_grad(set_to_none=True)
-      pred = d(torch.cat([x, fake], 1))
-      loss_g = bce(pred, torch.ones_like(pred)) + 100.0 * l1(fake, y)
+      with autocast:
+        pred = d(torch.cat([x, fake], 1))
+      loss_g = (bce(pred.float(), torch.ones_like(pred, dtype=torch.float32))
+                + 100.0 * l1(fake.float(), y))
       loss_g.backward()
       opt_g.step()
 
   for _ in range(args.warmup):
     step()
+  sync()
   times = []
   for _ in range(args.steps):
     t0 = time.perf_counter()
     step()
+    sync()
     times.append(time.perf_counter() - t0)
   per_step = statistics.median(times)
   print(json.dumps({
@@ -172,7 +190,11 @@ def main(argv=None):
       's_per_step': round(per_step, 4),
       's_per_step_min': round(min(times), 4),
       'peak_rss_mb': round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-      'matmul_gflop_s': round(matmul_gflop_s(), 1),
+      'matmul_gflop_s': round(matmul_gflop_s(device=dev.type), 1),
+      'device': torch.cuda.get_device_name() if dev.type == 'cuda' else platform.processor(),
+      'device_peak_mb': (round(torch.cuda.max_memory_allocated() / 2**20, 1)
+                         if dev.type == 'cuda' else None),
+      'dtype': args.dtype,
       'threads': torch.get_num_threads(),
       'torch': torch.__version__,
       'machine': platform.machine(),

@@ -65,10 +65,31 @@ def device_peak_mb(device) -> float | None:
 
 def flops_of(compiled) -> float | None:
   """FLOPs of a compiled executable from XLA's cost analysis (dict, or list of dicts)."""
-  cost = compiled.cost_analysis()
+  try:
+    cost = compiled.cost_analysis()
+  except Exception:  # not every backend / jax version implements it
+    return None
   if isinstance(cost, (list, tuple)):
     cost = cost[0] if cost else None
   return None if not cost or 'flops' not in cost else float(cost['flops'])
+
+
+def compiled_memory_mb(compiled) -> dict:
+  """What XLA planned for one executable: its scratch (temp) and argument buffers, in MB.
+
+  Unlike the device's peak counter, this belongs to this executable alone, so it stays
+  right when several benchmarks run in one process (benchmarks/gpu_sweep.py).
+  """
+  try:
+    stats = compiled.memory_analysis()
+  except Exception:  # not every backend / jax version implements it
+    return {'temp_mb': None, 'argument_mb': None}
+  if isinstance(stats, (list, tuple)):
+    stats = stats[0] if stats else None
+  if stats is None:
+    return {'temp_mb': None, 'argument_mb': None}
+  return {'temp_mb': round(stats.temp_size_in_bytes / 2**20, 1),
+          'argument_mb': round(stats.argument_size_in_bytes / 2**20, 1)}
 
 
 def matmul_gflop_s(n: int = 1024, reps: int = 5) -> float:
@@ -195,6 +216,7 @@ def main(argv=None):
       'compile_s': round(compile_s, 2),
       'gflop_per_step': None if flops is None else round(flops / 1e9, 2),
       'peak_rss_mb': round(peak_rss_mb(), 1),
+      **compiled_memory_mb(compiled),
       'peak_rss_mb_after_compile': round(rss_compile, 1),
       'peak_rss_mb_after_init': round(rss_init, 1),
       'matmul_gflop_s': round(calib, 1),

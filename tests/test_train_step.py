@@ -90,7 +90,7 @@ def test_pmap_shard_map_and_one_device_agree(config):
   batch = random_batch(8)
   results = []
   for mode, devices in [('pmap', jax.devices()), ('shard_map', jax.devices()),
-                        ('pmap', jax.devices()[:1])]:
+                        ('pmap', jax.devices()[:1]), ('shard_map', jax.devices()[:1])]:
     runner, state, _ = make(config, optax.sgd(0.1), devices, mode)
     for _ in range(2):
       state, metrics = runner(state, batch)
