@@ -6,9 +6,10 @@ Runs benchmarks/train_step.py and benchmarks/inference.py in this process, case 
 (one JAX start-up instead of ten), most wanted first, and appends one JSON line per case to
 --out as soon as it is measured, so a run cut short still leaves what it finished. A case
 that fails is recorded with its error and the sweep goes on; no new case starts after
---deadline-s. Each line gets `peak_fraction`: achieved FLOP/s over the device's dense peak
-for the arithmetic that XLA uses (float32 convs run on TF32 tensor cores on NVIDIA GPUs
-from Ampere on, JAX's default precision; bfloat16 on bf16 tensor cores).
+--deadline-s. Each line gets `peak_fraction`: the model's FLOP/s (`model_tflop_s`, counted
+by benchmarks/flops.py) over the device's dense peak for the arithmetic used (float32
+convs run on TF32 tensor cores on NVIDIA GPUs from Ampere on, JAX's default precision;
+bfloat16 on bf16 tensor cores).
 
 `device_peak_mb` is the process's peak so far (earlier cases included); `temp_mb` and
 `argument_mb` are the executable's own.
@@ -38,13 +39,18 @@ PEAK_TFLOPS = {
     'A100': {'bfloat16': 312.0, 'tf32': 156.0},
 }
 
-# (benchmark, dtype, batch), most wanted first: a cut-short run keeps the informative ones.
+# (benchmark, dtype, batch, conv_impl or None for the config's 'auto'), most wanted first: a
+# run cut short keeps the informative ones. The 'xla_adjoint' cases are the open question
+# of benchmarks/README.md (GPU section): whether the transposed convs' kernel gradients as
+# weight-gradient kernels beat XLA's own form (a third of the float32 step at batch 64).
 CASES = [
-    ('train', 'float32', 16), ('train', 'bfloat16', 16),
-    ('inference', 'float32', 1), ('inference', 'float32', 16),
-    ('train', 'float32', 1), ('train', 'bfloat16', 1),
-    ('train', 'float32', 64), ('train', 'bfloat16', 64),
-    ('inference', 'bfloat16', 1), ('inference', 'bfloat16', 16),
+    ('train', 'float32', 64, None), ('train', 'float32', 64, 'xla_adjoint'),
+    ('train', 'bfloat16', 64, None), ('train', 'bfloat16', 64, 'xla_adjoint'),
+    ('train', 'float32', 16, None), ('train', 'bfloat16', 16, None),
+    ('inference', 'float32', 1, None), ('inference', 'float32', 16, None),
+    ('train', 'float32', 1, None), ('train', 'bfloat16', 1, None),
+    ('train', 'float32', 16, 'xla_adjoint'),
+    ('inference', 'bfloat16', 1, None), ('inference', 'bfloat16', 16, None),
 ]
 
 
@@ -56,22 +62,34 @@ def peak_tflops(device_kind: str, dtype: str) -> float | None:
   return None
 
 
-def run_case(bench: str, dtype: str, batch: int, args, parallel: str = 'pmap') -> dict:
+def run_case(bench: str, dtype: str, batch: int, impl: str | None, args,
+             parallel: str = 'pmap') -> dict:
   """One benchmark run in this process; its JSON result with the fraction of peak added."""
   common = ['--batch', str(batch), '--dtype', dtype, '--steps', str(args.steps),
             '--warmup', str(args.warmup), '--image-size', str(args.image_size),
             '--generator', args.generator]
-  if args.conv_impl:
-    common += ['--conv-impl', args.conv_impl]
+  impl = impl or args.conv_impl
+  if impl:
+    common += ['--conv-impl', impl]
   if bench == 'train':
     result = train_bench.main(common + ['--parallel', parallel])
   else:
     result = inference_bench.main(common)
   peak = peak_tflops(result['device'], dtype)
   result['peak_tflops'] = peak
-  result['peak_fraction'] = (None if peak is None or result.get('gflop_s') is None
-                             else round(result['gflop_s'] / 1e3 / peak, 4))
+  result['peak_fraction'] = (None if peak is None
+                             else round(result['model_tflop_s'] / peak, 4))
   return result
+
+
+def parse_case(text: str) -> tuple:
+  """'train:float32:64' or 'train:float32:64:xla_adjoint' -> a CASES entry."""
+  parts = text.split(':')
+  if (len(parts) not in (3, 4) or parts[0] not in ('train', 'inference')
+      or parts[1] not in ('float32', 'bfloat16') or not parts[2].isdigit()):
+    raise SystemExit(f'--cases: want train|inference:float32|bfloat16:BATCH[:CONV_IMPL], '
+                     f'got {text!r}')
+  return parts[0], parts[1], int(parts[2]), parts[3] if len(parts) == 4 else None
 
 
 def main(argv=None):
@@ -83,16 +101,13 @@ def main(argv=None):
   parser.add_argument('--warmup', type=int, default=3)
   parser.add_argument('--image-size', type=int, default=256)
   parser.add_argument('--generator', default='unet_256')
-  parser.add_argument('--conv-impl', default=None)
+  parser.add_argument('--conv-impl', default=None,
+                      help="for the cases that name none (default: the config's 'auto')")
   parser.add_argument('--cases', default=None,
-                      help='comma-separated bench:dtype:batch (default: the issue 7 sweep)')
+                      help='comma-separated bench:dtype:batch[:conv_impl] '
+                           '(default: the issue 7 sweep, CASES)')
   args = parser.parse_args(argv)
-  cases = CASES if not args.cases else [
-      (b, d, int(n)) for b, d, n in (c.split(':') for c in args.cases.split(','))]
-  for bench, dtype, _ in cases:
-    if bench not in ('train', 'inference') or dtype not in ('float32', 'bfloat16'):
-      raise SystemExit(f'--cases: want train|inference:float32|bfloat16:BATCH, '
-                       f'got {bench}:{dtype}')
+  cases = CASES if not args.cases else [parse_case(c) for c in args.cases.split(',')]
   # The trainer's default; if the pmap form fails on this jax, the shard_map form (the
   # same step under jit) is measured instead and the line says which ran.
   parallel = 'pmap'
@@ -101,22 +116,22 @@ def main(argv=None):
   print(json.dumps({'sweep': 'start', 'backend': jax.default_backend(),
                     'devices': [d.device_kind for d in jax.devices()],
                     'jax': jax.__version__}), flush=True)
-  for bench, dtype, batch in cases:
+  for bench, dtype, batch, impl in cases:
     elapsed = time.monotonic() - t0
     line = {'bench': 'train_step' if bench == 'train' else bench, 'dtype': dtype,
-            'batch': batch}
+            'batch': batch, 'conv_impl': impl or args.conv_impl or 'auto'}
     if elapsed > args.deadline_s:
       line['skipped'] = f'deadline: {elapsed:.0f} s > {args.deadline_s:.0f} s'
     else:
       try:
-        line = run_case(bench, dtype, batch, args, parallel)
+        line = run_case(bench, dtype, batch, impl, args, parallel)
       except Exception as e:  # record it and go on: one broken case must not cost the rest
         traceback.print_exc()
         line['error'] = f'{type(e).__name__}: {e}'[:500]
         if bench == 'train' and parallel == 'pmap':
           parallel = 'shard_map'
           try:
-            line = {**run_case(bench, dtype, batch, args, parallel),
+            line = {**run_case(bench, dtype, batch, impl, args, parallel),
                     'pmap_error': line['error']}
           except Exception as e2:
             traceback.print_exc()

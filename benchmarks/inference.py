@@ -27,6 +27,7 @@ if __name__ == '__main__':  # as `python -m p2p_jax.main` does (see p2p_jax/host
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
+import flops as flops_lib  # noqa: E402  (benchmarks/flops.py)
 import train_step as bench  # noqa: E402  (benchmarks/train_step.py: shared helpers)
 
 
@@ -69,6 +70,11 @@ def main(argv=None):
   compiled = generate.lower(jax.eval_shape(init), x, key).compile()
   compile_s = time.perf_counter() - t0
   flops = bench.flops_of(compiled)
+  plain = models.create_generator(bench.with_plain_convs(config).model)
+  model_gflop = flops_lib.gflop(
+      lambda v, x: plain.apply(v, x, train=True, rngs={'dropout': key},
+                               mutable=['batch_stats']),
+      jax.eval_shape(init), x)
   host_memory.release_free_memory()
   variables = jax.jit(init)()
 
@@ -85,6 +91,8 @@ def main(argv=None):
       'compile_s': round(compile_s, 2),
       'gflop_per_call': None if flops is None else round(flops / 1e9, 2),
       'gflop_s': None if flops is None else round(flops / 1e9 / per_call, 1),
+      'model_gflop_per_call': round(model_gflop, 2),
+      'model_tflop_s': round(model_gflop / 1e3 / per_call, 3),
       'matmul_gflop_s': round(calib, 1),
       'peak_rss_mb': round(bench.peak_rss_mb(), 1),
       **bench.compiled_memory_mb(compiled),

@@ -40,8 +40,13 @@ def load_default_config():
   except ImportError:
     class ConfigDict(dict):
       """Just enough of ml_collections.ConfigDict: attribute access over a dict."""
-      __getattr__ = dict.__getitem__
       __setattr__ = dict.__setitem__
+
+      def __getattr__(self, name):
+        try:
+          return self[name]
+        except KeyError:  # AttributeError, as copy.deepcopy and hasattr expect
+          raise AttributeError(name) from None
     sys.modules['ml_collections'] = types.SimpleNamespace(ConfigDict=ConfigDict)
   from configs import default
   return default.get_config()
@@ -137,6 +142,36 @@ def run_description(config, args, image_size: int, device) -> dict:
   }
 
 
+def build_step(config, image_size: int):
+  """(train_step, init) for one replica, assembled as the trainer assembles them."""
+  from p2p_jax import models, parallel, state as state_lib, train_step as train_step_lib
+  generator = models.create_generator(config.model, parallel.AXIS)
+  discriminator = models.create_discriminator(config.model, config.loss.conditional,
+                                              parallel.AXIS)
+  tx_g, tx_d, schedule = state_lib.create_optimizers(config, steps_per_epoch=1000)
+  step = train_step_lib.make_train_step(generator, discriminator, tx_g, tx_d, config.loss,
+                                        schedule, axis_name=parallel.AXIS)
+  init = lambda: state_lib.create_train_state(jax.random.PRNGKey(config.seed), generator,
+                                              discriminator, tx_g, tx_d, image_size)
+  return step, init
+
+
+def with_plain_convs(config):
+  """A copy of config whose model uses XLA's plain conv ops (the paper's arithmetic)."""
+  import copy
+  plain = copy.deepcopy(config)
+  plain.model.conv_impl = 'xla'
+  return plain
+
+
+def model_gflop_per_step(config, batch, image_size: int) -> float:
+  """GFLOPs of the paper's step on this batch (benchmarks/flops.py), whatever form runs."""
+  import flops
+  from p2p_jax import parallel
+  step, init = build_step(with_plain_convs(config), image_size)
+  return flops.gflop(step, jax.eval_shape(init), batch, axis_env=[(parallel.AXIS, 1)])
+
+
 def apply_common_args(config, args):
   config.model.dtype = args.dtype
   if args.conv_impl is not None:
@@ -159,20 +194,12 @@ def main(argv=None):
   parser.add_argument('--devices', type=int, default=1, help='devices to map the step over')
   args = parser.parse_args(argv)
 
-  from p2p_jax import (host_memory, models, parallel, state as state_lib,
-                       train_step as train_step_lib)
+  from p2p_jax import host_memory, parallel
 
   config = apply_common_args(load_default_config(), args)
   devices = jax.devices()[:args.devices]
-  generator = models.create_generator(config.model, parallel.AXIS)
-  discriminator = models.create_discriminator(config.model, config.loss.conditional,
-                                              parallel.AXIS)
-  tx_g, tx_d, schedule = state_lib.create_optimizers(config, steps_per_epoch=1000)
-  step = train_step_lib.make_train_step(generator, discriminator, tx_g, tx_d, config.loss,
-                                        schedule, axis_name=parallel.AXIS)
+  step, init = build_step(config, args.image_size)
   dp = parallel.DataParallel(step, args.parallel, devices=devices, donate=True)
-  init = lambda: state_lib.create_train_state(jax.random.PRNGKey(config.seed), generator,
-                                              discriminator, tx_g, tx_d, args.image_size)
 
   rng = np.random.default_rng(0)
   s = args.image_size
@@ -190,6 +217,7 @@ def main(argv=None):
   compiled = dp.lower(abstract, batch).compile()
   compile_s = time.perf_counter() - t0
   flops = flops_of(compiled)
+  model_gflop = model_gflop_per_step(config, batch, args.image_size)
   init_compiled = jax.jit(init).lower().compile()
   rss_compile = peak_rss_mb()
   host_memory.release_free_memory()
@@ -221,6 +249,8 @@ def main(argv=None):
       'peak_rss_mb_after_init': round(rss_init, 1),
       'matmul_gflop_s': round(calib, 1),
       'gflop_s': None if flops is None else round(flops / 1e9 / s_per_step, 1),
+      'model_gflop_per_step': round(model_gflop, 2),
+      'model_tflop_s': round(model_gflop / 1e3 / s_per_step, 3),
       'n_devices': len(devices),
       'parallel': args.parallel,
       **run_description(config, args, s, devices[0]),

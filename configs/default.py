@@ -46,7 +46,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.dtype = 'float32'
   # How convolutions are computed: 'auto' (the fastest exact form for the backend: per layer
   # im2col + GEMM forms on CPU, XLA's conv op on GPU/TPU), 'xla', 'gemm', 'xla_gemmgrad',
-  # 'xla_convgrad' or 'taps'. Same parameters and results either way (benchmarks/README.md).
+  # 'xla_convgrad', 'xla_adjoint' or 'taps'. Same parameters and results either way
+  # (benchmarks/README.md).
   config.model.conv_impl = 'auto'
 
   # ---------------------------------------------------------------- objective

@@ -17,9 +17,9 @@ from p2p_jax.models import layers
 
 RTOL = 1e-5
 # 'auto' resolves to one of these (test_auto_resolution_per_backend_and_shape); for Conv,
-# 'xla_convgrad' is 'xla' itself and 'taps' is 'gemm'.
+# 'xla_convgrad' and 'xla_adjoint' are 'xla' itself and 'taps' is 'gemm'.
 CONV_ALTERNATIVES = ['gemm', 'xla_gemmgrad']
-CONVT_ALTERNATIVES = ['gemm', 'xla_gemmgrad', 'xla_convgrad', 'taps']
+CONVT_ALTERNATIVES = ['gemm', 'xla_gemmgrad', 'xla_convgrad', 'xla_adjoint', 'taps']
 
 
 def assert_close(actual, expected, what):

@@ -35,6 +35,12 @@ def bn_scale_init(key, shape, dtype=jnp.float32):
 #   'xla_convgrad'  forward by the plain op; for the transposed conv, the input gradient
 #                   as an ordinary stride-2 conv and the kernel gradient as that conv's
 #                   GEMM-form kernel gradient (custom VJP); for Conv the same as 'xla'.
+#   'xla_adjoint'   forward by the plain op; for the transposed conv, both gradients by
+#                   XLA's own ops for the stride-2 conv it is the adjoint of: the input
+#                   gradient is that conv, the kernel gradient its kernel gradient (on GPU
+#                   a cuDNN weight-gradient kernel, as in PyTorch's ConvTranspose2d) rather
+#                   than XLA's kernel gradient of the dilated conv (custom VJP); for Conv
+#                   the same as 'xla'.
 #   'taps'          for the transposed conv, one GEMM per kernel tap on the kernel's own
 #                   layout (the 16 taps as one batched GEMM), then the taps added into
 #                   place (col2im); for Conv the same as 'gemm'.
@@ -47,7 +53,7 @@ def bn_scale_init(key, shape, dtype=jnp.float32):
 # run at the machine's matmul speed. Custom VJPs keep only (x, kernel) as residuals, so the
 # GEMM patches are rebuilt in the backward pass rather than stored. Measurements:
 # benchmarks/README.md.
-CONV_IMPLS = ('auto', 'xla', 'gemm', 'xla_gemmgrad', 'xla_convgrad', 'taps')
+CONV_IMPLS = ('auto', 'xla', 'gemm', 'xla_gemmgrad', 'xla_convgrad', 'xla_adjoint', 'taps')
 # CPU choice ('auto'), measured per layer at 256x256, forward + both gradients, batch 1 and
 # 4: GEMM forms for every layer whose GEMM has enough output columns (>= 64 channels) to
 # amortise its im2col copy: 'gemm' for the transposed convs and the convs at < 128 pixels
@@ -179,16 +185,24 @@ def _flip_io(kernel):
   return jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)
 
 
-def _convt_grads_by_conv(x, kernel, g):
-  # The transposed conv is the adjoint (in x) of the stride-2 conv S(., flip_io(kernel)),
-  # so <g, T(x, K)> = <S(g, flip_io(K)), x>: dx = S(g, flip_io(K)) (XLA's conv runs it
-  # well) and dK is flip_io of S's kernel gradient with input g and cotangent x, taken in
-  # the GEMM form (patches of g transposed times x): XLA's own kernel gradient contracts
-  # over the batch as its feature dimension, 9 ms at batch 1 but 190 ms at batch 4 for
-  # G's output layer.
-  v = _flip_io(kernel)
-  dv = jax.vjp(lambda v: _conv_gemm(g, v, 2, 1), v)[1](x)[0]
-  return _conv_xla(g, v, 2, 1), _flip_io(dv)
+def _convt_grads_as_adjoint(kernel_grad_conv):
+  """grads(x, kernel, g) of the transposed conv T through the stride-2 conv S it is the
+  adjoint of: <g, T(x, K)> = <S(g, flip_io(K)), x>, so dx = S(g, flip_io(K)) and dK is
+  flip_io of S's kernel gradient with input g and cotangent x, S taken as
+  kernel_grad_conv for that gradient."""
+  def grads(x, kernel, g):
+    v = _flip_io(kernel)
+    dv = jax.vjp(lambda v: kernel_grad_conv(g, v, 2, 1), v)[1](x)[0]
+    return _conv_xla(g, v, 2, 1), _flip_io(dv)
+  return grads
+
+
+# 'xla_convgrad': S's kernel gradient in GEMM form (patches of g transposed times x): on
+# CPU, XLA's own contracts over the batch as its feature dimension, 9 ms at batch 1 but
+# 190 ms at batch 4 for G's output layer. 'xla_adjoint': XLA's own, which on GPU is the
+# weight-gradient kernel of an ordinary strided conv.
+_CONVT_ADJOINT_GRADS = {'xla_convgrad': _convt_grads_as_adjoint(_conv_gemm),
+                        'xla_adjoint': _convt_grads_as_adjoint(_conv_xla)}
 
 
 def _with_custom_grads(forward, grads):
@@ -223,7 +237,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, stride: int, padding: int,
                       size=x.shape[1])
   plain = lambda x, k: _conv_xla(x, k, stride, padding)
   gemm = lambda x, k: _conv_gemm(x, k, stride, padding)
-  if impl in ('xla', 'xla_convgrad'):  # a conv's own gradients already are plain convs
+  if impl in ('xla', 'xla_convgrad', 'xla_adjoint'):  # its gradients already are plain convs
     return plain(x, kernel)
   if impl in ('gemm', 'taps'):
     return gemm(x, kernel)
@@ -246,7 +260,7 @@ def conv_transpose_4x4_s2(x: jax.Array, kernel: jax.Array, impl: str = 'xla') ->
     return _convt_gemm(x, kernel)
   if impl == 'taps':
     return _convt_taps(x, kernel)
-  grads = _vjp_grads(_convt_gemm) if impl == 'xla_gemmgrad' else _convt_grads_by_conv
+  grads = _vjp_grads(_convt_gemm) if impl == 'xla_gemmgrad' else _CONVT_ADJOINT_GRADS[impl]
   return _with_custom_grads(_convt_xla, grads)(x, kernel)
 
 
