@@ -37,11 +37,7 @@ def main(argv=None):
   parser.add_argument('--steps', type=int, default=10, help='timed calls')
   parser.add_argument('--warmup', type=int, default=3, help='untimed calls first')
   parser.add_argument('--mode', default='paper', choices=['paper', 'eval'])
-  parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
-  parser.add_argument('--conv-impl', default=None,
-                      help="config.model.conv_impl (default: the config's, i.e. 'auto')")
-  parser.add_argument('--generator', default='unet_256')
-  parser.add_argument('--image-size', type=int, default=256)
+  bench.add_model_args(parser)
   args = parser.parse_args(argv)
 
   from p2p_jax import host_memory, models

@@ -24,13 +24,11 @@ import os
 import re
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 
 import jax  # noqa: E402
-import numpy as np  # noqa: E402
 
 import train_step as bench  # noqa: E402  (benchmarks/train_step.py)
 
@@ -51,10 +49,11 @@ def load_trace(trace_dir: str) -> list:
 
 def summarise(events: list, steps: int, top: int) -> dict:
   """Prints busy time per thread and the top kernels; returns ms per step by category."""
-  meta = lambda kind: {(e['pid'], e.get('tid')) if kind == 'thread_name' else e['pid']:
-                       e['args'].get('name', '')
-                       for e in events if e.get('ph') == 'M' and e.get('name') == kind}
-  processes, threads = meta('process_name'), meta('thread_name')
+  names = [e for e in events if e.get('ph') == 'M']
+  processes = {e['pid']: e['args'].get('name', '') for e in names
+               if e.get('name') == 'process_name'}
+  threads = {(e['pid'], e.get('tid')): e['args'].get('name', '') for e in names
+             if e.get('name') == 'thread_name'}
   device = {p for p, n in processes.items() if '/device:' in n}
   work = [e for e in events if e.get('ph') == 'X']
   if device:  # GPU/TPU: the device's streams hold the kernels
@@ -87,11 +86,7 @@ def main(argv=None):
   parser.add_argument('--batch', type=int, default=1)
   parser.add_argument('--steps', type=int, default=2, help='traced steps')
   parser.add_argument('--warmup', type=int, default=3, help='untimed steps first')
-  parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
-  parser.add_argument('--conv-impl', default=None,
-                      help="config.model.conv_impl (default: the config's, i.e. 'auto')")
-  parser.add_argument('--generator', default='unet_256')
-  parser.add_argument('--image-size', type=int, default=256)
+  bench.add_model_args(parser)
   parser.add_argument('--trace-dir', default=None, help='default: a new temporary folder')
   parser.add_argument('--hlo', default=None, help='also write the compiled HLO text here')
   parser.add_argument('--top', type=int, default=30)
@@ -102,11 +97,7 @@ def main(argv=None):
   config = bench.apply_common_args(bench.load_default_config(), args)
   step, init = bench.build_step(config, args.image_size)
   dp = parallel.DataParallel(step, 'pmap', devices=jax.devices()[:1], donate=True)
-  rng = np.random.default_rng(0)
-  shape = (args.batch, args.image_size, args.image_size)
-  batch = {'input': rng.uniform(-1, 1, shape + (config.model.in_channels,)).astype(np.float32),
-           'target': rng.uniform(-1, 1, shape + (config.model.out_channels,)
-                                 ).astype(np.float32)}
+  batch = bench.random_batch(config, args.batch, args.image_size)
   compiled = dp.lower(jax.eval_shape(init), batch).compile()
   hlo = compiled.as_text()
   if args.hlo:
@@ -129,7 +120,6 @@ def main(argv=None):
   with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
     for _ in range(args.steps):
       one_step()
-  time.sleep(0.5)  # the trace file is written when the context exits; let it land
   categories = summarise(load_trace(trace_dir), args.steps, args.top)
   print(json.dumps({'bench': 'profile_step', 'batch': args.batch, 'dtype': args.dtype,
                     'conv_impl': config.model.conv_impl, 'device': jax.devices()[0].device_kind,

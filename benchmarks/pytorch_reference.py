@@ -156,19 +156,18 @@ def main(argv=None):
         fake = g(x)
       d.requires_grad_(True)
       opt_d.zero_grad(set_to_none=True)
-      with autocast:
-        pred_fake = d(torch.cat([x, fake.detach()], 1))
-        pred_real = d(torch.cat([x, y], 1))
-      loss_d = 0.5 * (bce(pred_fake.float(), torch.zeros_like(pred_fake, dtype=torch.float32))
-                      + bce(pred_real.float(), torch.ones_like(pred_real, dtype=torch.float32)))
+      with autocast:  # the losses in float32, as p2p_jax computes them
+        pred_fake = d(torch.cat([x, fake.detach()], 1)).float()
+        pred_real = d(torch.cat([x, y], 1)).float()
+      loss_d = 0.5 * (bce(pred_fake, torch.zeros_like(pred_fake))
+                      + bce(pred_real, torch.ones_like(pred_real)))
       loss_d.backward()
       opt_d.step()
       d.requires_grad_(False)
       opt_g.zero_grad(set_to_none=True)
       with autocast:
-        pred = d(torch.cat([x, fake], 1))
-      loss_g = (bce(pred.float(), torch.ones_like(pred, dtype=torch.float32))
-                + 100.0 * l1(fake.float(), y))
+        pred = d(torch.cat([x, fake], 1)).float()
+      loss_g = bce(pred, torch.ones_like(pred)) + 100.0 * l1(fake.float(), y)
       loss_g.backward()
       opt_g.step()
 

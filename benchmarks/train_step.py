@@ -172,6 +172,24 @@ def model_gflop_per_step(config, batch, image_size: int) -> float:
   return flops.gflop(step, jax.eval_shape(init), batch, axis_env=[(parallel.AXIS, 1)])
 
 
+def add_model_args(parser):
+  """The options that say which network runs: --dtype, --conv-impl, --generator, --image-size."""
+  parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
+  parser.add_argument('--conv-impl', default=None,
+                      help="config.model.conv_impl (default: the config's, i.e. 'auto')")
+  parser.add_argument('--generator', default='unet_256')
+  parser.add_argument('--image-size', type=int, default=256)
+
+
+def random_batch(config, batch: int, image_size: int) -> dict:
+  """A training batch of uniform noise in [-1, 1], the shapes the trainer feeds."""
+  rng = np.random.default_rng(0)
+  shape = (batch, image_size, image_size)
+  return {'input': rng.uniform(-1, 1, shape + (config.model.in_channels,)).astype(np.float32),
+          'target': rng.uniform(-1, 1, shape + (config.model.out_channels,)
+                                ).astype(np.float32)}
+
+
 def apply_common_args(config, args):
   config.model.dtype = args.dtype
   if args.conv_impl is not None:
@@ -185,12 +203,8 @@ def main(argv=None):
   parser.add_argument('--batch', type=int, default=1, help='global batch size')
   parser.add_argument('--steps', type=int, default=5, help='timed iterations')
   parser.add_argument('--warmup', type=int, default=2, help='untimed iterations first')
-  parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
   parser.add_argument('--parallel', default='pmap', choices=['pmap', 'shard_map'])
-  parser.add_argument('--conv-impl', default=None,
-                      help="config.model.conv_impl (default: the config's, i.e. 'auto')")
-  parser.add_argument('--generator', default='unet_256')
-  parser.add_argument('--image-size', type=int, default=256)
+  add_model_args(parser)
   parser.add_argument('--devices', type=int, default=1, help='devices to map the step over')
   args = parser.parse_args(argv)
 
@@ -201,14 +215,8 @@ def main(argv=None):
   step, init = build_step(config, args.image_size)
   dp = parallel.DataParallel(step, args.parallel, devices=devices, donate=True)
 
-  rng = np.random.default_rng(0)
   s = args.image_size
-  batch = {
-      'input': rng.uniform(-1, 1, (args.batch, s, s, config.model.in_channels)
-                           ).astype(np.float32),
-      'target': rng.uniform(-1, 1, (args.batch, s, s, config.model.out_channels)
-                            ).astype(np.float32),
-  }
+  batch = random_batch(config, args.batch, s)
 
   # As the trainer does: compile first (jit's cache is shared: no second compile), give
   # the compiler's leftovers back to the OS, then create the state.

@@ -16,8 +16,9 @@ from p2p_jax import models
 from p2p_jax.models import layers
 
 RTOL = 1e-5
-# 'auto' resolves to one of these (test_auto_resolution_per_backend_and_shape); for Conv,
-# 'xla_convgrad' and 'xla_adjoint' are 'xla' itself and 'taps' is 'gemm'.
+# Every form besides 'xla' ('auto' resolves to some of them, see
+# test_auto_resolution_per_backend_and_shape); for Conv, 'xla_convgrad' and 'xla_adjoint'
+# are 'xla' itself and 'taps' is 'gemm'.
 CONV_ALTERNATIVES = ['gemm', 'xla_gemmgrad']
 CONVT_ALTERNATIVES = ['gemm', 'xla_gemmgrad', 'xla_convgrad', 'xla_adjoint', 'taps']
 

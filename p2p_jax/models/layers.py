@@ -37,10 +37,10 @@ def bn_scale_init(key, shape, dtype=jnp.float32):
 #                   GEMM-form kernel gradient (custom VJP); for Conv the same as 'xla'.
 #   'xla_adjoint'   forward by the plain op; for the transposed conv, both gradients by
 #                   XLA's own ops for the stride-2 conv it is the adjoint of: the input
-#                   gradient is that conv, the kernel gradient its kernel gradient (on GPU
-#                   a cuDNN weight-gradient kernel, as in PyTorch's ConvTranspose2d) rather
-#                   than XLA's kernel gradient of the dilated conv (custom VJP); for Conv
-#                   the same as 'xla'.
+#                   gradient is that conv, the kernel gradient its kernel gradient (the
+#                   pattern XLA:GPU runs as a cuDNN weight-gradient kernel, PyTorch's form
+#                   for ConvTranspose2d) rather than XLA's kernel gradient of the dilated
+#                   conv (custom VJP); for Conv the same as 'xla'.
 #   'taps'          for the transposed conv, one GEMM per kernel tap on the kernel's own
 #                   layout (the 16 taps as one batched GEMM), then the taps added into
 #                   place (col2im); for Conv the same as 'gemm'.
