@@ -1,7 +1,9 @@
 """Convolution implementations: each one against the plain lax op, forward and gradients.
 
 Tolerance: float32, max |difference| <= 1e-5 * max |reference| (the forms only reorder the
-same sums; observed differences are around 3e-7).
+same sums; observed differences are around 3e-7). Winograd computes different sums whose
+transforms (entries up to 2.25) amplify rounding: 3e-5, observed 2e-7 to 2e-6 here and
+4e-6 to 8e-6 for PatchGAN's conv4 at its full 256 -> 512 channels.
 """
 
 import functools
@@ -16,19 +18,21 @@ from p2p_jax import models
 from p2p_jax.models import layers
 
 RTOL = 1e-5
+WINOGRAD_RTOL = 3e-5
 # Every form besides 'xla' ('auto' resolves to some of them, see
 # test_auto_resolution_per_backend_and_shape); for Conv, 'xla_convgrad' and 'xla_adjoint'
 # are 'xla' itself and 'taps' is 'gemm'.
-CONV_ALTERNATIVES = ['gemm', 'xla_gemmgrad']
-CONVT_ALTERNATIVES = ['gemm', 'xla_gemmgrad', 'xla_convgrad', 'xla_adjoint', 'taps']
+CONV_ALTERNATIVES = ['gemm', 'xla_gemmgrad', 'winograd']
+CONVT_ALTERNATIVES = ['gemm', 'xla_gemmgrad', 'xla_convgrad', 'xla_adjoint', 'taps',
+                      'winograd']
 
 
-def assert_close(actual, expected, what):
+def assert_close(actual, expected, what, rtol=RTOL):
   actual, expected = np.asarray(actual), np.asarray(expected)
   assert actual.shape == expected.shape, what
   scale = float(np.max(np.abs(expected)))
   err = float(np.max(np.abs(actual - expected)))
-  assert err <= RTOL * scale, f'{what}: max |diff| {err:.3g} > {RTOL} * {scale:.3g}'
+  assert err <= rtol * scale, f'{what}: max |diff| {err:.3g} > {rtol} * {scale:.3g}'
 
 
 def values_and_grads(fns, x, kernel, seed=3):
@@ -55,12 +59,18 @@ def random_inputs(n, h, w, cin, k, cout, seed=0):
 
 # (batch, height, width, in, kernel, stride, padding, out): pix2pix's 4x4 s2 p1 and s1 p1
 # convs (odd and non-square sizes, one output channel as PatchGAN's last layer), the
-# PixelGAN's 1x1, and a 2x2 input as the U-Net's innermost encoder layer.
+# PixelGAN's 1x1, and a 2x2 input as the U-Net's innermost encoder layer; stride-1 convs
+# with an output of odd size (Winograd's last tiles overhang), padding 2 and a 3x3 kernel;
+# a stride-2 conv on odd sizes (its last row / column is read by no output).
 CONV_CASES = [
     (2, 8, 6, 3, 4, 2, 1, 5),
     (2, 7, 7, 16, 4, 1, 1, 1),
     (2, 5, 5, 6, 1, 1, 0, 7),
     (3, 2, 2, 12, 4, 2, 1, 16),
+    (1, 8, 5, 32, 4, 1, 1, 64),
+    (2, 6, 9, 8, 4, 1, 2, 12),
+    (2, 5, 6, 8, 3, 1, 1, 4),
+    (2, 7, 9, 8, 4, 2, 1, 6),
 ]
 
 
@@ -73,8 +83,9 @@ def test_conv_matches_lax(impl, case):
       x, k, (s, s), ((p, p), (p, p)), dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
   got, ref = values_and_grads(
       [functools.partial(layers.conv2d, stride=s, padding=p, impl=impl), plain], x, kernel)
+  rtol = WINOGRAD_RTOL if impl == 'winograd' else RTOL
   for name, a, b in zip(('forward', 'grad x', 'grad kernel'), got, ref):
-    assert_close(a, b, f'conv {impl} {case} {name}')
+    assert_close(a, b, f'conv {impl} {case} {name}', rtol)
 
 
 # (batch, height, width, in, out): the U-Net's decoder in miniature: 1x1 inputs (the
@@ -116,27 +127,67 @@ def test_conv_transpose_matches_lax(impl, case):
   got, ref = values_and_grads(
       [functools.partial(layers.conv_transpose_4x4_s2, impl=impl), plain], x, kernel)
   assert got[0].shape == (n, 2 * h, 2 * w, cout)
+  rtol = WINOGRAD_RTOL if impl == 'winograd' else RTOL
   for name, a, b in zip(('forward', 'grad x', 'grad kernel'), got, ref):
-    assert_close(a, b, f'conv_transpose {impl} {case} {name}')
+    assert_close(a, b, f'conv_transpose {impl} {case} {name}', rtol)
+
+
+def _batched_gemm_sizes(fn, *args):
+  """Batch sizes of the batched matmuls (dot_general with a batch dimension) in fn."""
+  return [eqn.invars[0].aval.shape[0] for eqn in jax.make_jaxpr(fn)(*args).jaxpr.eqns
+          if eqn.primitive.name == 'dot_general' and eqn.params['dimension_numbers'][1][0]]
+
+
+def test_winograd_multiplies_in_the_transformed_domain_and_only_in_float32():
+  """Every 4x4 layer runs as 5 x 5 = 25 GEMMs: stride-1 convs as F(2x2, 4x4), stride-2
+  convs and the transposed conv as F(4x4, 2x2) (2.56x fewer multiplications than direct);
+  bfloat16 and 1x1 convs keep the direct GEMM form."""
+  x, kernel = random_inputs(1, 8, 8, 4, 4, 8)
+  conv = lambda stride: functools.partial(layers.conv2d, stride=stride, padding=1,
+                                          impl='winograd')
+  convt = functools.partial(layers.conv_transpose_4x4_s2, impl='winograd')
+  assert _batched_gemm_sizes(conv(1), x, kernel) == [25]
+  assert _batched_gemm_sizes(conv(2), x, kernel) == [25]
+  assert _batched_gemm_sizes(convt, x, kernel) == [25]
+  bf16 = jnp.asarray(x, jnp.bfloat16), jnp.asarray(kernel, jnp.bfloat16)
+  assert _batched_gemm_sizes(conv(1), *bf16) == _batched_gemm_sizes(convt, *bf16) == []
+  assert _batched_gemm_sizes(conv(1), x, kernel[:1, :1]) == []
 
 
 def test_auto_resolution_per_backend_and_shape():
   resolve = layers.resolve_impl
   for backend in ('gpu', 'tpu'):
-    assert resolve('auto', True, 512, 8, backend=backend) == 'xla'
-    assert resolve('auto', False, 512, 8, backend=backend) == 'xla'
-  cpu = lambda transpose, out, size, batch=1: resolve(
-      'auto', transpose, out, size, backend='cpu',
-      rows=None if size is None else batch * size * size)
-  # The paper's networks at 256x256 on CPU (input size, output channels).
-  assert cpu(True, 3, 128) == 'xla_convgrad'  # G's output layer
-  assert {cpu(True, 512, s, b) for s, b in [(1, 1), (2, 4), (4, 4), (8, 1)]} == {'taps'}
-  assert {cpu(True, o, s) for o, s in [(512, 16), (256, 32), (64, 64)]} == {'gemm'}
-  assert cpu(True, 512, 8, 4) == cpu(True, 512, 4, 16) == 'gemm'  # more rows at batch 4, 16
-  assert cpu(False, 64, 256) == cpu(False, 128, 128) == 'xla_gemmgrad'  # enc1/2, D conv1/2
-  assert {cpu(False, o, s) for o, s in [(256, 64), (512, 32), (512, 2)]} == {'gemm'}
-  assert cpu(False, 1, 31) == 'xla'  # D's output layer
-  assert cpu(False, 512, None) == 'xla_gemmgrad'  # unknown size: treated as large
+    assert resolve('auto', True, 512, 8, backend=backend, rows=64, in_features=1024) == 'xla'
+    assert resolve('auto', False, 512, 8, backend=backend, rows=16, in_features=512) == 'xla'
+    assert resolve('auto', False, 512, 32, backend=backend, rows=961, stride=1) == 'xla'
+
+  def conv(inp, out, size, batch=1, stride=2):  # a 4x4 conv, padding 1
+    side = (size + 2 - 4) // stride + 1
+    return resolve('auto', False, out, size, backend='cpu', rows=batch * side * side,
+                   stride=stride, in_features=inp)
+
+  def convt(inp, out, size, batch=1):
+    return resolve('auto', True, out, size, backend='cpu', rows=batch * size * size,
+                   in_features=inp)
+
+  # The paper's networks at 256x256 on CPU (in and out channels, input size, batch).
+  assert convt(128, 3, 128) == 'xla_convgrad'  # G's output layer
+  # The innermost decoder layers (kernels of 16-32 MB for a few pixels): 'taps'; then the
+  # sub-pixel GEMM (Winograd is slower within the step for transposed convs).
+  assert {convt(1024, 512, s, b) for s, b in [(1, 1), (2, 4), (4, 4), (8, 1)]} == {'taps'}
+  assert {convt(1024, 512, 8, 4), convt(1024, 256, 16, 4), convt(512, 128, 32),
+          convt(256, 64, 64, 4)} == {'gemm'}
+  # Encoder and PatchGAN: XLA's forward for the 3- and 6-channel inputs at 256 px, Winograd
+  # from 64 input channels and 1024 output pixels on, the GEMM form below that.
+  assert conv(3, 64, 256) == conv(6, 64, 256) == 'xla_gemmgrad'  # enc1, D conv1
+  assert {conv(64, 128, 128), conv(128, 256, 64), conv(256, 512, 32, 4)} == {'winograd'}
+  assert {conv(256, 512, 32), conv(512, 512, 16, 4), conv(512, 512, 2)} == {'gemm'}
+  assert conv(256, 512, 32, stride=1) == 'winograd'  # D's conv4, at any batch
+  assert conv(512, 1, 31, stride=1) == 'xla'  # D's output layer
+  # Unknown sizes count as large, and never choose Winograd.
+  assert resolve('auto', False, 512, None, backend='cpu', in_features=512) == 'xla_gemmgrad'
+  assert resolve('auto', False, 512, None, backend='cpu', stride=1) == 'xla_gemmgrad'
+  assert resolve('auto', True, 512, None, backend='cpu', in_features=1024) == 'gemm'
   assert resolve('gemm', False, 1, backend='gpu') == 'gemm'  # explicit choices are kept
   with pytest.raises(ValueError, match='model.conv_impl'):
     resolve('fast', False, 8)
@@ -157,13 +208,15 @@ def test_auto_under_shape_polymorphic_export():
   for name, (fn, x, k) in forms.items():
     exported = jax.export.export(jax.jit(fn), platforms=['cpu'])(x, k)
     assert exported.out_avals[0].shape[0] == b, name
-  assert layers.resolve_impl('auto', True, 512, h, backend='cpu', rows=b * h * h) == 'gemm'
-  assert layers.resolve_impl('auto', False, 512, 4 * h, backend='cpu') == 'xla_gemmgrad'
+  assert layers.resolve_impl('auto', True, 512, h, backend='cpu', rows=b * h * h,
+                             in_features=1024) == 'gemm'
+  assert layers.resolve_impl('auto', False, 512, 4 * h, backend='cpu', rows=b * h * h,
+                             in_features=512) == 'xla_gemmgrad'
 
 
 def test_bad_conv_impl_in_config_names_the_field():
   config = tiny_config()
-  config.model.conv_impl = 'winograd'
+  config.model.conv_impl = 'fastest'
   with pytest.raises(ValueError, match='model.conv_impl'):
     models.create_generator(config.model)
 
@@ -175,9 +228,10 @@ def test_networks_same_parameters_and_outputs_for_every_impl(make):
   config = tiny_config('unet_32', width=4)
   x, y = np.random.default_rng(1).uniform(-1, 1, (2, 2, 32, 32, 3)).astype(np.float32)
   args = (x,) if make == 'generator' else (x, y)
-  # 'xla_gemmgrad' swaps the gradient of every conv and transposed conv; the op tests above
-  # cover the other forms (each compiles slowly at network size).
-  impls = ('xla', 'xla_gemmgrad')
+  # 'xla_gemmgrad' swaps the gradient of every conv and transposed conv, 'winograd' every
+  # forward and gradient; the op tests above cover the other forms (each compiles slowly at
+  # network size).
+  impls = ('xla', 'xla_gemmgrad', 'winograd')
   nets = {}
   for impl in impls:
     config.model.conv_impl = impl
@@ -204,7 +258,8 @@ def test_networks_same_parameters_and_outputs_for_every_impl(make):
   results = outputs_and_grads(variables['params'])
   ref_out, ref_grads = results['xla']
   for impl, (out, grads) in results.items():
-    assert_close(out, ref_out, f'{make} {impl} output')
+    assert_close(out, ref_out, f'{make} {impl} output',
+                 WINOGRAD_RTOL if impl == 'winograd' else RTOL)
     for (path, g), ref in zip(jax.tree_util.tree_leaves_with_path(grads),
                               jax.tree.leaves(ref_grads)):
       # Through BatchNorm and several layers: relative to each leaf's scale, with a little

@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from p2p_jax.models import winograd
+
 # pix2pix initialises every conv weight with N(0, 0.02) and every bias with 0.
 conv_init = nn.initializers.normal(stddev=0.02)
 
@@ -44,6 +46,13 @@ def bn_scale_init(key, shape, dtype=jnp.float32):
 #   'taps'          for the transposed conv, one GEMM per kernel tap on the kernel's own
 #                   layout (the 16 taps as one batched GEMM), then the taps added into
 #                   place (col2im); for Conv the same as 'gemm'.
+#   'winograd'      Winograd's minimal filtering (models/winograd.py): stride-1 convs as
+#                   F(2x2, 4x4) (25 multiplications per 2x2 output block and channel pair
+#                   instead of 64), stride-2 convs and the transposed conv's sub-pixel
+#                   2x2 correlation as F(4x4, 2x2) (25 instead of 64 per 4x4 block);
+#                   gradients by autodiff. float32 only (its transforms amplify rounding,
+#                   too much for bfloat16's 8-bit significand): other dtypes and 1x1 or
+#                   odd-sized strided kernels run 'gemm'.
 #   'auto'          the plain op on GPU/TPU; on CPU, per layer, the measured fastest form.
 # Why: XLA:CPU runs lhs-dilated convolutions on a slow path: the kernel gradient of the
 # transposed conv (about 1 GFLOP/s, several seconds per U-Net layer) and, growing with the
@@ -53,7 +62,8 @@ def bn_scale_init(key, shape, dtype=jnp.float32):
 # run at the machine's matmul speed. Custom VJPs keep only (x, kernel) as residuals, so the
 # GEMM patches are rebuilt in the backward pass rather than stored. Measurements:
 # benchmarks/README.md.
-CONV_IMPLS = ('auto', 'xla', 'gemm', 'xla_gemmgrad', 'xla_convgrad', 'xla_adjoint', 'taps')
+CONV_IMPLS = ('auto', 'xla', 'gemm', 'xla_gemmgrad', 'xla_convgrad', 'xla_adjoint', 'taps',
+              'winograd')
 # CPU choice ('auto'), measured per layer at 256x256, forward + both gradients, batch 1 and
 # 4: GEMM forms for every layer whose GEMM has enough output columns (>= 64 channels) to
 # amortise its im2col copy: 'gemm' for the transposed convs and the convs at < 128 pixels
@@ -64,11 +74,20 @@ CONV_IMPLS = ('auto', 'xla', 'gemm', 'xla_gemmgrad', 'xla_convgrad', 'xla_adjoin
 # conv (3). The U-Net's innermost transposed convs (input rows batch x height x width
 # <= 64: 1x1 to 4x4 pixels at batch 1-4) read a 16-32 MB kernel for a few rows of input:
 # 'taps' uses the kernel as it is stored, where the sub-pixel GEMM first copies it into its
-# own layout. Measured gains over XLA's ops: benchmarks/README.md.
+# own layout. 'winograd' for the convs whose GEMMs are big enough to amortise its
+# transforms: every stride-1 conv (PatchGAN's 4x4 at 32x32 pixels, 256 -> 512 channels,
+# over a third of a training step's FLOPs) and the stride-2 convs with >= 64 input
+# channels and >= 1024 output pixels x batch; below that its kernel transform (the kernel
+# 6.25x over for a stride-2 conv) costs more than it saves. Not for the transposed convs:
+# faster alone (forward + gradients, dec6-dec7), but slower within the training step
+# (batch 4: 0.97 img/s with them, 1.36 without) with twice the scratch memory.
+# Measurements: benchmarks/README.md.
 CPU_CONV_GEMM_MIN_FEATURES = 64
 CPU_CONV_RECOMPUTE_MIN_SIZE = 128
 CPU_CONVT_GEMM_MIN_FEATURES = 64
 CPU_CONVT_TAPS_MAX_ROWS = 64
+CPU_WINOGRAD_MIN_ROWS = 1024
+CPU_WINOGRAD_MIN_IN_FEATURES = 64
 
 
 def _known(dim):
@@ -77,13 +96,18 @@ def _known(dim):
 
 
 def resolve_impl(impl: str, transpose: bool, out_features: int, size: int | None = None,
-                 backend: str | None = None, rows: int | None = None) -> str:
+                 backend: str | None = None, rows: int | None = None,
+                 stride: int = 2, kernel_size: int = 4,
+                 in_features: int | None = None) -> str:
   """The concrete implementation of one layer: 'auto' resolved for the backend and shape.
 
   size: the input's spatial size (height; None when unknown, i.e. large); used for Conv.
-  rows: batch x height x width of the input (None when unknown, i.e. large); used for the
-    transposed conv.
-  Symbolic sizes (shape-polymorphic export) count as unknown: they cannot be compared.
+  rows: the rows of the layer's direct GEMM, batch x height x width of the output of a
+    Conv and of the input of a transposed conv (None when unknown, i.e. large).
+  stride, kernel_size: Conv's (the transposed conv's are fixed).
+  in_features: input channels (None when unknown).
+  Symbolic sizes (shape-polymorphic export) count as unknown: they cannot be compared, and
+  unknown sizes never choose 'winograd' or 'taps'.
   """
   size, rows = _known(size), _known(rows)
   if impl not in CONV_IMPLS:
@@ -98,6 +122,10 @@ def resolve_impl(impl: str, transpose: bool, out_features: int, size: int | None
     return 'taps' if rows is not None and rows <= CPU_CONVT_TAPS_MAX_ROWS else 'gemm'
   if out_features < CPU_CONV_GEMM_MIN_FEATURES:
     return 'xla'
+  wide = in_features is not None and in_features >= CPU_WINOGRAD_MIN_IN_FEATURES
+  many_rows = rows is not None and rows >= CPU_WINOGRAD_MIN_ROWS
+  if kernel_size > 1 and rows is not None and (stride == 1 or (wide and many_rows)):
+    return 'winograd'
   large = size is None or size >= CPU_CONV_RECOMPUTE_MIN_SIZE
   return 'xla_gemmgrad' if large else 'gemm'
 
@@ -143,22 +171,31 @@ def _convt_xla(x, kernel):
                                       lhs_dilation=(2, 2), dimension_numbers=_DN)
 
 
-def _convt_gemm(x, kernel):
+def _correlate_2x2_gemm(xp, kernel):
+  """Valid 2x2 correlation of xp with a [2, 2, I, O] kernel as one GEMM (im2col)."""
+  n, h, w, _ = xp.shape
+  patches = jnp.concatenate([xp[:, u:u + h - 1, v:v + w - 1, :]
+                             for u in range(2) for v in range(2)], axis=-1)
+  return _matmul(patches, kernel.reshape(-1, kernel.shape[-1]))
+
+
+def _convt_subpixel(x, kernel, correlate_2x2=_correlate_2x2_gemm):
   # Sub-pixel form: output pixel (2m + a, 2n + b) only meets kernel taps (2u + a, 2v + b),
   # u, v in {0, 1}, applied to xp[m + a + u, n + b + v] (xp = x padded by 1). All four
-  # phases (a, b) are one 2x2 correlation of xp with a [2*2*I, 2*2*O] matrix (one GEMM);
+  # phases (a, b) are one 2x2 correlation of xp with a [2, 2, I, 2*2*O] kernel;
   # depth-to-space then reads phase (a, b) at offset (a, b).
   n, h, w, i = x.shape
   o = kernel.shape[-1]
-  xp = _pad_hw(x, 1)
-  patches = jnp.concatenate([xp[:, u:u + h + 1, v:v + w + 1, :]
-                             for u in range(2) for v in range(2)], axis=-1)
-  # kernel[2u + a, 2v + b, i, o] -> matrix[(u, v, i), (a, b, o)].
-  matrix = kernel.reshape(2, 2, 2, 2, i, o).transpose(0, 2, 4, 1, 3, 5).reshape(4 * i, 4 * o)
-  z = _matmul(patches, matrix).reshape(n, h + 1, w + 1, 2, 2, o)
+  # kernel[2u + a, 2v + b, i, o] -> [u, v, i, (a, b, o)].
+  phases = kernel.reshape(2, 2, 2, 2, i, o).transpose(0, 2, 4, 1, 3, 5).reshape(2, 2, i, 4 * o)
+  z = correlate_2x2(_pad_hw(x, 1), phases).reshape(n, h + 1, w + 1, 2, 2, o)
   rows = [jnp.stack([z[:, a:a + h, b:b + w, a, b, :] for b in range(2)], axis=3)
           for a in range(2)]  # each [N, H, W, 2 (b), O]
   return jnp.stack(rows, axis=2).reshape(n, 2 * h, 2 * w, o)
+
+
+def _convt_winograd(x, kernel):
+  return _convt_subpixel(x, kernel, lambda xp, k: winograd.conv2d_s1(xp, k, 0))
 
 
 def _convt_taps(x, kernel):
@@ -233,13 +270,21 @@ def conv2d(x: jax.Array, kernel: jax.Array, stride: int, padding: int,
   x: [N, H, W, I]; kernel: [k, k, I, O]; returns [N, (H + 2p - k) // s + 1, ..., O].
   impl: one of CONV_IMPLS.
   """
-  impl = resolve_impl(impl, transpose=False, out_features=kernel.shape[-1],
-                      size=x.shape[1])
+  n, h, w, i = x.shape
+  k, o = kernel.shape[0], kernel.shape[-1]
+  out_rows = n * ((h + 2 * padding - k) // stride + 1) * ((w + 2 * padding - k) // stride + 1)
+  impl = resolve_impl(impl, transpose=False, out_features=o, size=h, rows=out_rows,
+                      stride=stride, kernel_size=k, in_features=i)
+  if impl == 'winograd' and k > 1 and x.dtype == jnp.float32:
+    if stride == 1:
+      return winograd.conv2d_s1(x, kernel, padding)
+    if stride == 2 and k % 2 == 0:
+      return winograd.conv2d_s2(x, kernel, padding)
   plain = lambda x, k: _conv_xla(x, k, stride, padding)
   gemm = lambda x, k: _conv_gemm(x, k, stride, padding)
   if impl in ('xla', 'xla_convgrad', 'xla_adjoint'):  # its gradients already are plain convs
     return plain(x, kernel)
-  if impl in ('gemm', 'taps'):
+  if impl in ('gemm', 'taps', 'winograd'):
     return gemm(x, kernel)
   return _with_custom_grads(plain, _vjp_grads(gemm))(x, kernel)
 
@@ -253,14 +298,16 @@ def conv_transpose_4x4_s2(x: jax.Array, kernel: jax.Array, impl: str = 'xla') ->
   impl: one of CONV_IMPLS.
   """
   impl = resolve_impl(impl, transpose=True, out_features=kernel.shape[-1],
-                      rows=x.shape[0] * x.shape[1] * x.shape[2])
+                      rows=x.shape[0] * x.shape[1] * x.shape[2], in_features=x.shape[-1])
+  if impl == 'winograd' and x.dtype == jnp.float32:
+    return _convt_winograd(x, kernel)
   if impl == 'xla':
     return _convt_xla(x, kernel)
-  if impl == 'gemm':
-    return _convt_gemm(x, kernel)
+  if impl in ('gemm', 'winograd'):  # 'winograd' for dtypes other than float32
+    return _convt_subpixel(x, kernel)
   if impl == 'taps':
     return _convt_taps(x, kernel)
-  grads = _vjp_grads(_convt_gemm) if impl == 'xla_gemmgrad' else _CONVT_ADJOINT_GRADS[impl]
+  grads = _vjp_grads(_convt_subpixel) if impl == 'xla_gemmgrad' else _CONVT_ADJOINT_GRADS[impl]
   return _with_custom_grads(_convt_xla, grads)(x, kernel)
 
 
