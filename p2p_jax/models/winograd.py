@@ -11,8 +11,9 @@ matrix form, with d a tile and g the kernel:
 and across channels the elementwise product becomes (m+k-1)^2 independent GEMMs
 [tiles, I] x [I, O]. Every form here uses 5 x 5 tiles, i.e. 25 GEMMs:
   * stride-1 4x4 convs (PatchGAN's conv4): F(2x2, 4x4), 25 multiplications instead of 64;
-  * stride-2 4x4 convs: space-to-depth makes them 2x2 stride-1 convs over 4x the channels,
-    F(4x4, 2x2): 25 instead of 256 / 4 = 64 per 4x4 block and original channel pair;
+  * stride-2 4x4 convs: space-to-depth makes them 2x2 stride-1 convs over 4x the input
+    channels, F(4x4, 2x2): 25 multiplications per 4x4 output block and channel pair
+    instead of 16 pixels x 4 taps = 64;
   * the 4x4 stride-2 transposed conv: its sub-pixel form is a 2x2 stride-1 correlation
     (models/layers.py), F(4x4, 2x2) likewise.
 The transforms are exact rational matrices (Toom-Cook with the points 0, 1, -1, 1/2 and
@@ -113,8 +114,8 @@ def conv2d_s2(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Array:
 
   Space-to-depth makes it a stride-1 (k/2) x (k/2) convolution over 4I channels: output
   pixel o reads padded input 2o + 2u + a, i.e. block o + u, phase a. pix2pix's 4x4 convs
-  become F(4x4, 2x2): 25 multiplications per 4x4 output block and channel pair (4 phases
-  x 4 taps x 16 pixels = 256 direct).
+  become F(4x4, 2x2) over 4I channels: per 4x4 output block and original channel pair
+  4 x 25 = 100 multiplications instead of 16 pixels x 16 taps = 256.
   """
   n_img, h, w, cin = x.shape
   k, cout = kernel.shape[0], kernel.shape[-1]
