@@ -79,8 +79,8 @@ CONV_IMPLS = ('auto', 'xla', 'gemm', 'xla_gemmgrad', 'xla_convgrad', 'xla_adjoin
 # 4) faster in the training step where it pays (PatchGAN's stride-1 conv, the wide
 # stride-2 convs), but its kernel gradients are only accurate to 1-2% at the paper's size
 # (256 px, batch 4: D's conv3 and conv4 against XLA's conv, with and without jit), where
-# every other form agrees to 1e-5: BatchNorm's backward pass gives zero-mean cotangents
-# whose sums cancel, and the transforms' rounding does not. Measurements:
+# every other form agrees to 1e-5 (the network's gradients amplify the forward pass's
+# rounding through BatchNorm, and Winograd's is a few times larger). Measurements:
 # benchmarks/README.md.
 CPU_CONV_GEMM_MIN_FEATURES = 64
 CPU_CONV_RECOMPUTE_MIN_SIZE = 128

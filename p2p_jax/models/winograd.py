@@ -26,12 +26,13 @@ gradient 25 GEMMs [tiles, O] x [O, I] followed by the transposed input transform
 Autodiff keeps the transformed input and kernel for the backward pass (PatchGAN's conv4
 at batch 1: 6.5 and 13 MB).
 
-Accuracy: the forward pass is within ~1e-5 of the direct sum, but kernel gradients behind
-BatchNorm are not: its backward pass hands the conv zero-mean cotangents, whose products
-with the input cancel in the sum, and the transforms' rounding does not cancel with them.
-In pix2pix's PatchGAN at 256 px, batch 4, D's conv3 and conv4 kernel gradients differ
-from XLA's conv by 1-2% (jitted or op by op alike), where every other form agrees to 1e-5.
-So conv_impl='auto' never chooses it; it is there for speed studies on CPU.
+Accuracy: each op is within ~1e-5 of the direct sum (a few times the GEMM forms' error),
+but in pix2pix's PatchGAN at 256 px, batch 4, D's conv3 and conv4 kernel gradients then
+differ from XLA's conv by 1-2% (jitted or op by op alike; with Winograd in the forward pass
+only, gradients in GEMM form, still 2.4%), where every other form agrees to 1e-5: that
+network's gradients amplify the forward rounding through its BatchNorm layers, and
+Winograd's is large enough to show. So conv_impl='auto' never chooses it; it is there for
+speed studies on CPU.
 """
 
 import functools
