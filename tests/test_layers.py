@@ -27,6 +27,10 @@ CONVT_ALTERNATIVES = ['gemm', 'xla_gemmgrad', 'xla_convgrad', 'xla_adjoint', 'ta
                       'winograd']
 
 
+def rtol_of(impl):
+  return WINOGRAD_RTOL if impl == 'winograd' else RTOL
+
+
 def assert_close(actual, expected, what, rtol=RTOL):
   actual, expected = np.asarray(actual), np.asarray(expected)
   assert actual.shape == expected.shape, what
@@ -83,9 +87,8 @@ def test_conv_matches_lax(impl, case):
       x, k, (s, s), ((p, p), (p, p)), dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
   got, ref = values_and_grads(
       [functools.partial(layers.conv2d, stride=s, padding=p, impl=impl), plain], x, kernel)
-  rtol = WINOGRAD_RTOL if impl == 'winograd' else RTOL
   for name, a, b in zip(('forward', 'grad x', 'grad kernel'), got, ref):
-    assert_close(a, b, f'conv {impl} {case} {name}', rtol)
+    assert_close(a, b, f'conv {impl} {case} {name}', rtol_of(impl))
 
 
 # (batch, height, width, in, out): the U-Net's decoder in miniature: 1x1 inputs (the
@@ -127,9 +130,8 @@ def test_conv_transpose_matches_lax(impl, case):
   got, ref = values_and_grads(
       [functools.partial(layers.conv_transpose_4x4_s2, impl=impl), plain], x, kernel)
   assert got[0].shape == (n, 2 * h, 2 * w, cout)
-  rtol = WINOGRAD_RTOL if impl == 'winograd' else RTOL
   for name, a, b in zip(('forward', 'grad x', 'grad kernel'), got, ref):
-    assert_close(a, b, f'conv_transpose {impl} {case} {name}', rtol)
+    assert_close(a, b, f'conv_transpose {impl} {case} {name}', rtol_of(impl))
 
 
 def _batched_gemm_sizes(fn, *args):
@@ -240,8 +242,7 @@ def test_networks_same_parameters_and_outputs_for_every_impl(make):
   results = outputs_and_grads(variables['params'])
   ref_out, ref_grads = results['xla']
   for impl, (out, grads) in results.items():
-    assert_close(out, ref_out, f'{make} {impl} output',
-                 WINOGRAD_RTOL if impl == 'winograd' else RTOL)
+    assert_close(out, ref_out, f'{make} {impl} output', rtol_of(impl))
     for (path, g), ref in zip(jax.tree_util.tree_leaves_with_path(grads),
                               jax.tree.leaves(ref_grads)):
       # Through BatchNorm and several layers: relative to each leaf's scale, with a little

@@ -85,7 +85,10 @@ def transforms(m: int, r: int):
 
 @functools.lru_cache(maxsize=None)
 def _transforms_2d(m: int, k: int):
-  """The 2-D transforms (A^T x A^T, G x G, B^T x B^T) in float32, built once per (m, k)."""
+  """The 2-D transforms (A^T x A^T, G x G, B^T x B^T) in float32, built once per (m, k).
+
+  Once, not per call: with fresh matrices per call, XLA:CPU (jax 0.10.2) compiled one
+  network's step into wrong gradients (benchmarks/README.md, "Winograd")."""
   return tuple(np.kron(a, a).astype(np.float32) for a in transforms(m, k))
 
 
