@@ -44,10 +44,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.sync_batch_stats = True
   # Compute dtype: 'float32', or 'bfloat16' for mixed precision (params and losses stay f32).
   config.model.dtype = 'float32'
-  # How convolutions are computed: 'auto' (the fastest exact form for the backend: per layer
-  # im2col + GEMM forms on CPU, XLA's conv op on GPU/TPU), 'xla', 'gemm', 'xla_gemmgrad',
-  # 'xla_convgrad', 'xla_adjoint' or 'taps'. Same parameters and results either way
-  # (benchmarks/README.md).
+  # How convolutions are computed: 'auto' (the fastest form for the backend: per layer
+  # GEMM and Winograd forms on CPU, XLA's conv op on GPU/TPU), 'xla', 'gemm', 'xla_gemmgrad',
+  # 'xla_convgrad', 'xla_adjoint', 'taps' or 'winograd'. Same parameters, and the same
+  # results up to float rounding (benchmarks/README.md).
   config.model.conv_impl = 'auto'
 
   # ---------------------------------------------------------------- objective

@@ -159,21 +159,37 @@ def test_winograd_multiplies_in_the_transformed_domain_and_only_in_float32():
 def test_auto_resolution_per_backend_and_shape():
   resolve = layers.resolve_impl
   for backend in ('gpu', 'tpu'):
-    assert resolve('auto', True, 512, 8, backend=backend) == 'xla'
-    assert resolve('auto', False, 512, 8, backend=backend) == 'xla'
-  cpu = lambda transpose, out, size, batch=1: resolve(
-      'auto', transpose, out, size, backend='cpu',
-      rows=None if size is None else batch * size * size)
-  # The paper's networks at 256x256 on CPU (input size, output channels).
-  assert cpu(True, 3, 128) == 'xla_convgrad'  # G's output layer
-  assert {cpu(True, 512, s, b) for s, b in [(1, 1), (2, 4), (4, 4), (8, 1)]} == {'taps'}
-  assert {cpu(True, o, s) for o, s in [(512, 16), (256, 32), (64, 64)]} == {'gemm'}
-  assert cpu(True, 512, 8, 4) == cpu(True, 512, 4, 16) == 'gemm'  # more rows at batch 4, 16
-  assert cpu(False, 64, 256) == cpu(False, 128, 128) == 'xla_gemmgrad'  # enc1/2, D conv1/2
-  assert {cpu(False, o, s) for o, s in [(256, 64), (512, 32), (512, 2)]} == {'gemm'}
-  assert cpu(False, 1, 31) == 'xla'  # D's output layer
-  assert cpu(False, 512, 32) == 'gemm'  # D's conv4: 'winograd' only when asked for
-  assert cpu(False, 512, None) == 'xla_gemmgrad'  # unknown size: treated as large
+    assert resolve('auto', True, 512, 8, backend=backend, rows=64, in_features=1024) == 'xla'
+    assert resolve('auto', False, 512, 8, backend=backend, rows=16, in_features=512) == 'xla'
+    assert resolve('auto', False, 512, 32, backend=backend, rows=961, stride=1) == 'xla'
+
+  def conv(inp, out, size, batch=1, stride=2):  # a 4x4 conv, padding 1
+    side = (size + 2 - 4) // stride + 1
+    return resolve('auto', False, out, size, backend='cpu', rows=batch * side * side,
+                   stride=stride, in_features=inp)
+
+  def convt(inp, out, size, batch=1):
+    return resolve('auto', True, out, size, backend='cpu', rows=batch * size * size,
+                   in_features=inp)
+
+  # The paper's networks at 256x256 on CPU (in and out channels, input size, batch).
+  assert convt(128, 3, 128) == 'xla_convgrad'  # G's output layer
+  # The innermost decoder layers (kernels of 16-32 MB for a few pixels): 'taps'; then the
+  # sub-pixel GEMM (Winograd is slower within the step for transposed convs).
+  assert {convt(1024, 512, s, b) for s, b in [(1, 1), (2, 4), (4, 4), (8, 1)]} == {'taps'}
+  assert {convt(1024, 512, 8, 4), convt(1024, 256, 16, 4), convt(512, 128, 32),
+          convt(256, 64, 64, 4)} == {'gemm'}
+  # Encoder and PatchGAN: XLA's forward for the 3- and 6-channel inputs at 256 px, Winograd
+  # from 64 input channels and 1024 output pixels on, the GEMM form below that.
+  assert conv(3, 64, 256) == conv(6, 64, 256) == 'xla_gemmgrad'  # enc1, D conv1
+  assert {conv(64, 128, 128), conv(128, 256, 64), conv(256, 512, 32, 4)} == {'winograd'}
+  assert {conv(256, 512, 32), conv(512, 512, 16, 4), conv(512, 512, 2)} == {'gemm'}
+  assert conv(256, 512, 32, stride=1) == 'winograd'  # D's conv4, at any batch
+  assert conv(512, 1, 31, stride=1) == 'xla'  # D's output layer
+  # Unknown sizes count as large, and never choose Winograd.
+  assert resolve('auto', False, 512, None, backend='cpu', in_features=512) == 'xla_gemmgrad'
+  assert resolve('auto', False, 512, None, backend='cpu', stride=1) == 'xla_gemmgrad'
+  assert resolve('auto', True, 512, None, backend='cpu', in_features=1024) == 'gemm'
   assert resolve('gemm', False, 1, backend='gpu') == 'gemm'  # explicit choices are kept
   with pytest.raises(ValueError, match='model.conv_impl'):
     resolve('fast', False, 8)
@@ -194,8 +210,10 @@ def test_auto_under_shape_polymorphic_export():
   for name, (fn, x, k) in forms.items():
     exported = jax.export.export(jax.jit(fn), platforms=['cpu'])(x, k)
     assert exported.out_avals[0].shape[0] == b, name
-  assert layers.resolve_impl('auto', True, 512, h, backend='cpu', rows=b * h * h) == 'gemm'
-  assert layers.resolve_impl('auto', False, 512, 4 * h, backend='cpu') == 'xla_gemmgrad'
+  assert layers.resolve_impl('auto', True, 512, h, backend='cpu', rows=b * h * h,
+                             in_features=1024) == 'gemm'
+  assert layers.resolve_impl('auto', False, 512, 4 * h, backend='cpu', rows=b * h * h,
+                             in_features=512) == 'xla_gemmgrad'
 
 
 def test_bad_conv_impl_in_config_names_the_field():

@@ -52,8 +52,7 @@ def bn_scale_init(key, shape, dtype=jnp.float32):
 #                   2x2 correlation as F(4x4, 2x2) (25 instead of 64 per 4x4 block);
 #                   gradients by autodiff. float32 only (its transforms amplify rounding,
 #                   too much for bfloat16's 8-bit significand): other dtypes and 1x1 or
-#                   odd-sized strided kernels run 'gemm'. Opt-in: faster on CPU, but
-#                   its kernel gradients are less accurate (see below).
+#                   odd-sized strided kernels run 'gemm'.
 #   'auto'          the plain op on GPU/TPU; on CPU, per layer, the measured fastest form.
 # Why: XLA:CPU runs lhs-dilated convolutions on a slow path: the kernel gradient of the
 # transposed conv (about 1 GFLOP/s, several seconds per U-Net layer) and, growing with the
@@ -75,17 +74,24 @@ CONV_IMPLS = ('auto', 'xla', 'gemm', 'xla_gemmgrad', 'xla_convgrad', 'xla_adjoin
 # conv (3). The U-Net's innermost transposed convs (input rows batch x height x width
 # <= 64: 1x1 to 4x4 pixels at batch 1-4) read a 16-32 MB kernel for a few rows of input:
 # 'taps' uses the kernel as it is stored, where the sub-pixel GEMM first copies it into its
-# own layout. 'winograd' is never chosen by 'auto': it is 1.15x (batch 1) to 1.3x (batch
-# 4) faster in the training step where it pays (PatchGAN's stride-1 conv, the wide
-# stride-2 convs), but its kernel gradients are only accurate to 1-2% at the paper's size
-# (256 px, batch 4: D's conv3 and conv4 against XLA's conv, with and without jit), where
-# every other form agrees to 1e-5 (the network's gradients amplify the forward pass's
-# rounding through BatchNorm, and Winograd's is a few times larger). Measurements:
+# own layout. 'winograd' for the convs whose GEMMs are big enough to amortise its
+# transforms: every stride-1 conv (PatchGAN's 4x4 at 32x32 pixels, 256 -> 512 channels,
+# over a third of a training step's FLOPs) and the stride-2 convs with >= 64 input
+# channels and >= 1024 output pixels x batch; below that its kernel transform (the kernel
+# 6.25x over for a stride-2 conv) costs more than it saves. Not for the transposed convs:
+# faster alone (forward + gradients, dec6-dec7), but slower within the training step
+# (batch 4: 0.97 img/s with them, 1.36 without) with twice the scratch memory. Its
+# rounding is about 2x the GEMM forms' (paper-size gradients against float64 with the same
+# ReLU pattern: 1e-5 for D, 1e-4 for G, every form alike); a LeakyReLU / ReLU input
+# within rounding of 0 can take the other slope under any two forms, which moves a kernel
+# gradient by up to a few % (XLA's own conv against float64 likewise). Measurements:
 # benchmarks/README.md.
 CPU_CONV_GEMM_MIN_FEATURES = 64
 CPU_CONV_RECOMPUTE_MIN_SIZE = 128
 CPU_CONVT_GEMM_MIN_FEATURES = 64
 CPU_CONVT_TAPS_MAX_ROWS = 64
+CPU_WINOGRAD_MIN_ROWS = 1024
+CPU_WINOGRAD_MIN_IN_FEATURES = 64
 
 
 def _known(dim):
@@ -94,13 +100,18 @@ def _known(dim):
 
 
 def resolve_impl(impl: str, transpose: bool, out_features: int, size: int | None = None,
-                 backend: str | None = None, rows: int | None = None) -> str:
+                 backend: str | None = None, rows: int | None = None,
+                 stride: int = 2, kernel_size: int = 4,
+                 in_features: int | None = None) -> str:
   """The concrete implementation of one layer: 'auto' resolved for the backend and shape.
 
   size: the input's spatial size (height; None when unknown, i.e. large); used for Conv.
-  rows: batch x height x width of the input (None when unknown, i.e. large); used for the
-    transposed conv.
-  Symbolic sizes (shape-polymorphic export) count as unknown: they cannot be compared.
+  rows: the rows of the layer's direct GEMM, batch x height x width of the output of a
+    Conv and of the input of a transposed conv (None when unknown, i.e. large).
+  stride, kernel_size: Conv's (the transposed conv's are fixed).
+  in_features: input channels (None when unknown).
+  Symbolic sizes (shape-polymorphic export) count as unknown: they cannot be compared, and
+  unknown sizes never choose 'winograd' or 'taps'.
   """
   size, rows = _known(size), _known(rows)
   if impl not in CONV_IMPLS:
@@ -115,6 +126,10 @@ def resolve_impl(impl: str, transpose: bool, out_features: int, size: int | None
     return 'taps' if rows is not None and rows <= CPU_CONVT_TAPS_MAX_ROWS else 'gemm'
   if out_features < CPU_CONV_GEMM_MIN_FEATURES:
     return 'xla'
+  wide = in_features is not None and in_features >= CPU_WINOGRAD_MIN_IN_FEATURES
+  many_rows = rows is not None and rows >= CPU_WINOGRAD_MIN_ROWS
+  if kernel_size > 1 and rows is not None and (stride == 1 or (wide and many_rows)):
+    return 'winograd'
   large = size is None or size >= CPU_CONV_RECOMPUTE_MIN_SIZE
   return 'xla_gemmgrad' if large else 'gemm'
 
@@ -259,9 +274,11 @@ def conv2d(x: jax.Array, kernel: jax.Array, stride: int, padding: int,
   x: [N, H, W, I]; kernel: [k, k, I, O]; returns [N, (H + 2p - k) // s + 1, ..., O].
   impl: one of CONV_IMPLS.
   """
-  impl = resolve_impl(impl, transpose=False, out_features=kernel.shape[-1],
-                      size=x.shape[1])
-  k = kernel.shape[0]
+  n, h, w, i = x.shape
+  k, o = kernel.shape[0], kernel.shape[-1]
+  out_rows = n * ((h + 2 * padding - k) // stride + 1) * ((w + 2 * padding - k) // stride + 1)
+  impl = resolve_impl(impl, transpose=False, out_features=o, size=h, rows=out_rows,
+                      stride=stride, kernel_size=k, in_features=i)
   if impl == 'winograd' and k > 1 and x.dtype == jnp.float32:
     if stride == 1:
       return winograd.conv2d_s1(x, kernel, padding)
@@ -285,7 +302,7 @@ def conv_transpose_4x4_s2(x: jax.Array, kernel: jax.Array, impl: str = 'xla') ->
   impl: one of CONV_IMPLS.
   """
   impl = resolve_impl(impl, transpose=True, out_features=kernel.shape[-1],
-                      rows=x.shape[0] * x.shape[1] * x.shape[2])
+                      rows=x.shape[0] * x.shape[1] * x.shape[2], in_features=x.shape[-1])
   if impl == 'winograd' and x.dtype == jnp.float32:
     return _convt_winograd(x, kernel)
   if impl == 'xla':

@@ -26,13 +26,13 @@ gradient 25 GEMMs [tiles, O] x [O, I] followed by the transposed input transform
 Autodiff keeps the transformed input and kernel for the backward pass (PatchGAN's conv4
 at batch 1: 6.5 and 13 MB).
 
-Accuracy: each op is within ~1e-5 of the direct sum (a few times the GEMM forms' error),
-but in pix2pix's PatchGAN at 256 px, batch 4, D's conv3 and conv4 kernel gradients then
-differ from XLA's conv by 1-2% (jitted or op by op alike; with Winograd in the forward pass
-only, gradients in GEMM form, still 2.4%), where every other form agrees to 1e-5: that
-network's gradients amplify the forward rounding through its BatchNorm layers, and
-Winograd's is large enough to show. So conv_impl='auto' never chooses it; it is there for
-speed studies on CPU.
+Accuracy: each op is within ~1e-5 of the direct sum (a few times the GEMM forms' error).
+In the paper's networks at 256 px the parameter gradients, compared with float64 under the
+same ReLU / LeakyReLU slopes, are within 1e-5 (D) and 1e-4 (G) of it, about twice the
+GEMM forms' difference (benchmarks/gradient_accuracy.py). Compared without matching the
+slopes, any two forms (XLA's conv and float64 too) can differ by a few % in some kernel
+gradient: an activation input within rounding of 0 takes the other slope, and which ones
+do depends on all the rounding before it (benchmarks/README.md, "Winograd").
 """
 
 import functools
@@ -87,8 +87,8 @@ def transforms(m: int, r: int):
 def _transforms_2d(m: int, k: int):
   """The 2-D transforms (A^T x A^T, G x G, B^T x B^T) in float32, built once per (m, k).
 
-  Once, not per call: with fresh matrices per call, XLA:CPU (jax 0.10.2) compiled one
-  network's step into wrong gradients (benchmarks/README.md, "Winograd")."""
+  Once, so that every trace embeds the same constants (benchmarks/README.md, "Winograd",
+  tells what an earlier per-call version showed)."""
   return tuple(np.kron(a, a).astype(np.float32) for a in transforms(m, k))
 
 
