@@ -62,6 +62,8 @@ class ActivationPattern:
 
 
 def make_net(name, impl, dtype):
+  """The paper's D or G (as configs/default.py builds them), constructed directly because
+  float64 is no `model.dtype` of the configs."""
   if name == 'D':
     return PatchGAN(conv_impl=impl, dtype=dtype)
   return UNet(depth=8, ngf=64, in_channels=3, out_channels=3, conv_impl=impl, dtype=dtype)
