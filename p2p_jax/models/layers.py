@@ -109,7 +109,7 @@ def resolve_impl(impl: str, transpose: bool, out_features: int, size: int | None
   rows: the rows of the layer's direct GEMM, batch x height x width of the output of a
     Conv and of the input of a transposed conv (None when unknown, i.e. large).
   stride, kernel_size: Conv's (the transposed conv's are fixed).
-  in_features: input channels (None when unknown).
+  in_features: Conv's input channels (None when unknown).
   Symbolic sizes (shape-polymorphic export) count as unknown: they cannot be compared, and
   unknown sizes never choose 'winograd' or 'taps'.
   """
@@ -127,8 +127,8 @@ def resolve_impl(impl: str, transpose: bool, out_features: int, size: int | None
   if out_features < CPU_CONV_GEMM_MIN_FEATURES:
     return 'xla'
   wide = in_features is not None and in_features >= CPU_WINOGRAD_MIN_IN_FEATURES
-  many_rows = rows is not None and rows >= CPU_WINOGRAD_MIN_ROWS
-  if kernel_size > 1 and rows is not None and (stride == 1 or (wide and many_rows)):
+  if kernel_size > 1 and rows is not None and (
+      stride == 1 or (wide and rows >= CPU_WINOGRAD_MIN_ROWS)):
     return 'winograd'
   large = size is None or size >= CPU_CONV_RECOMPUTE_MIN_SIZE
   return 'xla_gemmgrad' if large else 'gemm'
@@ -302,7 +302,7 @@ def conv_transpose_4x4_s2(x: jax.Array, kernel: jax.Array, impl: str = 'xla') ->
   impl: one of CONV_IMPLS.
   """
   impl = resolve_impl(impl, transpose=True, out_features=kernel.shape[-1],
-                      rows=x.shape[0] * x.shape[1] * x.shape[2], in_features=x.shape[-1])
+                      rows=x.shape[0] * x.shape[1] * x.shape[2])
   if impl == 'winograd' and x.dtype == jnp.float32:
     return _convt_winograd(x, kernel)
   if impl == 'xla':
