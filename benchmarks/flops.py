@@ -6,7 +6,7 @@ counts whatever form ran, zeros of dilated inputs included. Here the count is of
 network's convolutions and matrix products as JAX traced them (2 FLOPs per multiply-add),
 with the zeros that input (lhs) dilation inserts left out, so the transposed convolutions
 and the strided convolutions' input gradients count what they compute usefully. Trace the
-model with conv_impl='xla' to count the paper's arithmetic, whatever implementation runs.
+model with compute.conv_impl='xla' to count the paper's arithmetic, whatever implementation runs.
 """
 
 import math

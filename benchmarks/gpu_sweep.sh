@@ -6,13 +6,17 @@
 #
 #   bash benchmarks/gpu_sweep.sh [out.jsonl]      # from the repository root
 #
-# Needs only jax, flax, optax (no TensorFlow, no ml_collections). $PYTHON picks the
-# interpreter (default python3). Everything measured is appended to out.jsonl (default:
+# Needs jax, flax, optax, orbax-checkpoint and ml_collections (no TensorFlow); where
+# ml_collections is missing it is installed from a wheel in .whl/ (carry it there:
+# `pip download --no-deps -d .whl ml-collections`). $PYTHON picks the interpreter
+# (default python3). Everything measured is appended to out.jsonl (default:
 # $OUT/gpu_sweep.jsonl where a lent device machine collects files, else ./gpu_sweep.jsonl).
 set -u
 out=${1:-${OUT:-.}/gpu_sweep.jsonl}
 py=${PYTHON:-python3}
 export PYTHONPATH=.
+"$py" -c 'import ml_collections' 2>/dev/null ||
+  "$py" -m pip install -q --no-deps --no-index .whl/ml_collections-*.whl
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driver_version --format=csv 2>/dev/null
 # No new JAX case after 330 s; the PyTorch runs below get what is left of 9.5 minutes.
 timeout 420 "$py" benchmarks/gpu_sweep.py --out "$out" --deadline-s 330

@@ -21,6 +21,7 @@ sign differs from float64's. Runtime on a 2-vCPU machine: 1-4 minutes per impl.
 """
 
 import argparse
+import functools
 import json
 
 import jax
@@ -31,8 +32,8 @@ import flax.linen as nn  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from p2p_jax.models.patchgan import PatchGAN  # noqa: E402
-from p2p_jax.models.unet import UNet  # noqa: E402
+from p2p_jax import kernels  # noqa: E402
+from p2p_jax.models import PatchGAN, UNet, layers  # noqa: E402
 
 _leaky_relu, _relu = nn.leaky_relu, nn.relu
 
@@ -62,11 +63,15 @@ class ActivationPattern:
 
 
 def make_net(name, impl, dtype):
-  """The paper's D or G (as configs/default.py builds them), constructed directly because
-  float64 is no `model.dtype` of the configs."""
+  """The paper's D or G (as the default config builds them), constructed directly because
+  float64 is no `compute.dtype` of the configs."""
+  convs = kernels.convolutions(impl)
+  conv = functools.partial(layers.Conv, op=convs.conv2d)
   if name == 'D':
-    return PatchGAN(conv_impl=impl, dtype=dtype)
-  return UNet(depth=8, ngf=64, in_channels=3, out_channels=3, conv_impl=impl, dtype=dtype)
+    return PatchGAN(conv=conv, dtype=dtype)
+  return UNet(depth=8, ngf=64, in_channels=3, out_channels=3, conv=conv, dtype=dtype,
+              conv_transpose=functools.partial(layers.ConvTranspose4x4,
+                                               op=convs.conv_transpose))
 
 
 def main():

@@ -5,7 +5,7 @@
 
 --mode paper: the paper's test-time setting (dropout on, BatchNorm with the statistics of
 the test batch; the batch_stats update is discarded). --mode eval: running averages, no
-dropout. The generator is built by models.create_generator(config.model) from
+dropout. The generator is built by networks.create_generator(config) from
 configs/default.py (unet_256, batch norm) with random weights, under jax.jit on one device.
 Prints one JSON line. Runs without TensorFlow and ml_collections (see train_step.py).
 """
@@ -40,10 +40,10 @@ def main(argv=None):
   bench.add_model_args(parser)
   args = parser.parse_args(argv)
 
-  from p2p_jax import host_memory, models
+  from p2p_jax import host_memory, networks
 
   config = bench.apply_common_args(bench.load_default_config(), args)
-  generator = models.create_generator(config.model)
+  generator = networks.create_generator(config)
   s = args.image_size
   x = np.random.default_rng(0).uniform(
       -1, 1, (args.batch, s, s, config.model.in_channels)).astype(np.float32)
@@ -66,7 +66,7 @@ def main(argv=None):
   compiled = generate.lower(jax.eval_shape(init), x, key).compile()
   compile_s = time.perf_counter() - t0
   flops = bench.flops_of(compiled)
-  plain = models.create_generator(bench.with_plain_convs(config).model)
+  plain = networks.create_generator(bench.with_plain_convs(config))
   model_gflop = flops_lib.gflop(
       lambda v, x: plain.apply(v, x, train=True, rngs={'dropout': key},
                                mutable=['batch_stats']),

@@ -20,10 +20,9 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)  # Run as a script from anywhere: find p2p_jax and configs.
+sys.path.insert(0, REPO)  # Run as a script from anywhere: find p2p_jax.
 
-from configs import default as default_lib  # pylint: disable=wrong-import-position
-from p2p_jax import input_pipeline  # pylint: disable=wrong-import-position
+from p2p_jax import config_schema, input_pipeline  # pylint: disable=wrong-import-position
 
 
 def measure(config, args) -> tuple[int, float, float]:
@@ -55,7 +54,7 @@ def main():
   parser.add_argument('--seconds', type=float, default=10.0)
   args = parser.parse_args()
 
-  config = default_lib.get_config().data
+  config = config_schema.get_config().data
   config.dataset, config.source = args.dataset, args.source
   config.load_size, config.crop_size = args.load_size, args.crop_size
   config.resize_method = args.resize_method

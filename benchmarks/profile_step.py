@@ -115,14 +115,14 @@ def main(argv=None):
 
   times = bench.timed_calls(one_step, args.warmup, 3)
   print(f'{jax.devices()[0].device_kind}, {args.dtype}, batch {args.batch}, '
-        f'conv_impl {config.model.conv_impl}: {min(times) * 1e3:.1f} ms per step (best of 3)')
+        f'conv_impl {config.compute.conv_impl}: {min(times) * 1e3:.1f} ms per step (best of 3)')
   trace_dir = args.trace_dir or tempfile.mkdtemp(prefix='p2p_profile_')
   with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
     for _ in range(args.steps):
       one_step()
   categories = summarise(load_trace(trace_dir), args.steps, args.top)
   print(json.dumps({'bench': 'profile_step', 'batch': args.batch, 'dtype': args.dtype,
-                    'conv_impl': config.model.conv_impl, 'device': jax.devices()[0].device_kind,
+                    'conv_impl': config.compute.conv_impl, 'device': jax.devices()[0].device_kind,
                     'best_ms_per_step': round(min(times) * 1e3, 2),
                     'busy_ms_per_step': categories, 'trace_dir': trace_dir}))
 

@@ -9,8 +9,8 @@ state.create_train_state, train_step.make_train_step, parallel.DataParallel with
 on `--devices` devices (default 1). The compiled executable's XLA cost analysis gives the
 FLOPs per step. Prints one JSON line; see benchmarks/README.md for the numbers measured.
 
-Runs without TensorFlow, and without ml_collections (a stand-in is used to read
-configs/default.py), so it runs unchanged on a GPU machine with only jax/flax/optax.
+Runs without TensorFlow (the package's config schema needs only ml_collections, a small
+pure-Python wheel), so it runs on a GPU machine with jax/flax/optax/orbax.
 """
 
 import argparse
@@ -21,7 +21,6 @@ import resource
 import statistics
 import sys
 import time
-import types
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 
@@ -34,22 +33,9 @@ import numpy as np  # noqa: E402
 
 
 def load_default_config():
-  """configs/default.py's get_config(); with a dict stand-in if ml_collections is missing."""
-  try:
-    import ml_collections  # noqa: F401
-  except ImportError:
-    class ConfigDict(dict):
-      """Just enough of ml_collections.ConfigDict: attribute access over a dict."""
-      __setattr__ = dict.__setitem__
-
-      def __getattr__(self, name):
-        try:
-          return self[name]
-        except KeyError:  # AttributeError, as copy.deepcopy and hasattr expect
-          raise AttributeError(name) from None
-    sys.modules['ml_collections'] = types.SimpleNamespace(ConfigDict=ConfigDict)
-  from configs import default
-  return default.get_config()
+  """The paper's config (p2p_jax.config_schema)."""
+  from p2p_jax import config_schema
+  return config_schema.get_config()
 
 
 def peak_rss_mb() -> float:
@@ -131,7 +117,7 @@ def run_description(config, args, image_size: int, device) -> dict:
       'backend': jax.default_backend(),
       'device': device.device_kind,
       'dtype': args.dtype,
-      'conv_impl': config.model.get('conv_impl', 'xla'),
+      'conv_impl': config.compute.conv_impl,
       'generator': args.generator,
       'image_size': image_size,
       'steps': args.steps,
@@ -144,10 +130,9 @@ def run_description(config, args, image_size: int, device) -> dict:
 
 def build_step(config, image_size: int):
   """(train_step, init) for one replica, assembled as the trainer assembles them."""
-  from p2p_jax import models, parallel, state as state_lib, train_step as train_step_lib
-  generator = models.create_generator(config.model, parallel.AXIS)
-  discriminator = models.create_discriminator(config.model, config.loss.conditional,
-                                              parallel.AXIS)
+  from p2p_jax import networks, parallel, state as state_lib, train_step as train_step_lib
+  generator = networks.create_generator(config, parallel.AXIS)
+  discriminator = networks.create_discriminator(config, parallel.AXIS)
   tx_g, tx_d, schedule = state_lib.create_optimizers(config, steps_per_epoch=1000)
   step = train_step_lib.make_train_step(generator, discriminator, tx_g, tx_d, config.loss,
                                         schedule, axis_name=parallel.AXIS)
@@ -160,7 +145,7 @@ def with_plain_convs(config):
   """A copy of config whose model uses XLA's plain conv ops (the paper's arithmetic)."""
   import copy
   plain = copy.deepcopy(config)
-  plain.model.conv_impl = 'xla'
+  plain.compute.conv_impl = 'xla'
   return plain
 
 
@@ -176,7 +161,7 @@ def add_model_args(parser):
   """The options that say which network runs: --dtype, --conv-impl, --generator, --image-size."""
   parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
   parser.add_argument('--conv-impl', default=None,
-                      help="config.model.conv_impl (default: the config's, i.e. 'auto')")
+                      help="config.compute.conv_impl (default: the config's, i.e. 'auto')")
   parser.add_argument('--generator', default='unet_256')
   parser.add_argument('--image-size', type=int, default=256)
 
@@ -191,9 +176,9 @@ def random_batch(config, batch: int, image_size: int) -> dict:
 
 
 def apply_common_args(config, args):
-  config.model.dtype = args.dtype
+  config.compute.dtype = args.dtype
   if args.conv_impl is not None:
-    config.model.conv_impl = args.conv_impl
+    config.compute.conv_impl = args.conv_impl
   config.model.generator = args.generator
   return config
 

@@ -14,12 +14,12 @@ Expected: the paper's L1+cGAN FCN-scores on val, per-pixel acc. / per-class acc.
 0.66 / 0.23 / 0.17 (ground truth photos score 0.80 / 0.26 / 0.21).
 """
 
-from configs import default as default_lib
+from p2p_jax import config_schema
 
 
 def get_config():
   """Cityscapes labels -> photo, batch 1, 200 epochs (100 + 100)."""
-  config = default_lib.get_config()
+  config = config_schema.get_config()
   config.data.dataset = 'cityscapes'
   config.data.direction = 'BtoA'  # Labels (B) -> photo (A).
   config.data.eval_split = 'val'

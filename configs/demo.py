@@ -16,12 +16,12 @@ the day view has coasts, river valleys and cities (Europe, Japan, the Nile are l
 forests and ice are dark). Test tiles are held-out places (Japan, Italy, Florida, ...).
 """
 
-from configs import default as default_lib
+from p2p_jax import config_schema
 
 
 def get_config():
   """Blue Marble day -> night, small enough for a CPU."""
-  config = default_lib.get_config()
+  config = config_schema.get_config()
   config.model.generator = 'unet_128'
   config.model.ngf = 32
   config.model.ndf = 32

@@ -14,12 +14,12 @@ Expected: photo-like products whose outline follows the sketch, with plausible c
 materials (the paper shows samples; it reports no number for this dataset).
 """
 
-from configs import default as default_lib
+from p2p_jax import config_schema
 
 
 def get_config():
   """edges2shoes edges -> photo, batch 4, 15 epochs (8 constant + 7 linear decay)."""
-  config = default_lib.get_config()
+  config = config_schema.get_config()
   config.data.dataset = 'edges2shoes'
   config.data.direction = 'AtoB'  # Edges (A) -> photo (B).
   config.data.eval_split = 'val'

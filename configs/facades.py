@@ -13,12 +13,12 @@ Expected: photo-like facades whose windows, doors and balconies follow the label
 in the paper's Figure 14 (the paper reports no number for this dataset).
 """
 
-from configs import default as default_lib
+from p2p_jax import config_schema
 
 
 def get_config():
   """Facades labels -> photo, batch 1, 200 epochs (100 constant + 100 linear decay)."""
-  config = default_lib.get_config()
+  config = config_schema.get_config()
   config.data.dataset = 'facades'
   config.data.direction = 'BtoA'  # Labels (B) -> photo (A), as the PyTorch reference.
   config.data.eval_split = 'val'

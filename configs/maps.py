@@ -14,12 +14,12 @@ Expected: clean map renderings of roads, water and parks; in the paper's percept
 (map -> photo: 18.9% +- 2.5%).
 """
 
-from configs import default as default_lib
+from p2p_jax import config_schema
 
 
 def get_config():
   """Maps aerial -> map, batch 1, 200 epochs (100 + 100)."""
-  config = default_lib.get_config()
+  config = config_schema.get_config()
   config.data.dataset = 'maps'
   config.data.direction = 'AtoB'  # Aerial photo (A) -> map (B).
   config.data.eval_split = 'val'

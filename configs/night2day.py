@@ -15,12 +15,12 @@ Expected: night versions of the scenes: dark skies, lit windows and street light
 (the paper shows samples; it reports no number for this dataset).
 """
 
-from configs import default as default_lib
+from p2p_jax import config_schema
 
 
 def get_config():
   """night2day day -> night, batch 4, 17 epochs (9 constant + 8 linear decay)."""
-  config = default_lib.get_config()
+  config = config_schema.get_config()
   config.data.dataset = 'night2day'
   config.data.direction = 'BtoA'  # Day (B) -> night (A), the paper's direction.
   config.data.eval_split = 'val'

@@ -6,12 +6,12 @@ Runtime: under a minute on a CPU (mostly compilation). Expected: a checkpoint at
 sample PNGs; the images themselves are noise at this size and length.
 """
 
-from configs import default as default_lib
+from p2p_jax import config_schema
 
 
 def get_config():
   """The embedded Blue Marble data at 32 px with the smallest networks."""
-  config = default_lib.get_config()
+  config = config_schema.get_config()
   config.model.generator = 'unet_32'
   config.model.ngf = 4
   config.model.ndf = 4

@@ -34,10 +34,8 @@ process, with the same arguments; Orbax writes each array once and synchronises 
 """
 
 import json
+import logging as std_logging
 import math
-import os
-import shutil
-import socket
 from typing import Any
 
 from absl import logging
@@ -45,6 +43,8 @@ from etils import epath
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from p2p_jax import parallel
 
 _ITEM = 'state'
 _TMP_MARK = '.orbax-checkpoint-tmp'
@@ -56,42 +56,6 @@ class CheckpointError(ValueError):
 
 
 # ---------------------------------------------------------------------------- directory checks
-
-def _probe_path(directory: epath.Path) -> epath.Path:
-  return directory / f'.write_probe.{socket.gethostname()}.{os.getpid()}'
-
-
-def check_writable(directory, min_free_bytes: int = 0) -> None:
-  """Creates `directory` if needed and proves it writable by writing and deleting a file.
-
-  Call before training starts (every process may call it): a read-only, missing-permission or
-  full workdir then fails at once with a CheckpointError naming the directory and the OS
-  error, instead of an Orbax trace at the first save hours later. `min_free_bytes` (local
-  disks only) also demands that much free space, e.g. twice the size of the state.
-  """
-  path = epath.Path(directory)
-  probe = _probe_path(path)
-  try:
-    path.mkdir(parents=True, exist_ok=True)
-    with probe.open('wb') as f:
-      f.write(b'\0' * 4096)
-      f.flush()
-      if hasattr(f, 'fileno'):
-        os.fsync(f.fileno())
-  except OSError as e:
-    raise CheckpointError(f'checkpoint directory {path} is not writable: {e}') from e
-  finally:
-    try:
-      probe.unlink(missing_ok=True)
-    except OSError:
-      pass
-  if min_free_bytes and os.path.isdir(str(path)):
-    free = shutil.disk_usage(str(path)).free
-    if free < min_free_bytes:
-      raise CheckpointError(f'checkpoint directory {path} has {free / 2**20:.0f} MiB free; '
-                            f'checkpoints need at least {min_free_bytes / 2**20:.0f} MiB')
-
-
 def _read_json(path: epath.Path) -> Any:
   return json.loads(path.read_text())
 
@@ -114,22 +78,19 @@ def _damage(step_dir: epath.Path) -> str | None:
   return None
 
 
-def _scan(directory: epath.Path) -> tuple[list[int], dict[int, str]]:
-  """(complete steps, {damaged step: reason}); warns about each damaged or temporary dir."""
-  good, damaged = [], {}
-  if not directory.exists():
-    return good, damaged
-  for path in directory.iterdir():
+def _damaged_steps(directory: epath.Path) -> set[int]:
+  """Steps whose folder is not a complete checkpoint; warns about each of them and about
+  temporary folders of unfinished saves."""
+  damaged = set()
+  for path in directory.iterdir() if directory.exists() else ():
     if _TMP_MARK in path.name:
       logging.warning('Ignoring %s: a save that did not finish (interrupted run?).', path)
     elif path.name.isdigit() and path.is_dir():
       reason = _damage(path)
       if reason:
         logging.warning('Skipping damaged checkpoint %s: %s.', path, reason)
-        damaged[int(path.name)] = reason
-      else:
-        good.append(int(path.name))
-  return sorted(good), damaged
+        damaged.add(int(path.name))
+  return damaged
 
 
 class _SkipSteps(ocp.path.step.NameFormat):
@@ -159,13 +120,6 @@ def abstract_like(tree, sharding=None):
     s = sharding if sharding is not None else getattr(x, 'sharding', None)
     return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=s)
   return jax.tree.map(one, tree)
-
-
-def _with_default_sharding(abstract):
-  """Leaves without a sharding (e.g. from jax.eval_shape) go to this process's first device."""
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  return jax.tree.map(lambda x: x if getattr(x, 'sharding', None) is not None else
-                      jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract)
 
 
 def _leaf_table(tree) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
@@ -229,18 +183,17 @@ class Checkpointer:
     keep_best: also keep the checkpoint with the smallest `best_metric` (validation L1).
     best_metric: name of the metric in `save(..., metrics=)` that ranks checkpoints.
     async_save: write in a background thread (`wait()` / `close()` before exiting).
+    read_only: only read (inference): nothing is created, written or deleted.
   """
 
   def __init__(self, directory, *, keep: int = 3, keep_best: bool = True,
-               best_metric: str = 'val_l1', async_save: bool = True):
-    if keep < 1:
-      raise ValueError(f'keep_checkpoints must be >= 1, got {keep}')
+               best_metric: str = 'val_l1', async_save: bool = True, read_only: bool = False):
     self.directory = epath.Path(directory)
-    check_writable(self.directory)
+    if read_only and not self.directory.is_dir():
+      raise CheckpointError(f'no checkpoint in {self.directory}: the folder does not exist')
     self.best_metric = best_metric
     self._score = _score(best_metric)
-    _, damaged = _scan(self.directory)
-    self._names = _SkipSteps(set(damaged))
+    self._names = _SkipSteps(_damaged_steps(self.directory))
     policy = ocp.checkpoint_managers.LatestN(n=keep)
     if keep_best:
       policy = ocp.checkpoint_managers.AnyPreservationPolicy([policy, ocp.checkpoint_managers.BestN(
@@ -250,14 +203,26 @@ class Checkpointer:
         # best_fn only makes Orbax write the metrics to disk (and rank them the same way).
         best_fn=self._score if keep_best else None, best_mode='min',
         enable_async_checkpointing=async_save,
-        step_name_format=self._names,
-        create=True, cleanup_tmp_directories=False)
+        step_name_format=self._names, read_only=read_only,
+        save_interval_steps=0 if read_only else 1,
+        create=not read_only, cleanup_tmp_directories=False)
     handler = ocp.handlers.StandardCheckpointHandler()
     registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
     registry.add(_ITEM, ocp.args.StandardSave, handler)
     registry.add(_ITEM, ocp.args.StandardRestore, handler)
+    # The generator alone (inference): a partial restore of the same files.
+    registry.add(_ITEM, ocp.args.PyTreeRestore, ocp.handlers.PyTreeCheckpointHandler())
     self._keep_best = keep_best
-    self._mgr = ocp.CheckpointManager(self.directory, options=options, handler_registry=registry)
+    # A read-only manager says so with a warning each time: nothing a user can act on.
+    absl_logger = logging.get_absl_logger()
+    level = absl_logger.level
+    if read_only:
+      absl_logger.setLevel(std_logging.ERROR)
+    try:
+      self._mgr = ocp.CheckpointManager(self.directory, options=options,
+                                        handler_registry=registry)
+    finally:
+      absl_logger.setLevel(level)
 
   def all_steps(self) -> list[int]:
     """Readable-looking steps, oldest first (damaged ones excluded)."""
@@ -289,6 +254,54 @@ class Checkpointer:
     return self._mgr.save(step, args=ocp.args.Composite(**{_ITEM: ocp.args.StandardSave(state)}),
                           metrics=metrics if self._keep_best else None, force=True)
 
+  def step_for(self, which='latest') -> int:
+    """The step `which` names: 'latest', 'best' (smallest finite `best_metric`) or a step."""
+    steps = self.all_steps()
+    if not steps:
+      raise CheckpointError(f'no checkpoint in {self.directory}')
+    if which == 'latest':
+      return steps[-1]
+    if which == 'best':
+      best = self.best_step()
+      if best is None:
+        raise CheckpointError(f'no checkpoint in {self.directory} has a finite '
+                              f'{self.best_metric!r}')
+      return best
+    if isinstance(which, (int, np.integer)) and not isinstance(which, bool):
+      if int(which) not in steps:
+        raise CheckpointError(f'no checkpoint for step {which} in {self.directory}; '
+                              f'available: {steps}')
+      return int(which)
+    raise ValueError(f"which must be 'latest', 'best' or a step number, got {which!r}")
+
+  def _read_first(self, which, read):
+    """(step, read(step)) for the step `which` names. For 'latest', a step whose data cannot
+    be read is skipped with a warning (and hidden from Orbax: never the latest, never
+    deleted) and the one before it is tried."""
+    self.wait()
+    step = self.step_for(which)
+    failures = []
+    while True:
+      step_dir = self.directory / str(step)
+      try:
+        return step, read(step)
+      except CheckpointError:
+        raise  # does not fit the model: another step would not either
+      except Exception as e:  # pylint: disable=broad-except  # Orbax/TensorStore errors
+        error = e
+      failures.append((step_dir, error))
+      if which != 'latest':
+        raise CheckpointError(f'cannot read checkpoint {step_dir}: {error}') from error
+      logging.warning('Skipping damaged checkpoint %s (%s: %s); trying the previous one.',
+                      step_dir, type(error).__name__, str(error)[:500])
+      self._names.skip.add(step)
+      self._mgr.reload()
+      earlier = [s for s in self.all_steps() if s < step]
+      if not earlier:
+        raise CheckpointError(f'no readable checkpoint in {self.directory}: ' + '; '.join(
+            f'{d}: {type(e).__name__}' for d, e in failures)) from failures[0][1]
+      step = earlier[-1]
+
   def restore(self, abstract_state, step: int | None = None):
     """The state saved at `step` (default: the newest readable one), placed as `abstract_state`.
 
@@ -299,37 +312,31 @@ class Checkpointer:
     checkpoint. With step=None, a step whose data cannot be read is skipped with a warning
     and the previous one is tried.
     """
-    self.wait()
-    steps = [int(step)] if step is not None else self.all_steps()[::-1]
-    if not steps:
-      raise CheckpointError(f'no checkpoint to restore in {self.directory}')
-    target = _with_default_sharding(abstract_state)
-    failures = []
-    for s in steps:
+    target = parallel.on_first_local_device(abstract_state)
+
+    def read(s):
       step_dir = self.directory / str(s)
-      if s not in self._mgr.all_steps():
-        raise CheckpointError(f'no readable checkpoint {step_dir}; available steps: '
-                              f'{self.all_steps()}')
-      try:
-        saved = _saved_tree(step_dir / _ITEM)
-      except Exception as e:  # pylint: disable=broad-except
-        failures.append((step_dir, e))
-      else:
-        _check_compatible(saved, target, step_dir)
-        try:
-          args = ocp.args.Composite(**{_ITEM: ocp.args.StandardRestore(target)})
-          return self._mgr.restore(s, args=args)[_ITEM]
-        except Exception as e:  # pylint: disable=broad-except
-          failures.append((step_dir, e))
-      error = failures[-1][1]
-      if step is not None:
-        raise CheckpointError(f'cannot read checkpoint {step_dir}: {error}') from error
-      logging.warning('Skipping damaged checkpoint %s (%s: %s); trying the previous one.',
-                      step_dir, type(error).__name__, str(error)[:500])
-      self._names.skip.add(s)   # hidden from Orbax: never the latest, never deleted
-      self._mgr.reload()
-    raise CheckpointError(f'no readable checkpoint in {self.directory}: ' + '; '.join(
-        f'{d}: {type(e).__name__}' for d, e in failures)) from failures[0][1]
+      _check_compatible(_saved_tree(step_dir / _ITEM), target, step_dir)
+      args = ocp.args.Composite(**{_ITEM: ocp.args.StandardRestore(target)})
+      return self._mgr.restore(s, args=args)[_ITEM]
+    return self._read_first('latest' if step is None else step, read)[1]
+
+  def restore_generator(self, which='latest') -> tuple[int, dict]:
+    """(step, {'params', 'batch_stats'}) of the generator as host numpy arrays.
+
+    which: see `step_for`. Reads only the generator's arrays; no model or optimiser is
+    needed, so it serves inference of any checkpoint.
+    """
+    def read(s):
+      g = _saved_tree(self.directory / str(s) / _ITEM)['g']
+      wanted = {k: g[k] for k in ('params', 'batch_stats') if g.get(k)}
+      target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), {'g': wanted})
+      restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
+      args = ocp.args.Composite(**{_ITEM: ocp.args.PyTreeRestore(
+          item=target, restore_args=restore_args, partial_restore=True)})
+      out = self._mgr.restore(s, args=args)[_ITEM]['g']
+      return {'params': out['params'], 'batch_stats': out.get('batch_stats', {})}
+    return self._read_first(which, read)
 
   def wait(self) -> None:
     """Blocks until the pending save is on disk (raises its error if it failed)."""
@@ -343,66 +350,3 @@ class Checkpointer:
 
   def __exit__(self, *exc):
     self.close()
-
-
-# ---------------------------------------------------------------------------- inference
-
-def _checkpoint_root(directory) -> epath.Path:
-  """`directory` itself, or its checkpoints/ folder when given a workdir."""
-  path = epath.Path(directory)
-  if not path.is_dir():
-    raise CheckpointError(f'checkpoint directory {path} does not exist')
-  sub = path / 'checkpoints'
-  if sub.is_dir() and not any(p.name.isdigit() for p in path.iterdir()):
-    return sub
-  return path
-
-
-def load_generator_variables(directory, which='latest',
-                             best_metric: str = 'val_l1') -> tuple[int, dict]:
-  """(step, {'params', 'batch_stats'}) of the generator, as numpy arrays on the host.
-
-  `directory` is the checkpoint directory or the workdir holding checkpoints/; `which` is
-  'latest' (damaged steps are skipped with a warning), 'best' (smallest `best_metric`) or a
-  step number. Reads only the generator's arrays; no model or optimiser is needed.
-  """
-  root = _checkpoint_root(directory)
-  steps, _ = _scan(root)
-  if not steps:
-    raise CheckpointError(f'no checkpoint in {root}')
-  if which == 'latest':
-    candidates = steps[::-1]
-  elif which == 'best':
-    score = _score(best_metric)
-    scored = []
-    for s in steps:
-      metrics_file = root / str(s) / 'metrics' / 'metrics'
-      if metrics_file.exists() and math.isfinite(score(_read_json(metrics_file))):
-        scored.append((score(_read_json(metrics_file)), s))
-    if not scored:
-      raise CheckpointError(f'no checkpoint in {root} has a finite {best_metric!r}')
-    candidates = [min(scored)[1]]
-  elif isinstance(which, (int, np.integer)) and not isinstance(which, bool):
-    if int(which) not in steps:
-      raise CheckpointError(f'no checkpoint for step {which} in {root}; available: {steps}')
-    candidates = [int(which)]
-  else:
-    raise ValueError(f"which must be 'latest', 'best' or a step number, got {which!r}")
-  error = None
-  for s in candidates:
-    item_dir = root / str(s) / _ITEM
-    try:
-      g = _saved_tree(item_dir)['g']
-      wanted = {k: g[k] for k in ('params', 'batch_stats') if g.get(k)}
-      target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), {'g': wanted})
-      restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
-      with ocp.PyTreeCheckpointer() as checkpointer:
-        out = checkpointer.restore(item_dir, args=ocp.args.PyTreeRestore(
-            item=target, restore_args=restore_args, partial_restore=True))['g']
-      return s, {'params': out['params'], 'batch_stats': out.get('batch_stats', {})}
-    except Exception as e:  # pylint: disable=broad-except
-      error = e
-      if which == 'latest':
-        logging.warning('Skipping damaged checkpoint %s (%s: %s).', item_dir.parent,
-                        type(e).__name__, str(e)[:500])
-  raise CheckpointError(f'cannot read the generator from {root}: {error}') from error

@@ -14,7 +14,6 @@ Image i of the split uses dropout key fold_in(PRNGKey(seed), i), so a seed fixes
 the number of devices).
 """
 
-import argparse
 import csv
 import json
 import os
@@ -22,11 +21,13 @@ import re
 import sys
 from typing import Iterable
 
+from absl import flags
 import numpy as np
 
-from p2p_jax import config_lib, host_memory, image_io, inference, metrics, results_page
+from p2p_jax import (cli, evaluation, host_memory, image_io, inference, metrics, results_page,
+                     workdirs)
 
-METRICS = ('l1', 'psnr', 'ssim')
+METRICS = evaluation.METRICS
 
 
 def _safe_name(name, taken: set) -> str:
@@ -42,10 +43,10 @@ def _safe_name(name, taken: set) -> str:
   return safe
 
 
-def evaluate_batches(translator: inference.Translator, batches: Iterable[dict], out_dir: str,
-                     *, seed: int = 0, max_images: int = -1, header: dict | None = None,
-                     grid_rows: int = 16) -> dict:
-  """Translates every batch, scores it, and writes the results into `out_dir`.
+def evaluate_batches(generator: inference.TrainedGenerator, batches: Iterable[dict],
+                     out_dir: str, *, seed: int = 0, max_images: int = -1,
+                     header: dict | None = None, grid_rows: int = 16) -> dict:
+  """Translates and scores every batch (evaluation.score), and writes the results.
 
   batches: any iterator of {'input': [B,H,W,Cin], 'target': [B,H,W,Cout] (float [-1, 1]),
     'name': [B] (str or bytes)}, e.g. input_pipeline.numpy_batches(..., train=False).
@@ -55,32 +56,25 @@ def evaluate_batches(translator: inference.Translator, batches: Iterable[dict], 
   """
   image_dir = os.path.join(out_dir, 'images')
   os.makedirs(image_dir, exist_ok=True)
-  out_meta = dict(translator.metadata, **{'p2p_jax.seed': str(seed)})
-  rows, grid, taken, index = [], [], set(), 0
-  for batch in batches:
-    x, y = np.asarray(batch['input']), np.asarray(batch['target'])
-    names = list(batch['name'])
-    if max_images >= 0:
-      x, y, names = x[:max_images - index], y[:max_images - index], names[:max_images - index]
-    if not len(x):
-      break
-    out = translator.apply(x, seed=seed, indices=range(index, index + len(x)))
-    scores = {k: np.asarray(v) for k, v in metrics.all_metrics(out, y).items()}
-    for j, name in enumerate(names):
+  out_meta = dict(generator.metadata, **{'p2p_jax.seed': str(seed)})
+  rows, grid, taken = [], [], set()
+
+  def write(_, batch, out, scores):
+    for j, name in enumerate(batch['name']):
+      x, y = batch['input'][j], batch['target'][j]
       stem = _safe_name(name, taken)
       row = {'name': name.decode('utf-8', 'replace') if isinstance(name, bytes) else name}
-      for kind, image, meta in (('input', x[j], None), ('output', out[j], out_meta),
-                                ('target', y[j], None)):
+      for kind, image, meta in (('input', x, None), ('output', out[j], out_meta),
+                                ('target', y, None)):
         rel = os.path.join('images', f'{stem}_{kind}.png')
         image_io.write_png(os.path.join(out_dir, rel), image, meta)
         row[kind] = rel
       row.update({k: float(scores[k][j]) for k in METRICS})
       rows.append(row)
       if len(grid) < grid_rows:
-        grid.append((x[j], out[j], y[j]))
-    index += len(x)
-    if 0 <= max_images <= index:
-      break
+        grid.append((x, out[j], y))
+
+  evaluation.score(generator, batches, limit=max_images, seed=seed, on_batch=write)
   if not rows:
     raise ValueError('evaluate: the dataset split gave no images')
 
@@ -96,11 +90,11 @@ def evaluate_batches(translator: inference.Translator, batches: Iterable[dict], 
       # PSNR is capped for identical images (metrics.PSNR_CAP_DB); say how often.
       'num_psnr_capped': int(sum(r['psnr'] >= metrics.PSNR_CAP_DB for r in rows)),
       'psnr_cap_db': metrics.PSNR_CAP_DB,
-      'mode': translator.mode,
-      'bn_scope': translator.metadata['p2p_jax.bn_scope'],
-      'generator': translator.model_config.generator,
-      'checkpoint_step': translator.step,
-      'checkpoint': translator.metadata['p2p_jax.checkpoint'],
+      'mode': generator.mode,
+      'bn_scope': generator.metadata['p2p_jax.bn_scope'],
+      'generator': generator.config.model.generator,
+      'checkpoint_step': generator.step,
+      'checkpoint': generator.metadata['p2p_jax.checkpoint'],
       'seed': seed,
       'units': 'l1 on [-1, 1] images; psnr (dB) and ssim on [0, 1] images',
       **(header or {}),
@@ -109,45 +103,35 @@ def evaluate_batches(translator: inference.Translator, batches: Iterable[dict], 
     json.dump(summary, f, indent=2, sort_keys=True)
   results_page.write_results_page(
       out_dir, rows, summary,
-      title=f'p2p_jax: {summary.get("split", "evaluation")} ({translator.mode} mode)')
+      title=f'p2p_jax: {summary.get("split", "evaluation")} ({generator.mode} mode)')
   results_page.write_grid(os.path.join(out_dir, results_page.GRID), grid, out_meta)
   return summary
 
 
-def _parse_checkpoint(value: str):
-  return int(value) if value.isdigit() else value
+def define_flags(fv) -> None:
+  cli.define_generator_flags(fv)
+  flags.DEFINE_string('split', None, "dataset split; default: the config's data.eval_split",
+                      flag_values=fv)
+  flags.DEFINE_integer('batch_size', 8, 'images translated together', lower_bound=1,
+                       flag_values=fv)
+  flags.DEFINE_integer('num_images', -1, 'images to evaluate; -1: the whole split',
+                       flag_values=fv)
+  flags.DEFINE_integer('grid_rows', 16, 'rows of grid.png', lower_bound=1, flag_values=fv)
+  flags.DEFINE_string('out_dir', None, 'where the results go; default: '
+                      'WORKDIR/eval/<split>_step<step>_<mode>', flag_values=fv)
 
 
 def parse_args(argv):
-  p = argparse.ArgumentParser(
-      prog='python -m p2p_jax.evaluate', description=__doc__.split('\n')[0])
-  p.add_argument('--workdir', required=True, help='workdir the model was trained into')
-  p.add_argument('--checkpoint', default='latest', type=_parse_checkpoint,
-                 help="'latest', 'best' (lowest validation L1) or a step number")
-  p.add_argument('--split', default=None,
-                 help="dataset split (default: the config's data.eval_split)")
-  p.add_argument('--mode', choices=inference.MODES, default=None,
-                 help="'paper' (dropout on, test-batch BatchNorm statistics) or 'eval' "
-                      "(running averages, no dropout); default: the config's inference_mode")
-  p.add_argument('--bn_scope', choices=inference.BN_SCOPES, default='image',
-                 help="paper mode: statistics of each 'image' (as the reference's batch-1 "
-                      "test) or of the whole 'batch'")
-  p.add_argument('--seed', type=int, default=0, help='seed of the dropout keys')
-  p.add_argument('--batch_size', type=int, default=8)
-  p.add_argument('--num_images', type=int, default=-1, help='-1: the whole split')
-  p.add_argument('--grid_rows', type=int, default=16)
-  p.add_argument('--out_dir', default=None)
-  return p.parse_args(argv)
+  return cli.parse(argv, define_flags, 'p2p_jax.evaluate', __doc__)
 
 
 def run(args) -> dict:
   """Loads the workdir's model and dataset split and calls `evaluate_batches`."""
-  translator = inference.load_translator(args.workdir, args.checkpoint, args.mode,
-                                         bn_scope=args.bn_scope)
-  config = config_lib.load_workdir_config(args.workdir)
+  generator = cli.load_generator(args)
+  config = workdirs.load_config(args.workdir)
   split = args.split or config.data.eval_split
   out_dir = args.out_dir or os.path.join(
-      args.workdir, 'eval', f'{split}_step{translator.step}_{translator.mode}')
+      args.workdir, workdirs.EVAL, f'{split}_step{generator.step}_{generator.mode}')
   from p2p_jax import input_pipeline  # pylint: disable=import-outside-toplevel (pulls TF)
   batches = input_pipeline.numpy_batches(
       config.data, split, batch_size=args.batch_size, train=False, seed=args.seed,
@@ -155,7 +139,7 @@ def run(args) -> dict:
       out_channels=config.model.out_channels)
   header = {'split': split, 'dataset': config.data.dataset, 'direction': config.data.direction,
             'workdir': os.path.abspath(args.workdir)}
-  summary = evaluate_batches(translator, batches, out_dir, seed=args.seed,
+  summary = evaluate_batches(generator, batches, out_dir, seed=args.seed,
                              max_images=args.num_images, header=header,
                              grid_rows=args.grid_rows)
   summary['out_dir'] = out_dir
@@ -164,16 +148,15 @@ def run(args) -> dict:
 
 def main(argv=None) -> int:
   args = parse_args(sys.argv[1:] if argv is None else argv)
-  try:
+
+  def report():
     summary = run(args)
-  except (ValueError, FileNotFoundError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
-  print(f'{summary["num_images"]} images of {summary["split"]}, {summary["mode"]} mode, '
-        f'checkpoint step {summary["checkpoint_step"]}: L1 {summary["l1"]:.4f}  '
-        f'PSNR {summary["psnr"]:.2f} dB  SSIM {summary["ssim"]:.4f}')
-  print(f'results: {os.path.join(summary["out_dir"], results_page.PAGE)}')
-  return 0
+    print(f'{summary["num_images"]} images of {summary["split"]}, {summary["mode"]} mode, '
+          f'checkpoint step {summary["checkpoint_step"]}: L1 {summary["l1"]:.4f}  '
+          f'PSNR {summary["psnr"]:.2f} dB  SSIM {summary["ssim"]:.4f}')
+    print(f'results: {os.path.join(summary["out_dir"], results_page.PAGE)}')
+    return 0
+  return cli.run('p2p_jax.evaluate', report)
 
 
 if __name__ == '__main__':

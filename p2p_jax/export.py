@@ -13,7 +13,7 @@ and through the 'serving_default' signature (output key 'output').
 Modes (see p2p_jax.inference): 'eval' (default here: deterministic, what serving usually
 wants) or 'paper' (dropout on, BatchNorm with per-image statistics; image i of a call uses
 dropout key fold_in(PRNGKey(seed), i), so the SavedModel gives exactly what
-`Translator.apply(x, seed=seed)` gives). The batch size is free; height and width are
+`TrainedGenerator.apply(x, seed=seed)` gives). The batch size is free; height and width are
 free multiples of 2**depth unless --image_size fixes them. The generator's weights are
 tf.Variables (not constants baked into the graph). The computation is serialised as
 StableHLO for CPU and CUDA (`platforms`).
@@ -21,16 +21,16 @@ StableHLO for CPU and CUDA (`platforms`).
 TensorFlow is imported only inside these functions.
 """
 
-import argparse
 import json
 import os
 import sys
 
+from absl import flags
 import jax
 import jax.numpy as jnp
 
-from p2p_jax import config_lib, inference
-from p2p_jax.models import factory
+from p2p_jax import cli, inference, networks, workdirs
+from p2p_jax.models import GENERATORS
 
 METADATA_FILE = 'p2p_jax_export.json'
 DEFAULT_PLATFORMS = ('cpu', 'cuda')
@@ -41,16 +41,15 @@ def export_saved_model(config, variables, out_dir: str, mode: str = 'eval',
                        platforms=DEFAULT_PLATFORMS) -> str:
   """Writes a SavedModel of the generator into `out_dir`; returns out_dir.
 
-  config: the full config (its `model` block builds the generator).
-  variables: {'params', 'batch_stats'} of the generator (inference.load_variables).
+  config: the run's config (its `model` and `compute` blocks build the generator).
+  variables: {'params', 'batch_stats'} of the generator (workdirs.load_generator_variables).
   image_size: fix height = width = image_size; None leaves them polymorphic.
   """
-  inference.check_mode(mode)
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   from jax.experimental import jax2tf  # pylint: disable=import-outside-toplevel
 
-  generator = factory.create_generator(config.model, axis_name=None)
-  depth = factory.GENERATORS[config.model.generator][0]
+  generator = networks.create_generator(config)
+  depth = GENERATORS[config.model.generator][0]
   m, cin = 2 ** depth, config.model.in_channels
   if image_size is not None and image_size % m:
     raise ValueError(f'image_size {image_size} must be a multiple of {m} for '
@@ -69,7 +68,7 @@ def export_saved_model(config, variables, out_dir: str, mode: str = 'eval',
       generate, polymorphic_shapes=[None, f'(b, {space}, {cin})', None],
       with_gradient=False, native_serialization_platforms=tuple(platforms))
 
-  variables = inference._variables(variables)  # pylint: disable=protected-access
+  variables = inference.apply_variables(variables)
   module = tf.Module()
   module.variables_tf = tf.nest.map_structure(
       lambda a: tf.Variable(jax.device_get(a), trainable=False), variables)
@@ -105,34 +104,33 @@ def export_saved_model(config, variables, out_dir: str, mode: str = 'eval',
   return out_dir
 
 
+def define_flags(fv) -> None:
+  cli.define_generator_flags(fv, mode_default='eval', sampling=False)
+  flags.DEFINE_string('out_dir', None, 'where the SavedModel goes; default: '
+                      'WORKDIR/saved_model_<mode>', flag_values=fv)
+  flags.DEFINE_integer('image_size', None, 'fix height = width to this; default: any '
+                       'multiple of 2**depth', lower_bound=1, flag_values=fv)
+  flags.DEFINE_list('platforms', list(DEFAULT_PLATFORMS), 'platforms the SavedModel runs '
+                    'on: cpu, cuda, rocm, tpu', flag_values=fv)
+
+
 def parse_args(argv):
-  p = argparse.ArgumentParser(prog='python -m p2p_jax.export',
-                              description=__doc__.split('\n')[0])
-  p.add_argument('--workdir', required=True)
-  p.add_argument('--out_dir', default=None, help='default: WORKDIR/saved_model_<mode>')
-  p.add_argument('--checkpoint', default='latest',
-                 type=lambda v: int(v) if v.isdigit() else v)
-  p.add_argument('--mode', choices=inference.MODES, default='eval')
-  p.add_argument('--image_size', type=int, default=None,
-                 help='fix height = width; default: any multiple of 2**depth')
-  p.add_argument('--platforms', default=','.join(DEFAULT_PLATFORMS),
-                 help='comma-separated: cpu, cuda, rocm, tpu')
-  return p.parse_args(argv)
+  return cli.parse(argv, define_flags, 'p2p_jax.export', __doc__)
 
 
 def main(argv=None) -> int:
   args = parse_args(sys.argv[1:] if argv is None else argv)
-  try:
-    config = config_lib.load_workdir_config(args.workdir)
-    step, variables = inference.load_variables(args.workdir, args.checkpoint)
+
+  def run():
+    config = workdirs.load_config(args.workdir)
+    step, variables = workdirs.load_generator_variables(
+        args.workdir, cli.checkpoint_choice(args.checkpoint))
     out_dir = args.out_dir or os.path.join(args.workdir, f'saved_model_{args.mode}')
     export_saved_model(config, variables, out_dir, args.mode, args.image_size, step=step,
-                       platforms=tuple(p for p in args.platforms.split(',') if p))
-  except (ValueError, FileNotFoundError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
-  print(f'SavedModel ({args.mode} mode, checkpoint step {step}) written to {out_dir}')
-  return 0
+                       platforms=tuple(args.platforms))
+    print(f'SavedModel ({args.mode} mode, checkpoint step {step}) written to {out_dir}')
+    return 0
+  return cli.run('p2p_jax.export', run)
 
 
 if __name__ == '__main__':

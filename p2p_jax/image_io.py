@@ -1,8 +1,9 @@
-"""Reading and writing images for inference (Pillow + numpy; no TensorFlow).
+"""Image files: which ones are images, decoding them, channels, scaling, writing PNGs.
 
-Images in memory are uint8 arrays [H, W, C] (C = 1 or 3) or float32 in [-1, 1], the
-model's space. Written images are PNGs whose text chunks carry how they were made
-(inference mode, seed, checkpoint), so an output file documents itself.
+Pillow + numpy, no TensorFlow; used by dataset preparation and by inference alike, so both
+accept the same files. Images in memory are uint8 arrays [H, W, C] (C = 1 or 3) or float32
+in [-1, 1], the model's space. Written images are PNGs whose text chunks carry how they
+were made (inference mode, seed, checkpoint), so an output file documents itself.
 """
 
 import os
@@ -12,23 +13,39 @@ from PIL import Image, PngImagePlugin
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.ppm', '.pgm', '.tif', '.tiff',
                     '.webp', '.gif')
-_GRAY_MODES = ('1', 'L', 'LA', 'La', 'I', 'I;16', 'I;16B', 'I;16L', 'F')
+# Pillow modes of single-channel images.
+GRAY_MODES = ('1', 'L', 'LA', 'La', 'I', 'I;16', 'I;16B', 'I;16L', 'F')
 
 
 class ImageError(ValueError):
   """An image that cannot be used; the message names the file."""
 
 
-def is_image_file(path: str) -> bool:
-  return os.path.isfile(path) and path.lower().endswith(IMAGE_EXTENSIONS)
-
-
 def list_images(folder: str) -> list[str]:
-  """Image files directly in `folder` (not its sub-folders), sorted by name."""
+  """Names of the image files directly in `folder` (not its sub-folders; hidden files
+  ignored), sorted."""
   if not os.path.isdir(folder):
     raise FileNotFoundError(f'{folder} is not a folder')
-  return sorted(os.path.join(folder, n) for n in os.listdir(folder)
-                if is_image_file(os.path.join(folder, n)))
+  return sorted(n for n in os.listdir(folder)
+                if not n.startswith('.') and n.lower().endswith(IMAGE_EXTENSIONS)
+                and os.path.isfile(os.path.join(folder, n)))
+
+
+def open_image(path: str) -> Image.Image:
+  """Opens and fully decodes `path` (a truncated file fails here, not later).
+
+  Raises ImageError naming the file when it is missing or cannot be decoded.
+  """
+  if not os.path.isfile(path):
+    raise ImageError(f'{path}: no such file')
+  try:
+    image = Image.open(path)
+    image.load()
+  except Exception as e:  # pylint: disable=broad-except  # Pillow raises many types.
+    detail = str(e).replace(repr(str(path)), 'it').replace(str(path), 'it')  # named once
+    raise ImageError(f'{path}: cannot decode image ({type(e).__name__}: {detail}); expected '
+                     'a complete image file') from e
+  return image
 
 
 def read_image(path: str) -> np.ndarray:
@@ -37,20 +54,14 @@ def read_image(path: str) -> np.ndarray:
   Alpha is dropped and palettes expanded; 16-bit grayscale is scaled to 8 bits.
   Raises ImageError naming the file when it is missing or cannot be decoded.
   """
-  if not os.path.isfile(path):
-    raise ImageError(f'{path}: no such file')
-  try:
-    with Image.open(path) as im:
-      im.load()
-      if im.mode in ('I;16', 'I;16B', 'I;16L', 'I'):
-        a = np.asarray(im, np.float64)
-        a = a / 257.0 if a.max() > 255 else a
-        return np.clip(np.round(a), 0, 255).astype(np.uint8)[..., None]
-      if im.mode in _GRAY_MODES:
-        return np.asarray(im.convert('L'), np.uint8)[..., None]
-      return np.asarray(im.convert('RGB'), np.uint8)
-  except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-    raise ImageError(f'{path}: cannot decode image ({type(e).__name__}: {e})') from e
+  with open_image(path) as im:
+    if im.mode in ('I;16', 'I;16B', 'I;16L', 'I'):
+      a = np.asarray(im, np.float64)
+      a = a / 257.0 if a.max() > 255 else a
+      return np.clip(np.round(a), 0, 255).astype(np.uint8)[..., None]
+    if im.mode in GRAY_MODES:
+      return np.asarray(im.convert('L'), np.uint8)[..., None]
+    return np.asarray(im.convert('RGB'), np.uint8)
 
 
 def to_channels(image: np.ndarray, channels: int) -> np.ndarray:

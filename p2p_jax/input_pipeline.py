@@ -25,9 +25,12 @@ from typing import Iterator
 
 import numpy as np
 
-from p2p_jax.datasets.sources import DataError
+from p2p_jax import parallel
+from p2p_jax.datasets.catalog import DataError
 
-_RESIZE_METHODS = ('bicubic', 'bilinear', 'nearest', 'area')
+# config.data.direction: which half is the input; config.data.resize_method: tf.image's.
+DIRECTIONS = ('AtoB', 'BtoA')
+RESIZE_METHODS = ('bicubic', 'bilinear', 'nearest', 'area')
 
 
 def _tf():
@@ -40,26 +43,9 @@ def _tf():
   return tf
 
 
-def _check(data_config, in_channels: int, out_channels: int) -> None:
-  """Rejects a bad `config.data` before any data is touched."""
-  if data_config.direction not in ('AtoB', 'BtoA'):
-    raise DataError(f"config.data.direction is {data_config.direction!r}; expected 'AtoB' "
-                    "or 'BtoA'")
-  if data_config.resize_method not in _RESIZE_METHODS:
-    raise DataError(f'config.data.resize_method is {data_config.resize_method!r}; expected '
-                    f'one of {", ".join(_RESIZE_METHODS)}')
-  if data_config.load_size < data_config.crop_size:
-    raise DataError(f'config.data.load_size ({data_config.load_size}) is smaller than '
-                    f'crop_size ({data_config.crop_size})')
-  for channels in (in_channels, out_channels):
-    if channels not in (1, 3):
-      raise DataError(f'{channels} image channels requested; only 1 and 3 are supported')
-
-
 def _builder(data_config, split: str, in_channels: int, out_channels: int):
   """The prepared builder for `config.data`, after checking that it has `split`."""
   from p2p_jax.datasets import pix2pix_aligned  # pylint: disable=g-import-not-at-top
-  _check(data_config, in_channels, out_channels)
   builder = pix2pix_aligned.prepare(data_config, in_channels=in_channels,
                                     out_channels=out_channels)
   if split not in builder.info.splits:
@@ -138,8 +124,7 @@ def create_dataset(data_config, split: str, *, batch_size: int, train: bool, see
       raise DataError(f'{data_config.dataset}: {which} images have {have} channel(s) but the '
                       f'model wants {want} (model.in_channels/out_channels, data.direction)')
   if process_index is None or process_count is None:
-    import jax  # pylint: disable=g-import-not-at-top
-    process_index, process_count = jax.process_index(), jax.process_count()
+    process_index, process_count = parallel.process_index(), parallel.process_count()
   options = tf.data.Options()
   options.deterministic = True
   # Parallelism comes from the parallel map; one thread per op leaves cores to JAX.

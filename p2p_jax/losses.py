@@ -87,16 +87,3 @@ def apply_ablation(loss_config, name: str):
   for key, value in ABLATIONS[name].items():
     setattr(loss_config, key, value)
   return loss_config
-
-
-def validate(loss_config) -> None:
-  """Raises ValueError naming the field of the `loss` block that is out of range."""
-  if loss_config.gan_mode not in GAN_MODES:
-    raise ValueError(f'loss.gan_mode must be one of {GAN_MODES}, got {loss_config.gan_mode!r}')
-  if loss_config.recon not in RECON_LOSSES:
-    raise ValueError(f'loss.recon must be one of {RECON_LOSSES}, got {loss_config.recon!r}')
-  for field in ('gan_weight', 'recon_weight'):
-    if getattr(loss_config, field) < 0:
-      raise ValueError(f'loss.{field} must be >= 0, got {getattr(loss_config, field)}')
-  if loss_config.gan_weight == 0 and loss_config.recon_weight == 0:
-    raise ValueError('loss.gan_weight and loss.recon_weight are both 0: nothing to train')

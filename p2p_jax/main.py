@@ -12,13 +12,10 @@ if __name__ == '__main__':
   host_memory.reexec_with_hugepage_malloc()
 
 import logging  # noqa: E402
-import os  # noqa: E402
 import sys  # noqa: E402
 
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
-
-from p2p_jax import config_lib  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, samples and logs.')
@@ -33,13 +30,17 @@ def _parse_flags(argv):
     return app.parse_flags_with_usage(argv)
   except (AttributeError, KeyError) as e:
     # ml_collections raises these from inside flag parsing (a trace, not a flags error).
+    from p2p_jax import config_schema  # pylint: disable=import-outside-toplevel
     lines = str(e.args[0] if e.args else e).split('\n')
     key = lines[0].strip('"\'')  # the missing key; a 'Did you mean' line may follow
     culprits = [a.split('=')[0] for a in argv[1:]
                 if a.startswith('--config.') and key in a.split('=')[0].split('.')]
+    renamed = [config_schema.describe_unknown(c[len('--config.'):]) for c in culprits
+               if c[len('--config.'):] in config_schema.RENAMED]
     sys.exit(' '.join([f'p2p_jax: bad config override {", ".join(culprits) or "--config"}: '
                        f'the config has no key {key!r}.', *lines[1:],
-                       '(The fields are those of configs/default.py.)']))
+                       *(f'Renamed: {r}.' for r in renamed),
+                       '(The fields are those of p2p_jax/config_schema.py.)']))
 
 
 def main(argv):
@@ -51,10 +52,6 @@ def main(argv):
     # would bury the progress line. Warnings still show; --verbosity=0 shows everything.
     for name in ('absl', 'jax'):
       logging.getLogger(name).setLevel(logging.WARNING)
-  try:
-    config_lib.validate(FLAGS.config)
-  except ValueError as e:
-    sys.exit(f'p2p_jax: bad config: {e}')
   from p2p_jax import train  # pylint: disable=g-import-not-at-top (after flag parsing)
   try:
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
@@ -63,25 +60,5 @@ def main(argv):
     sys.exit(f'p2p_jax: {type(e).__name__}: {e}')
 
 
-def _config_roots(argv) -> list[str]:
-  """Folders that hold the `configs` package of the --config file(s) given in argv."""
-  roots = []
-  for i, arg in enumerate(argv):
-    path = None
-    if arg.startswith('--config='):
-      path = arg.split('=', 1)[1]
-    elif arg == '--config' and i + 1 < len(argv):
-      path = argv[i + 1]
-    if path:
-      path = path.split(':', 1)[0]  # config_flags' 'file.py:arg' form
-      roots.append(os.path.dirname(os.path.dirname(os.path.abspath(path))))
-  return roots
-
-
 if __name__ == '__main__':
-  # Configs import `from configs import default`: put the folder holding the config's
-  # `configs/` on the path, so the command works from any working directory.
-  for root in ['', *_config_roots(sys.argv)]:
-    if root not in sys.path:
-      sys.path.insert(0, root)
   app.run(main, flags_parser=_parse_flags)

@@ -12,7 +12,7 @@ devices of all processes form one data-parallel axis, so gradients are averaged 
 global batch. The state is then a global array replicated on every device of every process,
 which is what Orbax needs to save it, in both modes (jax.pmap takes such arrays as they are
 but returns host-local ones; DataParallel turns them back into global arrays). Work on one
-process's devices only (the trainer's validation through inference.Translator) takes
+process's devices only (the trainer's validation through inference.TrainedGenerator) takes
 `to_local(tree)`; numbers computed on each process's data are combined with
 `sum_over_processes`. tests/test_multihost.py checks that 2 processes x 2 devices train
 exactly as 1 process x 4 devices.
@@ -27,7 +27,8 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 AXIS = 'batch'
-MODES = ('pmap', 'shard_map')
+# How a per-replica function is mapped over the devices (config.compute.mapping).
+MAPPINGS = ('pmap', 'shard_map')
 
 
 def process_index() -> int:
@@ -45,6 +46,24 @@ def is_main_process() -> bool:
 
 def device_count() -> int:
   return jax.device_count()
+
+
+def devices(given=None) -> list:
+  """`given` as a list, or every device of every process (what training uses by default)."""
+  return list(given) if given is not None else jax.devices()
+
+
+def local_devices(given=None) -> list:
+  """`given` as a list, or this process's devices (what inference uses by default)."""
+  return list(given) if given is not None else jax.local_devices()
+
+
+def on_first_local_device(abstract):
+  """ShapeDtypeStruct leaves without a sharding (e.g. from jax.eval_shape) placed on this
+  process's first device; leaves with one keep it."""
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  return jax.tree.map(lambda x: x if getattr(x, 'sharding', None) is not None else
+                      jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract)
 
 
 def local_batch_size(global_batch: int, devices=None) -> int:
@@ -140,25 +159,23 @@ class DataParallel:
 
   Attributes:
     fn: f(state, batch, *rest) written per replica with collectives over AXIS.
-    mode: 'pmap' or 'shard_map'.
+    mapping: one of MAPPINGS.
     devices: devices to use (default: all). One device gives the plain single-device step.
     batched_out: whether outputs are per-example (concatenated over devices, e.g. images)
       instead of invariant (the new state and averaged metrics).
     donate: donate the state argument (halves memory for the train step).
   """
 
-  def __init__(self, fn: Callable, mode: str = 'pmap', devices=None,
+  def __init__(self, fn: Callable, mapping: str = 'pmap', devices=None,
                batched_out: bool = False, donate: bool = False):
-    if mode not in MODES:
-      raise ValueError(f"parallel must be one of {MODES}, got {mode!r}")
-    self.mode = mode
+    self.mapping = mapping
     self.devices = list(devices) if devices is not None else jax.devices()
     self.local_devices = [d for d in self.devices if d.process_index == jax.process_index()]
     # Devices of other processes too: the state must then be a global array (see module doc).
     self.spans_processes = len(self.local_devices) < len(self.devices)
     self.mesh = Mesh(np.asarray(self.devices), (AXIS,))
     out_axis = 0 if batched_out else None
-    if mode == 'pmap':
+    if mapping == 'pmap':
       self._fn = jax.pmap(fn, axis_name=AXIS, in_axes=(None, 0), out_axes=out_axis,
                           devices=self.devices, donate_argnums=(0,) if donate else ())
     else:
@@ -197,7 +214,7 @@ class DataParallel:
       if a.shape[0] % n:
         raise ValueError(f'the host batch of {a.shape[0]} examples does not split over '
                          f'{n} local devices')
-      if self.mode == 'pmap':
+      if self.mapping == 'pmap':
         return a.reshape((n, a.shape[0] // n) + a.shape[1:])
       return jax.make_array_from_process_local_data(NamedSharding(self.mesh, P(AXIS)), a)
     return jax.tree.map(split, batch)
@@ -211,9 +228,9 @@ class DataParallel:
     # A multi-process pmap takes the global state as it is. (Not its host-local copy: jax 0.10
     # deletes a donated host-local input it has just placed, and the step then fails.)
     out = self._fn(state, self._split(batch))
-    if self.batched_out and self.mode == 'pmap':
+    if self.batched_out and self.mapping == 'pmap':
       out = jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:]), out)
-    elif self.mode == 'pmap' and self.spans_processes:
+    elif self.mapping == 'pmap' and self.spans_processes:
       out = jax.tree.map(self._to_global, out)
     return out
 
@@ -237,7 +254,7 @@ class DataParallel:
     """Compiles for a state of this shape (jax.ShapeDtypeStruct leaves) before one exists;
     later calls reuse the executable. False where that is not possible (pmap over several
     processes takes concrete arrays only; it compiles at its first call instead)."""
-    if self.mode == 'pmap' and self.spans_processes:
+    if self.mapping == 'pmap' and self.spans_processes:
       return False
     self.lower(abstract_state, batch).compile()
     return True

@@ -20,9 +20,6 @@ def create_schedule(optim_config, steps_per_epoch: int) -> optax.Schedule:
   otherwise optim.constant_epochs / optim.decay_epochs with `steps_per_epoch`.
   """
   lr = optim_config.lr
-  if optim_config.schedule not in SCHEDULES:
-    raise ValueError(f'optim.schedule must be one of {SCHEDULES}, '
-                     f'got {optim_config.schedule!r}')
   if optim_config.schedule == 'constant':
     return optax.constant_schedule(lr)
   if optim_config.get('constant_steps', -1) > 0 or optim_config.get('decay_steps', -1) > 0:

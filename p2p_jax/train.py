@@ -11,7 +11,6 @@ reached and returns; running the same command again continues it.
 """
 
 import logging
-import os
 import signal
 import threading
 from typing import Callable, Iterable, Iterator
@@ -19,9 +18,9 @@ from typing import Callable, Iterable, Iterator
 import jax
 import numpy as np
 
-from p2p_jax import (checkpointing, config_lib, host_memory, inference,
-                     metrics as metrics_lib, models, parallel, state as state_lib,
-                     train_logging, train_step)
+from p2p_jax import (checkpointing, config_schema, evaluation, host_memory, inference,
+                     networks, parallel, state as state_lib, train_logging, train_step,
+                     workdirs)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -82,58 +81,6 @@ def _num_examples(config, split):
                                      out_channels=config.model.out_channels)
 
 
-# Model fields that change how the networks are computed, not their parameters: a run may
-# resume with other values.
-_IMPLEMENTATION_ONLY = ('dtype', 'conv_impl')
-
-
-def _check_workdir_config(config, workdir):
-  """A workdir belongs to one model: refuse another architecture before touching it."""
-  if not os.path.exists(os.path.join(workdir, config_lib.CONFIG_FILE)):
-    return
-  saved = config_lib.load_workdir_config(workdir)
-  differ = [f'model.{k}: {saved.model[k]!r} in the workdir, {config.model[k]!r} now'
-            for k in config.model
-            if k not in _IMPLEMENTATION_ONLY and saved.model.get(k) != config.model[k]]
-  if saved.loss.conditional != config.loss.conditional:
-    differ.append(f'loss.conditional: {saved.loss.conditional} in the workdir, '
-                  f'{config.loss.conditional} now')
-  if differ:
-    raise checkpointing.CheckpointError(
-        f'{workdir} holds a run with another architecture ({"; ".join(differ)}); use a new '
-        '--workdir or the same model settings')
-
-
-# ================================================================== validation
-
-
-def evaluate(translator, batches: Iterable[dict], limit: int = -1, seed: int = 0):
-  """Validation L1 and PSNR (means over images) and the first batch's (x, G(x), y).
-
-  With several processes each scores its own batches (up to `limit` of them) and the means
-  are over the images of all processes, so every process returns the same scores.
-  """
-  l1s, psnrs, first, index = [], [], None, 0
-  for batch in batches:
-    x, y = batch['input'], batch['target']
-    if 0 <= limit <= index:
-      break
-    if limit >= 0:
-      x, y = x[:limit - index], y[:limit - index]
-    out = translator.apply(x, seed=seed, indices=np.arange(index, index + len(x)))
-    index += len(x)
-    l1s.extend(np.asarray(metrics_lib.l1(out, y)).reshape(-1))
-    psnrs.extend(np.asarray(metrics_lib.psnr(out, y)).reshape(-1))
-    if first is None:
-      first = (x, out, y)
-  # All processes must agree: the score ranks checkpoints, a decision taken on every process.
-  l1_sum, psnr_sum, count = parallel.sum_over_processes(
-      np.array([np.sum(l1s), np.sum(psnrs), len(l1s)], np.float64))
-  if not count:
-    return {}, first
-  return {'val_l1': float(l1_sum / count), 'val_psnr': float(psnr_sum / count)}, first
-
-
 # ================================================================== the run
 
 
@@ -150,14 +97,16 @@ def train_and_evaluate(config, workdir: str, *,
   host-local {'input', 'target'} numpy batches; eval_batches() -> one pass of the
   validation split; num_train_examples sizes an epoch. step_hook(step) runs after each
   step (tests use it to interrupt a run). devices: the devices to train on (default: all
-  of jax.devices()); a run may resume on another number of devices.
+  devices of all processes); a run may resume on another number of devices.
+  Raises ValueError naming the field for a bad config, before anything is touched.
   """
-  config_lib.validate(config)
+  config_schema.validate(config)
   parallel.maybe_initialize_distributed(config.distributed)
-  devices = list(devices) if devices is not None else jax.devices()
+  devices = parallel.devices(devices)
   local_batch = parallel.local_batch_size(config.batch_size, devices)  # checks divisibility
-  _check_workdir_config(config, workdir)
-  with checkpointing.Checkpointer(os.path.join(workdir, 'checkpoints'),
+  workdirs.check_same_model(config, workdir)
+  workdirs.check_writable(workdirs.checkpoint_dir(workdir))
+  with checkpointing.Checkpointer(workdirs.checkpoint_dir(workdir),
                                   keep=config.keep_checkpoints, keep_best=True) as ckpt:
     # Closed (its pending save finished) however the run ends, set-up errors included.
     return _run(config, workdir, ckpt, devices, local_batch, train_batches, eval_batches,
@@ -174,13 +123,13 @@ def _run(config, workdir, ckpt, devices, local_batch, train_batches, eval_batche
   n_steps = total_steps(config, num_train_examples)
 
   # ---------------------------------------------------------------- state
-  generator = models.create_generator(config.model, parallel.AXIS)
-  discriminator = models.create_discriminator(config.model, config.loss.conditional,
-                                              parallel.AXIS)
+  generator = networks.create_generator(config, parallel.AXIS)
+  discriminator = networks.create_discriminator(config, parallel.AXIS)
   tx_g, tx_d, schedule = state_lib.create_optimizers(config, per_epoch)
   step_fn = train_step.make_train_step(generator, discriminator, tx_g, tx_d, config.loss,
                                        schedule, parallel.AXIS)
-  runner = parallel.DataParallel(step_fn, config.parallel, devices=devices, donate=True)
+  runner = parallel.DataParallel(step_fn, config.compute.mapping, devices=devices,
+                                 donate=True)
   init = lambda: state_lib.create_train_state(
       jax.random.PRNGKey(config.seed), generator, discriminator, tx_g, tx_d,
       config.data.crop_size)
@@ -204,7 +153,7 @@ def _run(config, workdir, ckpt, devices, local_batch, train_batches, eval_batche
   start = int(state.step)
   if main:
     # Only now: a checkpoint that does not fit the config must leave config.json as it is.
-    config_lib.save_config(config, workdir)
+    workdirs.save_config(config, workdir)
     print(f'p2p_jax: {config.model.generator} G ({state_lib.param_count(state.g.params):,} '
           f'params) + {config.model.d_layers}-layer PatchGAN D '
           f'({state_lib.param_count(state.d.params):,}) on {len(devices)} '
@@ -220,19 +169,26 @@ def _run(config, workdir, ckpt, devices, local_batch, train_batches, eval_batche
     eval_batches = lambda: _data_source(config, config.data.eval_split, train=False,
                                         batch_size=local_batch)
   # Validation runs on this process's devices: it takes local copies of the global state.
-  translator = inference.Translator.from_state(config, parallel.to_local(state),
-                                               devices=runner.local_devices)
+  validator = inference.TrainedGenerator.from_state(config, parallel.to_local(state),
+                                                    devices=runner.local_devices)
   writer = train_logging.Writer(workdir, enabled=main)
   progress = train_logging.Progress(start, n_steps, config.batch_size)
 
   def validate_and_sample(step):
-    translator.set_variables(parallel.to_local({'params': state.g.params,
-                                                'batch_stats': state.g.batch_stats}), step)
-    scores, first = evaluate(translator, eval_batches(),
-                             parallel.process_share(config.num_eval_examples), config.seed)
+    """Validation L1 and PSNR (means over the images of all processes), and a sample grid
+    of the first batch."""
+    validator.set_variables(parallel.to_local({'params': state.g.params,
+                                               'batch_stats': state.g.batch_stats}), step)
+    first = []
+    keep_first = lambda i, batch, out, _: first or first.append(
+        (batch['input'], out, batch['target']))
+    result = evaluation.score(validator, eval_batches(), seed=config.seed,
+                              limit=parallel.process_share(config.num_eval_examples),
+                              metrics=('l1', 'psnr'), on_batch=keep_first)
+    scores = {f'val_{k}': v for k, v in result.items() if k != 'num_images'}
     writer.scalars(step, scores)
-    if first is not None:
-      writer.samples(step, *first, translator.metadata)
+    if first:
+      writer.samples(step, *first[0], validator.metadata)
     return scores
 
   # ---------------------------------------------------------------- loop

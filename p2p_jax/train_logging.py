@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from p2p_jax import image_io, results_page
+from p2p_jax import image_io, results_page, workdirs
 
 
 def _format_duration(seconds: float) -> str:
@@ -59,13 +59,13 @@ class Writer:
 
   def __init__(self, workdir: str, enabled: bool = True):
     self.enabled = enabled
-    self.sample_dir = os.path.join(workdir, 'samples')
+    self.sample_dir = os.path.join(workdir, workdirs.SAMPLES)
     self._tb = None
     if enabled:
       os.makedirs(self.sample_dir, exist_ok=True)
       try:
         from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-        self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+        self._tb = SummaryWriter(os.path.join(workdir, workdirs.TENSORBOARD))
       except ImportError:
         logging.warning('tensorboardX is not installed: no TensorBoard events are written '
                         '(pip install tensorboardX)')

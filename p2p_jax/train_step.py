@@ -44,7 +44,6 @@ def make_train_step(generator, discriminator, tx_g: optax.GradientTransformation
   loss_config: the config's `loss` block. With gan_weight 0 (the "L1 only" ablation) D is
   neither evaluated nor updated.
   """
-  losses.validate(loss_config)
   use_gan = loss_config.gan_weight > 0
   conditional = loss_config.conditional
   mode = loss_config.gan_mode

@@ -11,20 +11,97 @@ the output has the input's size and its pixels map 1:1 to the input's. Channels:
 image into a 3-channel model has its channel repeated; RGB into a 1-channel model becomes
 luma. Outputs are PNGs named <input name without extension>.png (<full name>.png when two
 inputs share a stem) whose text chunks record the mode, seed, checkpoint and source file.
-Images of the same padded size are translated in batches of --batch_size.
+Images of the same padded size are translated in batches of --batch_size. In Python,
+`translate_images(generator, images)` does the same for arrays (uint8 in [0, 255] or float
+in [-1, 1], one image or a list, sizes may differ) and returns the same kind.
 
 A folder run skips files that cannot be decoded, says which and why, and writes the rest.
 It refuses an output that would overwrite an input, and an output folder that is the
 input folder.
 """
 
-import argparse
 import os
 import sys
+from typing import Sequence
 
-from p2p_jax import host_memory, image_io, inference
+from absl import flags
+import numpy as np
+
+from p2p_jax import cli, host_memory, image_io, inference
 
 SIZE_POLICY = 'reflect-pad (centred) to a multiple of 2**depth, translate, crop back'
+
+
+# ------------------------------------------------------------------ images of any size
+
+def pad_to_multiple(image: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple]:
+  """Reflect-pads [H, W, C] (centred) to multiples of `multiple`; returns it and the crop box.
+
+  The crop box (top, left, height, width) cuts the original back out of the padded image.
+  """
+  h, w = image.shape[:2]
+  if not h or not w:
+    raise ValueError(f'cannot translate an empty image of shape {image.shape}')
+  ph, pw = -h % multiple, -w % multiple  # Also pads images smaller than one tile up to it.
+  top, left = ph // 2, pw // 2
+  pads = ((top, ph - top), (left, pw - left), (0, 0))
+  # 'reflect' needs at least 2 pixels along an axis; a 1-pixel line is repeated instead.
+  mode = 'reflect' if min(h, w) > 1 else 'edge'
+  return np.pad(image, pads, mode=mode), (top, left, h, w)
+
+
+def _to_model_space(image, in_channels: int, multiple: int):
+  """One user image -> (padded float [-1, 1] image, crop box, was it uint8)."""
+  image = np.asarray(image)
+  if image.ndim == 2:
+    image = image[..., None]
+  if image.ndim != 3 or image.shape[-1] not in (1, 3, 4):
+    raise ValueError(f'translate expects [H, W], [H, W, 1] or [H, W, 3] images, got '
+                     f'shape {image.shape}')
+  image = image[..., :3]  # Drop alpha.
+  is_uint8 = image.dtype == np.uint8
+  image = image_io.to_float(image) if is_uint8 else image.astype(np.float32)
+  padded, box = pad_to_multiple(image_io.to_channels(image, in_channels), multiple)
+  return padded, box, is_uint8
+
+
+def translate_images(generator: inference.TrainedGenerator, images, *, seed: int = 0,
+                     indices: Sequence[int] | None = None, batch_size: int = 8):
+  """Translates one image or a list of images of any size; outputs keep each input's size.
+
+  images: [H, W], [H, W, 1] or [H, W, 3] arrays, uint8 in [0, 255] or float in [-1, 1]
+    (or a list of them, sizes may differ; a stacked [N, H, W, C] array is a list of N).
+  indices: each image's number in the run, for its dropout key (default 0, 1, ...).
+  Returns the same structure: uint8 outputs for uint8 inputs, float32 [-1, 1] otherwise.
+  """
+  stacked = hasattr(images, 'shape') and len(images.shape) == 4
+  single = hasattr(images, 'shape') and not stacked
+  items = [images] if single else list(images)
+  indices = list(range(len(items))) if indices is None else list(indices)
+  if len(indices) != len(items):
+    raise ValueError(f'{len(indices)} indices for {len(items)} images')
+  prepared = [_to_model_space(image, generator.in_channels, generator.multiple)
+              for image in items]
+  # Same padded size -> same batch; order within a size is kept for the keys.
+  outputs = [None] * len(items)
+  by_shape = {}
+  for j, (padded, _, _) in enumerate(prepared):
+    by_shape.setdefault(padded.shape, []).append(j)
+  for group in by_shape.values():
+    for start in range(0, len(group), batch_size):
+      chunk = group[start:start + batch_size]
+      out = generator.apply(np.stack([prepared[j][0] for j in chunk]), seed=seed,
+                            indices=[indices[j] for j in chunk])
+      for j, o in zip(chunk, out):
+        (top, left, h, w), is_uint8 = prepared[j][1], prepared[j][2]
+        o = o[top:top + h, left:left + w]
+        outputs[j] = image_io.to_uint8(o) if is_uint8 else o
+  if stacked:
+    return np.stack(outputs)
+  return outputs[0] if single else outputs
+
+
+# ------------------------------------------------------------------ files
 
 
 def plan_outputs(input_path: str, output: str) -> list[tuple[str, str]]:
@@ -36,7 +113,7 @@ def plan_outputs(input_path: str, output: str) -> list[tuple[str, str]]:
   if not os.path.exists(input_path):
     raise FileNotFoundError(f'input {input_path} does not exist')
   if os.path.isdir(input_path):
-    sources = image_io.list_images(input_path)
+    sources = [os.path.join(input_path, n) for n in image_io.list_images(input_path)]
     if not sources:
       raise FileNotFoundError(f'no images ({", ".join(image_io.IMAGE_EXTENSIONS)}) directly '
                               f'in {input_path}')
@@ -69,8 +146,8 @@ def plan_outputs(input_path: str, output: str) -> list[tuple[str, str]]:
   return pairs
 
 
-def translate_files(translator: inference.Translator, pairs: list[tuple[str, str]], *,
-                    seed: int = 0, batch_size: int = 8, log=print) -> dict:
+def translate_files(generator: inference.TrainedGenerator, pairs: list[tuple[str, str]], *,
+                    seed: int = 0, batch_size: int = 8) -> dict:
   """Translates each (source, destination) pair; returns {'written': [...], 'skipped': [...]}.
 
   Undecodable sources are skipped with their reason ('skipped': [(path, reason)]) and the
@@ -91,13 +168,12 @@ def translate_files(translator: inference.Translator, pairs: list[tuple[str, str
         todo.append((i, src, dst))
       except image_io.ImageError as e:
         skipped.append((src, str(e)))
-        log(f'skipped {e}')
     if not images:
       continue
-    outputs = translator.translate(images, seed=seed, indices=[i for i, _, _ in todo],
-                                   batch_size=batch_size)
+    outputs = translate_images(generator, images, seed=seed, indices=[i for i, _, _ in todo],
+                               batch_size=batch_size)
     for (i, src, dst), out, image in zip(todo, outputs, images):
-      meta = dict(translator.metadata, **{
+      meta = dict(generator.metadata, **{
           'p2p_jax.seed': str(seed), 'p2p_jax.image_index': str(i),
           'p2p_jax.source': os.path.abspath(src), 'p2p_jax.size_policy': SIZE_POLICY,
           'p2p_jax.input_channels': str(image.shape[-1])})
@@ -106,52 +182,41 @@ def translate_files(translator: inference.Translator, pairs: list[tuple[str, str
   return {'written': written, 'skipped': skipped}
 
 
-def _parse_checkpoint(value: str):
-  return int(value) if value.isdigit() else value
+def define_flags(fv) -> None:
+  cli.define_generator_flags(fv)
+  flags.DEFINE_string('input', None, 'an image file or a folder of images',
+                      flag_values=fv, required=True)
+  flags.DEFINE_string('output', None, 'a .png file (single input) or a folder (created '
+                      'if needed)', flag_values=fv, required=True)
+  flags.DEFINE_integer('batch_size', 8, 'images of the same padded size translated together',
+                       lower_bound=1, flag_values=fv)
 
 
 def parse_args(argv):
-  p = argparse.ArgumentParser(prog='python -m p2p_jax.translate',
-                              description=__doc__.split('\n')[0])
-  p.add_argument('--workdir', required=True, help='workdir the model was trained into')
-  p.add_argument('--input', required=True, help='an image file or a folder of images')
-  p.add_argument('--output', required=True,
-                 help='a .png file (single input) or a folder (created if needed)')
-  p.add_argument('--checkpoint', default='latest', type=_parse_checkpoint,
-                 help="'latest', 'best' (lowest validation L1) or a step number")
-  p.add_argument('--mode', choices=inference.MODES, default=None,
-                 help="'paper' or 'eval' (default: the config's inference_mode)")
-  p.add_argument('--bn_scope', choices=inference.BN_SCOPES, default='image')
-  p.add_argument('--seed', type=int, default=0)
-  p.add_argument('--batch_size', type=int, default=8)
-  return p.parse_args(argv)
+  return cli.parse(argv, define_flags, 'p2p_jax.translate', __doc__)
 
 
 def main(argv=None) -> int:
   """CLI entry; exit status 0 when every image was written, 1 when some were skipped,
-  2 on an error (bad arguments, missing checkpoint, an undecodable single image)."""
+  2 on an error (bad flags, missing checkpoint, an undecodable single image)."""
   args = parse_args(sys.argv[1:] if argv is None else argv)
-  try:
+
+  def run():
     pairs = plan_outputs(args.input, args.output)
     if len(pairs) == 1 and not os.path.isdir(args.input):
       image_io.read_image(pairs[0][0])  # A single bad image is an error, before loading.
-    translator = inference.load_translator(args.workdir, args.checkpoint, args.mode,
-                                           bn_scope=args.bn_scope)
-    log = lambda msg: print(msg, file=sys.stderr)
-    report = translate_files(translator, pairs, seed=args.seed, batch_size=args.batch_size,
-                             log=log)
-  except (ValueError, FileNotFoundError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
-  where = os.path.dirname(report['written'][0]) if report['written'] else args.output
-  print(f'wrote {len(report["written"])} image(s) ({translator.mode} mode, checkpoint step '
-        f'{translator.step}) to {where or "."}')
-  if report['skipped']:
-    print(f'skipped {len(report["skipped"])} file(s):', file=sys.stderr)
-    for src, reason in report['skipped']:
-      print(f'  {src}: {reason}', file=sys.stderr)
-    return 1
-  return 0
+    generator = cli.load_generator(args)
+    report = translate_files(generator, pairs, seed=args.seed, batch_size=args.batch_size)
+    where = os.path.dirname(report['written'][0]) if report['written'] else args.output
+    print(f'wrote {len(report["written"])} image(s) ({generator.mode} mode, checkpoint step '
+          f'{generator.step}) to {where or "."}')
+    if report['skipped']:
+      print(f'skipped {len(report["skipped"])} file(s):', file=sys.stderr)
+      for _, reason in report['skipped']:
+        print(f'  {reason}', file=sys.stderr)  # the reason names the file
+      return 1
+    return 0
+  return cli.run('p2p_jax.translate', run)
 
 
 if __name__ == '__main__':

@@ -3,7 +3,6 @@
 import atexit
 import os
 import shutil
-import sys
 import tempfile
 
 # Must happen before the first `import jax` anywhere in the test session.
@@ -26,16 +25,14 @@ if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-  sys.path.insert(0, ROOT)  # so `from configs import ...` works as it does for main.py
 
 import pytest  # pylint: disable=g-import-not-at-top
 
 
 def tiny_config(generator: str = 'unet_32', width: int = 4):
-  """configs/default.py shrunk to a 32 px U-Net and a narrow D: compiles in seconds."""
-  from configs import default  # pylint: disable=import-outside-toplevel
-  config = default.get_config()
+  """The paper's config shrunk to a 32 px U-Net and a narrow D: compiles in seconds."""
+  from p2p_jax import config_schema  # pylint: disable=import-outside-toplevel
+  config = config_schema.get_config()
   config.model.generator = generator
   config.model.ngf = width
   config.model.ndf = width

@@ -1,6 +1,5 @@
 """Tiny datasets made on the fly for the data tests (no network, a few KB each)."""
 
-import importlib.util
 import os
 import tarfile
 import zlib
@@ -12,12 +11,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def data_config(data_dir, **overrides):
-  """configs/default.py's `config.data`, offline, writing into `data_dir`."""
-  spec = importlib.util.spec_from_file_location(
-      '_p2p_default_config', os.path.join(REPO, 'configs', 'default.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config().data
+  """The default `config.data`, offline, writing into `data_dir`."""
+  from p2p_jax import config_schema  # pylint: disable=import-outside-toplevel
+  config = config_schema.get_config().data
   config.data_dir = str(data_dir)
   config.download = False  # Never touch the network in tests.
   for key, value in overrides.items():

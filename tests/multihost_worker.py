@@ -45,10 +45,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import jax  # pylint: disable=wrong-import-position
-import ml_collections  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 
-from p2p_jax import checkpointing, config_lib, train  # pylint: disable=wrong-import-position
+from p2p_jax import checkpointing, config_schema, train  # pylint: disable=wrong-import-position
 
 WRITE_EVENTS = ('os.mkdir', 'os.rename', 'os.replace', 'os.remove', 'shutil.rmtree')
 
@@ -97,9 +96,8 @@ def record_writes(workdir: str) -> list:
 
 
 def main():
-  config = config_lib.default_config()
   with open(ARGS.config) as f:
-    config.update(ml_collections.ConfigDict(json.load(f)))
+    config = config_schema.from_dict(json.load(f))
   config.distributed = ARGS.num_processes > 1
   n, p = ARGS.num_processes, ARGS.process_id
   size = config.data.crop_size

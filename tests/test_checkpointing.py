@@ -11,19 +11,18 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P, SingleDeviceSharding
 
-from configs import default
 from p2p_jax import checkpointing as C
-from p2p_jax import models
+from p2p_jax import config_schema, networks, workdirs
 from p2p_jax import state as S
 
 
 def make_state(seed=0, generator='unet_32', width=4, norm='batch'):
   """A real TrainState's structure (jax.eval_shape: nothing compiles) filled with random
   values, so every leaf (Adam mu/nu/count, step, key, BatchNorm stats) is distinct."""
-  config = default.get_config()
+  config = config_schema.get_config()
   config.model.generator, config.model.norm = generator, norm
   config.model.ngf = config.model.ndf = width
-  g, d = models.create_generator(config.model), models.create_discriminator(config.model)
+  g, d = networks.create_generator(config), networks.create_discriminator(config)
   tx_g, tx_d, _ = S.create_optimizers(config, 10)
   abstract = jax.eval_shape(
       lambda k: S.create_train_state(k, g, d, tx_g, tx_d, 64), jax.random.PRNGKey(0))
@@ -106,7 +105,8 @@ def test_keeps_last_k_and_the_smallest_val_l1_across_runs(tmp_path, state):
     assert ckpt.all_steps() == [2, 5, 6]
     assert (ckpt.latest_step(), ckpt.best_step()) == (6, 2)
   assert sorted(int(p) for p in os.listdir(tmp_path) if p.isdigit()) == [2, 5, 6]
-  assert C.load_generator_variables(tmp_path, 'best')[0] == 2
+  with C.Checkpointer(tmp_path, read_only=True) as ckpt:
+    assert ckpt.restore_generator('best')[0] == 2
 
 
 def test_existing_step_is_never_overwritten(tmp_path, state, other, caplog):
@@ -196,7 +196,7 @@ def test_damaged_newest_checkpoint_is_skipped_with_a_warning(tmp_path, state, ot
       assert not ckpt.save(20, second)               # the damaged step is not replaced
       with pytest.raises(C.CheckpointError, match='20'):
         ckpt.restore(C.abstract_like(state), step=20)
-      step, variables = C.load_generator_variables(tmp_path)
+      step, variables = ckpt.restore_generator()
       # Reading G alone may succeed when only D's or the optimiser's bytes were cut.
       expected = {10: state, 20: second}[step].g
       assert_same(variables, {'params': expected.params, 'batch_stats': expected.batch_stats})
@@ -212,37 +212,26 @@ def test_restore_without_checkpoint_is_a_clear_error(tmp_path, state):
       ckpt.restore(C.abstract_like(state))
 
 
-def test_check_writable(tmp_path):
-  target = tmp_path / 'new' / 'checkpoints'
-  C.check_writable(target)
-  assert target.is_dir() and not os.listdir(target)          # created, probe removed
-  (tmp_path / 'file').write_text('x')
-  with pytest.raises(C.CheckpointError, match=str(tmp_path / 'file' / 'ckpt')):
-    C.check_writable(tmp_path / 'file' / 'ckpt')              # cannot create the directory
-  os.symlink('/dev/full', C._probe_path(C.epath.Path(target)))  # every write: ENOSPC
-  with pytest.raises(C.CheckpointError, match='No space left on device'):
-    C.check_writable(target)
-  with pytest.raises(C.CheckpointError, match='MiB free'):
-    C.check_writable(target, min_free_bytes=2**60)
-  with pytest.raises(C.CheckpointError, match='not writable'):
-    C.Checkpointer(tmp_path / 'file' / 'ckpt')
-
-
-def test_load_generator_variables(tmp_path, state, other):
+def test_restore_generator_reads_only_the_generator(tmp_path, state, other):
   workdir = tmp_path / 'workdir'
-  with C.Checkpointer(workdir / 'checkpoints') as ckpt:
+  with C.Checkpointer(workdirs.checkpoint_dir(str(workdir))) as ckpt:
     ckpt.save(1, state, {'val_l1': 0.1})
     ckpt.save(2, other, {'val_l1': 0.3})
   for which, step in (('latest', 2), ('best', 1), (1, 1)):
-    got_step, variables = C.load_generator_variables(workdir, which)   # the workdir is enough
+    got_step, variables = workdirs.load_generator_variables(str(workdir), which)
     assert got_step == step
     expected = state if step == 1 else other
     assert_same(variables, {'params': expected.g.params, 'batch_stats': expected.g.batch_stats})
     assert all(isinstance(x, np.ndarray) for x in jax.tree.leaves(variables))
   with pytest.raises(C.CheckpointError, match='step 5'):
-    C.load_generator_variables(workdir / 'checkpoints', 5)
+    with C.Checkpointer(workdirs.checkpoint_dir(str(workdir)), read_only=True) as ckpt:
+      ckpt.restore_generator(5)
+  # Read-only: a missing or empty folder is an error, and nothing is created.
   with pytest.raises(C.CheckpointError, match=str(tmp_path / 'nowhere')):
-    C.load_generator_variables(tmp_path / 'nowhere')
+    C.Checkpointer(tmp_path / 'nowhere', read_only=True)
+  assert not (tmp_path / 'nowhere').exists()
   (tmp_path / 'empty').mkdir()
   with pytest.raises(C.CheckpointError, match='no checkpoint'):
-    C.load_generator_variables(tmp_path / 'empty')
+    with C.Checkpointer(tmp_path / 'empty', read_only=True) as ckpt:
+      ckpt.restore_generator()
+  assert not os.listdir(tmp_path / 'empty')

@@ -1,7 +1,7 @@
 """Config checking: typos and bad values are rejected by name, before anything runs."""
 
 import glob
-import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -10,14 +10,7 @@ import jax
 import pytest
 
 from conftest import ROOT, tiny_config
-from p2p_jax import config_lib, train
-
-
-def load_config_file(path):
-  spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+from p2p_jax import config_schema, train, workdirs
 
 
 CONFIG_FILES = sorted(p for p in glob.glob(os.path.join(ROOT, 'configs', '*.py'))
@@ -31,13 +24,27 @@ def test_config_files_exist():
 
 @pytest.mark.parametrize('path', CONFIG_FILES, ids=os.path.basename)
 def test_every_config_file_loads_and_validates(path):
-  config_lib.validate(load_config_file(path))
+  config_schema.validate(config_schema.load_file(path))
 
 
-def test_packaged_schema_is_configs_default():
-  """The installed package validates against its copy of configs/default.py: same keys."""
-  from configs import default  # pylint: disable=import-outside-toplevel
-  assert config_lib.default_config().to_dict() == default.get_config().to_dict()
+def test_configs_default_is_the_packaged_schema():
+  default = config_schema.load_file(os.path.join(ROOT, 'configs', 'default.py'))
+  assert default.to_dict() == config_schema.get_config().to_dict()
+
+
+def test_every_field_of_the_schema_has_a_comment():
+  """Each config field is assigned under a comment that says what it means."""
+  import inspect  # pylint: disable=import-outside-toplevel
+  lines = [l.strip() for l in inspect.getsource(config_schema.get_config).splitlines()]
+  undocumented = []
+  for i, line in enumerate(lines):
+    if line.startswith('config.') and 'ConfigDict()' not in line:
+      j = i - 1  # the nearest line above that is not a field assignment is a comment
+      while j >= 0 and lines[j].startswith('config.'):
+        j -= 1
+      if j < 0 or not lines[j].startswith('#'):
+        undocumented.append(line)
+  assert not undocumented, undocumented
 
 
 @pytest.mark.parametrize('where', ['model', 'optim', None])
@@ -50,14 +57,14 @@ def test_unknown_key_is_rejected_by_name(where):
     config[where].foo = 3
     name = f'{where}.foo'
   with pytest.raises(ValueError, match=f'unknown config keys: {name}'):
-    config_lib.validate(config)
+    config_schema.validate(config)
 
 
 def test_missing_key_is_rejected_by_name():
   config = tiny_config()
   del config.data['flip']
   with pytest.raises(ValueError, match=r'missing config keys: data\.flip'):
-    config_lib.validate(config)
+    config_schema.validate(config)
 
 
 BAD_VALUES = [
@@ -74,7 +81,13 @@ BAD_VALUES = [
     ('optim.lr', 0.0, 'optim.lr'),
     ('optim.b1', 1.0, 'optim.b1'),
     ('batch_size', 0, 'batch_size'),
-    ('parallel', 'pjit', 'parallel'),
+    ('compute.mapping', 'pjit', 'compute.mapping'),
+    ('compute.conv_impl', 'fastest', 'compute.conv_impl'),
+    ('compute.dtype', 'float16', 'compute.dtype'),
+    ('data.dataset', 'facade', 'data.dataset'),
+    ('data.resize_method', 'lanczos9', 'data.resize_method'),
+    ('data.on_bad_file', 'x', 'data.on_bad_file'),
+    ('model.in_channels', 2, 'model.in_channels must be 1 or 3'),
     ('inference_mode', 'test', 'inference_mode'),
     ('keep_checkpoints', 0, 'keep_checkpoints'),
 ]
@@ -86,14 +99,14 @@ def test_invalid_value_is_rejected_naming_the_field(field, value, message):
   block, _, key = field.rpartition('.')
   (config[block] if block else config)[key] = value
   with pytest.raises(ValueError, match=message):
-    config_lib.validate(config)
+    config_schema.validate(config)
 
 
 def test_nothing_to_train_is_rejected():
   config = tiny_config()
   config.num_train_steps, config.num_epochs = -1, 0
   with pytest.raises(ValueError, match=r'num_train_steps \(-1\) or config\.num_epochs \(0\)'):
-    config_lib.validate(config)
+    config_schema.validate(config)
 
 
 @pytest.mark.skipif(jax.device_count() < 3, reason='needs several (fake) devices')
@@ -111,10 +124,31 @@ def test_workdir_config_round_trip(tmp_path):
   config = tiny_config()
   config.model.ngf = 6
   config.data.source = '/some/where'
-  config_lib.save_config(config, str(tmp_path))
-  assert config_lib.load_workdir_config(str(tmp_path)).to_dict() == config.to_dict()
+  workdirs.save_config(config, str(tmp_path))
+  assert workdirs.load_config(str(tmp_path)).to_dict() == config.to_dict()
   with pytest.raises(FileNotFoundError, match=f'{tmp_path}/missing/config.json'):
-    config_lib.load_workdir_config(str(tmp_path / 'missing'))
+    workdirs.load_config(str(tmp_path / 'missing'))
+
+
+def test_a_config_saved_before_the_compute_block_loads_with_its_values(tmp_path):
+  """Workdirs written before model.dtype, model.conv_impl and parallel moved to the
+  `compute` block load with their values in the new places."""
+  old = tiny_config().to_dict()
+  del old['compute']
+  old['model'].update(dtype='bfloat16', conv_impl='gemm')
+  old['parallel'] = 'shard_map'
+  (tmp_path / 'config.json').write_text(json.dumps(old))
+  config = workdirs.load_config(str(tmp_path))
+  config_schema.validate(config)
+  assert (config.compute.dtype, config.compute.conv_impl, config.compute.mapping) == (
+      'bfloat16', 'gemm', 'shard_map')
+
+
+def test_a_renamed_key_is_named_with_its_new_place():
+  config = tiny_config()
+  config.model.conv_impl = 'gemm'
+  with pytest.raises(ValueError, match=r'model\.conv_impl \(now compute\.conv_impl\)'):
+    config_schema.validate(config)
 
 
 def _cli(*args, cwd):
@@ -126,6 +160,7 @@ def _cli(*args, cwd):
 @pytest.mark.parametrize('override, message', [
     ('--config.model.nfg=3', "--config.model.nfg: the config has no key 'nfg'"),
     ('--config.model.norm=batchnorm', "config.model.norm must be one of"),
+    ('--config.model.dtype=bfloat16', 'Renamed: model.dtype (now compute.dtype)'),
 ])
 def test_cli_rejects_a_bad_override_by_name(tmp_path, override, message):
   workdir = tmp_path / 'run'

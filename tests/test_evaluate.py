@@ -31,14 +31,14 @@ def _read_csv(path):
 
 
 @pytest.fixture(scope='module')
-def translator():
+def generator():
   config = tiny_config('unet_32', width=2)
-  return inference.Translator(config.model, fake_variables(config, 32), 'paper',
-                              devices=jax.devices()[:2])
+  return inference.TrainedGenerator(config, fake_variables(config, 32), 'paper',
+                                    devices=jax.devices()[:2])
 
 
-def test_page_lists_every_image_with_its_metrics(translator, tmp_path):
-  summary = evaluate.evaluate_batches(translator, _batches(), str(tmp_path), seed=3,
+def test_page_lists_every_image_with_its_metrics(generator, tmp_path):
+  summary = evaluate.evaluate_batches(generator, _batches(), str(tmp_path), seed=3,
                                       header={'split': 'test'})
   rows = _read_csv(tmp_path / 'metrics.csv')
   assert [r['name'] for r in rows] == [n.decode() for n in NAMES]
@@ -61,7 +61,7 @@ def test_page_lists_every_image_with_its_metrics(translator, tmp_path):
   assert grid.shape == (5 * (32 + 2), 3 * (32 + 2), 3)  # 5 rows of input|output|target
 
   # Same seed, same results, also with another batch size (per-image keys and statistics).
-  evaluate.evaluate_batches(translator, _batches(batch=5), str(tmp_path / 'again'), seed=3)
+  evaluate.evaluate_batches(generator, _batches(batch=5), str(tmp_path / 'again'), seed=3)
   again = _read_csv(tmp_path / 'again' / 'metrics.csv')
   for a, b in zip(rows, again):
     for k in evaluate.METRICS:
@@ -69,13 +69,12 @@ def test_page_lists_every_image_with_its_metrics(translator, tmp_path):
 
 
 class _Identity:
-  """Stands in for a Translator whose output is exactly the target."""
+  """Stands in for a TrainedGenerator whose output is exactly the target."""
   mode, step = 'eval', 0
   metadata = {'p2p_jax.mode': 'eval', 'p2p_jax.bn_scope': 'running_average',
               'p2p_jax.checkpoint': ''}
-
-  class model_config:  # pylint: disable=invalid-name
-    generator = 'identity'
+  config = tiny_config()
+  config.model.generator = 'identity'
 
   def apply(self, x, seed=0, indices=None):
     del seed, indices

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from p2p_jax import export, inference
+from p2p_jax import export, workdirs
 from test_inference import make_workdir, unet64
 
 tf = pytest.importorskip('tensorflow')
@@ -28,7 +28,7 @@ def test_eval_mode_export_from_a_workdir_matches_jax(tmp_path):
   meta = json.loads(model.metadata.numpy())
   assert meta['mode'] == 'eval' and meta['checkpoint_step'] == 7
   assert json.load(open(os.path.join(out_dir, export.METADATA_FILE))) == meta
-  jax_model = inference.load_translator(workdir, mode='eval', devices=jax.devices()[:1])
+  jax_model = workdirs.load_generator(workdir, mode='eval', devices=jax.devices()[:1])
   # Batch and spatial sizes other than the traced ones (polymorphic shapes).
   for x in (_images(3, 32, 64), _images(1, 96, 32, seed=1)):
     np.testing.assert_allclose(model.generate(tf.constant(x)).numpy(), jax_model.apply(x),

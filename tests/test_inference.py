@@ -1,4 +1,4 @@
-"""The two inference modes, the size policy, and loading a translator from a workdir."""
+"""The two inference modes, and loading a trained generator from a workdir."""
 
 import functools
 
@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from p2p_jax import checkpointing, config_lib, inference, state as state_lib
-from p2p_jax.models import create_discriminator, create_generator
+from p2p_jax import checkpointing, inference, networks, state as state_lib, workdirs
 
 
 def _fill(path, leaf, rng):
@@ -23,7 +22,7 @@ def _fill(path, leaf, rng):
 
 def fake_variables(config, size, seed=0):
   """Generator variables with random weights and non-trivial running averages."""
-  g = create_generator(config.model)
+  g = networks.create_generator(config)
   x = jax.ShapeDtypeStruct((1, size, size, config.model.in_channels), np.float32)
   shapes = jax.eval_shape(lambda x: g.init({'params': jax.random.PRNGKey(0)}, x, train=False), x)
   rng = np.random.default_rng(seed)
@@ -33,7 +32,7 @@ def fake_variables(config, size, seed=0):
 
 def fake_state(config, size, step=0, seed=0):
   """A TrainState of numpy arrays shaped as `create_train_state` makes it."""
-  g, d = create_generator(config.model), create_discriminator(config.model)
+  g, d = networks.create_generator(config), networks.create_discriminator(config)
   tx_g, tx_d, _ = state_lib.create_optimizers(config, 10)
   shapes = jax.eval_shape(lambda: state_lib.create_train_state(
       jax.random.PRNGKey(0), g, d, tx_g, tx_d, size))
@@ -45,8 +44,8 @@ def fake_state(config, size, step=0, seed=0):
 def make_workdir(path, config, size, steps=(7,)):
   """WORKDIR with config.json and one checkpoint per step; returns (workdir, last state)."""
   path.mkdir(parents=True, exist_ok=True)
-  config_lib.save_config(config, str(path))
-  ckpt = checkpointing.Checkpointer(str(path / 'checkpoints'))
+  workdirs.save_config(config, str(path))
+  ckpt = checkpointing.Checkpointer(workdirs.checkpoint_dir(str(path)))
   for step in steps:
     state = fake_state(config, size, step, seed=step)
     ckpt.save(step, state)
@@ -62,12 +61,12 @@ def _images(n, size, channels=3, seed=0):
 
 @functools.lru_cache(maxsize=None)
 def unet64():
-  """(config, variables, paper Translator, eval Translator), shared by the test files so
+  """(config, variables, paper generator, eval generator), shared by the test files so
   their compiled programs are too. unet_64 has one dropout layer (unet_32 has none)."""
   config = tiny_config('unet_64', width=2)
   variables = fake_variables(config, 64)
-  make = lambda mode: inference.Translator(config.model, variables, mode,
-                                           devices=jax.devices()[:2])
+  make = lambda mode: inference.TrainedGenerator(config, variables, mode,
+                                                 devices=jax.devices()[:2])
   return config, variables, make('paper'), make('eval')
 
 
@@ -91,85 +90,52 @@ def test_paper_mode_differs_between_keys_eval_mode_does_not():
 def test_paper_mode_is_batchnorm_with_test_statistics():
   config = tiny_config('unet_32', width=2)  # no dropout: only the statistics matter
   variables = fake_variables(config, 32)
-  g = create_generator(config.model)
+  g = networks.create_generator(config)
   x = _images(4, 32)
   train_apply = jax.jit(
       lambda xs: g.apply(variables, xs, train=True, mutable=['batch_stats'])[0])
   devices = jax.devices()[:2]
 
   # 'image': each image normalised on its own, as a test batch of one.
-  per_image = inference.Translator(config.model, variables, 'paper', devices=devices)
+  per_image = inference.TrainedGenerator(config, variables, 'paper', devices=devices)
   expected = np.concatenate([train_apply(x[j:j + 1]) for j in range(4)])
   np.testing.assert_allclose(per_image.apply(x), expected, atol=1e-5)
   # 'batch': statistics of the whole batch, also when it is split over 2 devices
   # (config.model.sync_batch_stats averages them across devices).
-  whole = inference.Translator(config.model, variables, 'paper', bn_scope='batch',
-                               devices=devices)
+  whole = inference.TrainedGenerator(config, variables, 'paper', bn_scope='batch',
+                                     devices=devices)
   np.testing.assert_allclose(whole.apply(x), train_apply(x), atol=1e-5)
   assert np.abs(expected - train_apply(x)).max() > 1e-3
 
 
-def test_pad_to_multiple_is_centred_reflection_that_crops_back():
-  image = np.arange(5 * 7 * 1, dtype=np.float32).reshape(5, 7, 1)
-  padded, (top, left, h, w) = inference.pad_to_multiple(image, 4)
-  assert padded.shape == (8, 8, 1) and (top, left) == (1, 0)
-  np.testing.assert_array_equal(padded[top:top + h, left:left + w], image)
-  np.testing.assert_array_equal(padded[0, :w], image[1])  # reflection, not zeros or edge
-  tiny, box = inference.pad_to_multiple(np.ones((3, 40, 3), np.float32), 32)
-  assert tiny.shape == (32, 64, 3) and box == (14, 12, 3, 40)
-
-
-def test_translate_keeps_sizes_and_accepts_gray_and_float():
-  config = tiny_config('unet_32', width=2)
-  translator = inference.Translator(config.model, fake_variables(config, 32), 'eval',
-                                    devices=jax.devices()[:1])
-  rng = np.random.default_rng(0)
-  gray = rng.integers(0, 256, (217, 300), dtype=np.uint8)     # odd size, 1 channel
-  rgb = rng.integers(0, 256, (33, 47, 3), dtype=np.uint8)
-  out_gray, out_rgb = translator.translate([gray, rgb], batch_size=2)
-  assert out_gray.shape == (217, 300, 3) and out_gray.dtype == np.uint8
-  assert out_rgb.shape == (33, 47, 3) and out_rgb.dtype == np.uint8
-  single = translator.translate(rgb.astype(np.float32) / 127.5 - 1)
-  assert single.shape == (33, 47, 3) and single.dtype == np.float32
-  assert np.abs(single).max() <= 1.0
-  # A gray image is the same as its colour version with three equal channels.
-  np.testing.assert_array_equal(
-      out_gray, translator.translate(np.repeat(gray[..., None], 3, axis=-1)))
-  # Sizes that need no padding give exactly `apply`.
-  x = _images(2, 32)
-  np.testing.assert_allclose(translator.translate(x), translator.apply(x), atol=1e-6)
-
-
-def test_load_translator_from_a_workdir(tmp_path):
+def test_load_generator_from_a_workdir(tmp_path):
   config = tiny_config('unet_32', width=2)
   workdir = tmp_path / 'run'
   workdir.mkdir()
-  config_lib.save_config(config, str(workdir))
+  workdirs.save_config(config, str(workdir))
   # A workdir without checkpoints: an error naming the folder.
   with pytest.raises(checkpointing.CheckpointError, match=str(workdir)):
-    inference.load_translator(str(workdir))
+    workdirs.load_generator(str(workdir))
   with pytest.raises(FileNotFoundError, match='nope'):
-    inference.load_translator(str(tmp_path / 'nope'))
+    workdirs.load_generator(str(tmp_path / 'nope'))
 
   _, state = make_workdir(workdir, config, 32)
-  loaded = inference.load_translator(str(workdir), 'latest', mode='eval',
-                                     devices=jax.devices()[:1])
-  direct = inference.Translator.from_state(config, state, mode='eval',
-                                           devices=jax.devices()[:1])
+  loaded = workdirs.load_generator(str(workdir), 'latest', mode='eval',
+                                   devices=jax.devices()[:1])
+  direct = inference.TrainedGenerator.from_state(config, state, mode='eval',
+                                                 devices=jax.devices()[:1])
   assert loaded.step == 7 and loaded.metadata['p2p_jax.checkpoint_step'] == '7'
   x = _images(1, 32)
   np.testing.assert_allclose(loaded.apply(x), direct.apply(x), atol=1e-6)
   # No mode given: the workdir config's inference_mode (default: the paper's).
-  assert inference.load_translator(str(workdir)).mode == 'paper'
+  assert workdirs.load_generator(str(workdir)).mode == 'paper'
 
 
 def test_bad_arguments_are_named():
   config = tiny_config('unet_32', width=2)
   variables = fake_variables(config, 32)
   with pytest.raises(ValueError, match="'paper' or 'eval'"):
-    inference.Translator(config.model, variables, 'test')
-  translator = inference.Translator(config.model, variables, devices=jax.devices()[:1])
+    inference.TrainedGenerator(config, variables, 'test')
+  generator = inference.TrainedGenerator(config, variables, devices=jax.devices()[:1])
   with pytest.raises(ValueError, match='multiples of 2\\*\\*5 = 32'):
-    translator.apply(np.zeros((1, 40, 32, 3), np.float32))
-  with pytest.raises(ValueError, match='shape'):
-    translator.translate(np.zeros((8, 8, 2), np.uint8))
+    generator.apply(np.zeros((1, 40, 32, 3), np.float32))

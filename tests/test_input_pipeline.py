@@ -123,14 +123,6 @@ def test_channels_follow_the_model(folder, tmp_path):
     take(data_config, 1, in_channels=3, out_channels=3)
 
 
-@pytest.mark.parametrize('field,value,message', [
-    ('direction', 'AtoC', 'direction'), ('resize_method', 'lanczos9', 'resize_method'),
-    ('load_size', 16, 'smaller than crop_size')])
-def test_bad_data_config_is_explained(folder, field, value, message):
-  with pytest.raises(DataError, match=message):
-    take(config(folder, **{field: value}), 1)
-
-
 def test_missing_split_lists_the_available_ones(folder):
   with pytest.raises(DataError, match="no split 'val'; it has test, train"):
     take(config(folder), 1, split='val', train=False)

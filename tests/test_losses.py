@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from p2p_jax import losses
+from p2p_jax import config_schema, losses
 from conftest import tiny_config
 
 
@@ -61,20 +61,22 @@ def test_reconstruction_and_total_generator_loss():
     ('l1', 0.0, 100.0, True), ('gan', 1.0, 0.0, False), ('cgan', 1.0, 0.0, True),
     ('l1+gan', 1.0, 100.0, False), ('l1+cgan', 1.0, 100.0, True)])
 def test_paper_ablations_are_config_switches(name, gan, recon, conditional):
-  cfg = losses.apply_ablation(tiny_config().loss, name)
+  config = tiny_config()
+  cfg = losses.apply_ablation(config.loss, name)
   assert (cfg.gan_weight, cfg.recon_weight, cfg.conditional) == (gan, recon, conditional)
-  losses.validate(cfg)
+  config_schema.validate(config)
 
 
 def test_invalid_loss_config_is_rejected():
-  cfg = tiny_config().loss
-  cfg.gan_mode = 'wgan'
+  config = tiny_config()
+  config.loss.gan_mode = 'wgan'
   with pytest.raises(ValueError, match="loss.gan_mode must be one of"):
-    losses.validate(cfg)
-  cfg = tiny_config().loss
+    config_schema.validate(config)
+  config = tiny_config()
+  cfg = config.loss
   cfg.gan_weight, cfg.recon_weight = 0.0, 0.0
   with pytest.raises(ValueError, match='nothing to train'):
-    losses.validate(cfg)
+    config_schema.validate(config)
   with pytest.raises(ValueError, match='ablation must be one of'):
     losses.apply_ablation(cfg, 'l1+l2')
   assert np.isfinite(float(losses.gan_loss(jnp.full((1,), -1e4), True)))

@@ -1,4 +1,4 @@
-"""Mixed precision (config.model.dtype='bfloat16'): bf16 compute, float32 parameters,
+"""Mixed precision (config.compute.dtype='bfloat16'): bf16 compute, float32 parameters,
 BatchNorm statistics and losses; a short run stays close to float32."""
 
 import functools
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from p2p_jax import models, parallel, state as state_lib, train_step
+from p2p_jax import networks, parallel, state as state_lib, train_step
 
 CONV_PRIMITIVES = ('conv_general_dilated', 'dot_general')
 
@@ -32,10 +32,10 @@ def conv_input_dtypes(jaxpr):
 @pytest.mark.parametrize('impl', ['xla', 'xla_gemmgrad', 'gemm'])
 def test_bf16_networks_compute_in_bf16_and_keep_f32_params(impl):
   config = tiny_config('unet_32', width=4)
-  config.model.dtype = 'bfloat16'
-  config.model.conv_impl = impl
-  g = models.create_generator(config.model)
-  d = models.create_discriminator(config.model)
+  config.compute.dtype = 'bfloat16'
+  config.compute.conv_impl = impl
+  g = networks.create_generator(config)
+  d = networks.create_discriminator(config)
   x = jnp.zeros((2, 32, 32, 3), jnp.float32)
   g_vars = jax.eval_shape(functools.partial(g.init, train=False), jax.random.PRNGKey(0), x)
   d_vars = jax.eval_shape(functools.partial(d.init, train=False), jax.random.PRNGKey(0), x, x)
@@ -61,9 +61,9 @@ def test_bf16_networks_compute_in_bf16_and_keep_f32_params(impl):
 
 def run_steps(dtype, steps=3):
   config = tiny_config('unet_32', width=4)
-  config.model.dtype = dtype
-  g = models.create_generator(config.model, parallel.AXIS)
-  d = models.create_discriminator(config.model, config.loss.conditional, parallel.AXIS)
+  config.compute.dtype = dtype
+  g = networks.create_generator(config, parallel.AXIS)
+  d = networks.create_discriminator(config, parallel.AXIS)
   tx_g, tx_d, schedule = state_lib.create_optimizers(config, steps_per_epoch=10)
   # jitted: one compilation instead of one per operation of the eager init
   state = jax.jit(state_lib.create_train_state, static_argnums=(1, 2, 3, 4, 5))(

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from p2p_jax import models
+from p2p_jax import config_schema, models, networks
 from p2p_jax.models import PatchGAN, UNet
 
 
@@ -171,11 +171,15 @@ def test_bad_inputs_raise_clear_errors_before_compiling():
     d.apply(dv, jnp.zeros((1, 32, 32, 3)), jnp.zeros((1, 32, 32, 1)), train=False)
 
 
-def test_factory_builds_named_generators_and_unconditional_d(config):
-  g = models.create_generator(config.model)
+def test_networks_builds_named_generators_and_unconditional_d(config):
+  g = networks.create_generator(config)
   assert (g.depth, g.skips) == (5, True)
-  d = models.create_discriminator(config.model, conditional=False)
+  config.model.generator = 'encoder_decoder_128'
+  assert (networks.create_generator(config).depth,
+          networks.create_generator(config).skips) == (7, False)
+  config.loss.conditional = False
+  d = networks.create_discriminator(config)
   assert d.x_channels == 0
   config.model.generator = 'unet_512'
   with pytest.raises(ValueError, match="model.generator must be one of"):
-    models.create_generator(config.model)
+    config_schema.validate(config)

@@ -38,12 +38,12 @@ ATOL = 1e-4
 XLA_FLAGS = '--xla_backend_optimization_level=0'
 
 
-def _config(parallel: str):
+def _config(mapping: str):
   # unet_64 is the smallest U-Net with a dropout layer; with unet_32 (none) the result would
   # not depend on which device trains on which example, and the test could not see it.
   config = tiny_config('unet_64')
   config.data.load_size, config.data.crop_size = 72, 64
-  config.parallel = parallel
+  config.compute.mapping = mapping
   config.batch_size = 4           # one example per device in both layouts
   config.num_train_steps = STEPS
   config.optim.schedule = 'constant'
@@ -78,13 +78,13 @@ def _env():
 class _Run:
   """One training run: `num_processes` workers started together."""
 
-  def __init__(self, base, name: str, parallel: str, local_devices: int,
+  def __init__(self, base, name: str, mapping: str, local_devices: int,
                num_processes: int):
     self.name, self.workdir = name, str(base / name)
     os.makedirs(self.workdir)
     config_path = str(base / f'{name}_config.json')
     with open(config_path, 'w') as f:
-      f.write(_config(parallel).to_json())
+      f.write(_config(mapping).to_json())
     port = _free_port()
     self.procs, self.outs, self.logs = [], [], []
     for p in range(num_processes):
@@ -194,9 +194,9 @@ def test_only_process_zero_writes_logs_samples_and_config(runs):
 
 
 def test_checkpoint_of_two_processes_restores_in_one(runs):
-  from p2p_jax import checkpointing  # pylint: disable=import-outside-toplevel
+  from p2p_jax import workdirs  # pylint: disable=import-outside-toplevel
   workdir, ((p0, _), _) = runs['shard_map']
-  step, variables = checkpointing.load_generator_variables(workdir, 'latest')
+  step, variables = workdirs.load_generator_variables(workdir, 'latest')
   assert step == STEPS
   flat = {}
   for group, tree in variables.items():

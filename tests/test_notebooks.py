@@ -202,7 +202,7 @@ def _parse_main_flags(args):
 
 @pytest.mark.filterwarnings('ignore:the load_module:DeprecationWarning')  # config_flags
 def test_readme_commands_are_accepted_by_the_code(monkeypatch):
-  from p2p_jax import config_lib, evaluate, export, translate  # pylint: disable=g-import-not-at-top
+  from p2p_jax import config_schema, evaluate, export, translate  # pylint: disable=g-import-not-at-top
   monkeypatch.chdir(ROOT)  # config paths are relative to the repository root
   parsers = {'p2p_jax.evaluate': evaluate.parse_args, 'p2p_jax.translate': translate.parse_args,
              'p2p_jax.export': export.parse_args}
@@ -218,7 +218,7 @@ def test_readme_commands_are_accepted_by_the_code(monkeypatch):
       continue
     assert module == 'p2p_jax.main', shown
     try:
-      config_lib.validate(_parse_main_flags(args))
+      config_schema.validate(_parse_main_flags(args))
     except Exception as e:  # pylint: disable=broad-except  # absl raises several kinds
       pytest.fail(f'{shown} is rejected: {type(e).__name__}: {e}')
 

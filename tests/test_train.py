@@ -21,14 +21,14 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from p2p_jax import checkpointing, config_lib, train
+from p2p_jax import checkpointing, train, workdirs
 
 BATCH = 8
 SIZE = 32
 ONE_DEVICE = jax.devices()[:1]
 
 
-def make_config(**top):
+def make_config(mapping='pmap', **top):
   """Tiny model, batch 8, 4 steps; logs, validates, samples and saves every 2 steps."""
   config = tiny_config()
   config.batch_size = BATCH
@@ -38,6 +38,7 @@ def make_config(**top):
   config.checkpoint_every_steps = 2
   config.keep_checkpoints = 2
   config.num_eval_examples = BATCH
+  config.compute.mapping = mapping
   for key, value in top.items():
     config[key] = value
   return config
@@ -124,7 +125,7 @@ def test_real_data_run_writes_checkpoints_samples_events_and_config(tmp_path, ca
   assert sorted(os.listdir(workdir / 'samples')) == [
       f'step_{s:07d}.png' for s in (2, 4, 6)]
   assert glob.glob(f'{workdir}/tensorboard/events.out.tfevents.*')
-  assert config_lib.load_workdir_config(str(workdir)).to_dict() == config.to_dict()
+  assert workdirs.load_config(str(workdir)).to_dict() == config.to_dict()
 
 
 # ---------------------------------------------------------------------------- resume
@@ -187,11 +188,11 @@ def test_truncated_newest_checkpoint_is_skipped_and_the_run_still_exact(tmp_path
 
 @pytest.mark.skipif(jax.device_count() < 8, reason='needs 8 (fake) devices')
 def test_resume_on_another_device_count_and_parallel_mode(tmp_path, capsys):
-  config = make_config(num_train_steps=2, parallel='shard_map')
+  config = make_config(num_train_steps=2, mapping='shard_map')
   run(config, tmp_path, devices=jax.devices())                          # 8 devices
-  state = run(make_config(parallel='pmap'), tmp_path, devices=ONE_DEVICE)  # 1 device
+  state = run(make_config(mapping='pmap'), tmp_path, devices=ONE_DEVICE)  # 1 device
   assert int(state.step) == 4
-  state = run(make_config(num_train_steps=6, parallel='shard_map'), tmp_path,
+  state = run(make_config(num_train_steps=6, mapping='shard_map'), tmp_path,
               devices=jax.devices())                                    # 8 again
   assert int(state.step) == 6
   assert all(np.isfinite(x).all() for x in host(state))
@@ -209,8 +210,8 @@ def test_nan_loss_stops_the_run_and_keeps_the_checkpoint_before_it(tmp_path, ref
     run(make_config(), tmp_path, data=synthetic(nan_batch=2))       # batch 2 = step 3
   assert steps_on_disk(tmp_path) == [2]
   assert not glob.glob(f'{tmp_path}/samples/step_0000004.png')
-  step, saved = checkpointing.load_generator_variables(str(tmp_path))
-  _, expected = checkpointing.load_generator_variables(reference[0], 2)
+  step, saved = workdirs.load_generator_variables(str(tmp_path))
+  _, expected = workdirs.load_generator_variables(reference[0], 2)
   assert step == 2
   assert_bit_equal(saved, expected)
 
@@ -226,7 +227,7 @@ def test_other_architecture_is_refused_and_the_workdir_left_untouched(tmp_path, 
   assert snapshot(workdir) == before
 
   # Without config.json the checkpoint's shapes catch it, and config.json is not written.
-  os.remove(workdir / config_lib.CONFIG_FILE)
+  os.remove(workdir / workdirs.CONFIG_FILE)
   before = snapshot(workdir)
   with pytest.raises(checkpointing.CheckpointError, match=r'g/params/\S+: \(4, 4, 3, 4\)'):
     run(wider, workdir)
@@ -245,12 +246,13 @@ def test_unwritable_workdir_fails_before_training(tmp_path):
 
 
 def test_implementation_choices_may_change_on_resume_architecture_may_not(tmp_path):
-  """conv_impl and dtype change how the same parameters are computed, not the parameters."""
+  """The compute block changes how the same parameters are computed, not the parameters."""
   saved = tiny_config()
-  config_lib.save_config(saved, str(tmp_path))
+  workdirs.save_config(saved, str(tmp_path))
   resumed = tiny_config()
-  resumed.model.conv_impl, resumed.model.dtype = 'xla', 'bfloat16'
-  train._check_workdir_config(resumed, str(tmp_path))  # accepted
+  resumed.compute.conv_impl, resumed.compute.dtype = 'xla', 'bfloat16'
+  resumed.compute.mapping = 'shard_map'
+  workdirs.check_same_model(resumed, str(tmp_path))  # accepted
   resumed.model.ngf = 8
   with pytest.raises(checkpointing.CheckpointError, match='model.ngf: 4 in the workdir, 8 now'):
-    train._check_workdir_config(resumed, str(tmp_path))
+    workdirs.check_same_model(resumed, str(tmp_path))

@@ -7,12 +7,12 @@ import optax
 import pytest
 
 from conftest import tiny_config
-from p2p_jax import losses, models, parallel, state as state_lib, train_step
+from p2p_jax import losses, networks, parallel, state as state_lib, train_step
 
 
 def make(config, tx=None, devices=None, mode='pmap', axis='batch'):
-  g = models.create_generator(config.model, axis)
-  d = models.create_discriminator(config.model, config.loss.conditional, axis)
+  g = networks.create_generator(config, axis)
+  d = networks.create_discriminator(config, axis)
   tx_g, tx_d, schedule = state_lib.create_optimizers(config, steps_per_epoch=10)
   if tx is not None:
     tx_g = tx_d = tx
@@ -149,8 +149,8 @@ def test_step_compiled_before_the_state_exists_is_the_one_that_runs(config, mode
   call with the real state must reuse that executable: a second trace and compile, with
   the state resident, would cost its time and its memory again (it did in the benchmark,
   whose eval_shape leaves carried no sharding: 2.2 GB peak instead of 1.5 at 256 px)."""
-  g = models.create_generator(config.model, 'batch')
-  d = models.create_discriminator(config.model, config.loss.conditional, 'batch')
+  g = networks.create_generator(config, 'batch')
+  d = networks.create_discriminator(config, 'batch')
   tx_g, tx_d, schedule = state_lib.create_optimizers(config, steps_per_epoch=10)
   step = train_step.make_train_step(g, d, tx_g, tx_d, config.loss, schedule)
   traces = []

@@ -1,14 +1,58 @@
-"""Translating files: sizes kept, bad files skipped and named, inputs never overwritten."""
+"""Translating images of any size and files: sizes kept, bad files skipped and named,
+inputs never overwritten."""
 
+import functools
 import os
 
+import jax
+import numpy as np
 import pytest
 from PIL import Image
 
 import data_fixtures as fx
 from conftest import tiny_config
-from p2p_jax import image_io, translate
-from test_inference import make_workdir
+from p2p_jax import image_io, inference, translate
+from test_inference import _images, fake_variables, make_workdir
+
+
+def test_pad_to_multiple_is_centred_reflection_that_crops_back():
+  image = np.arange(5 * 7 * 1, dtype=np.float32).reshape(5, 7, 1)
+  padded, (top, left, h, w) = translate.pad_to_multiple(image, 4)
+  assert padded.shape == (8, 8, 1) and (top, left) == (1, 0)
+  np.testing.assert_array_equal(padded[top:top + h, left:left + w], image)
+  np.testing.assert_array_equal(padded[0, :w], image[1])  # reflection, not zeros or edge
+  tiny, box = translate.pad_to_multiple(np.ones((3, 40, 3), np.float32), 32)
+  assert tiny.shape == (32, 64, 3) and box == (14, 12, 3, 40)
+
+
+def test_translate_keeps_sizes_and_accepts_gray_and_float():
+  config = tiny_config('unet_32', width=2)
+  generator = inference.TrainedGenerator(config, fake_variables(config, 32), 'eval',
+                                         devices=jax.devices()[:1])
+  translator = functools.partial(translate.translate_images, generator)
+  rng = np.random.default_rng(0)
+  gray = rng.integers(0, 256, (217, 300), dtype=np.uint8)     # odd size, 1 channel
+  rgb = rng.integers(0, 256, (33, 47, 3), dtype=np.uint8)
+  out_gray, out_rgb = translator([gray, rgb], batch_size=2)
+  assert out_gray.shape == (217, 300, 3) and out_gray.dtype == np.uint8
+  assert out_rgb.shape == (33, 47, 3) and out_rgb.dtype == np.uint8
+  single = translator(rgb.astype(np.float32) / 127.5 - 1)
+  assert single.shape == (33, 47, 3) and single.dtype == np.float32
+  assert np.abs(single).max() <= 1.0
+  # A gray image is the same as its colour version with three equal channels.
+  np.testing.assert_array_equal(
+      out_gray, translator(np.repeat(gray[..., None], 3, axis=-1)))
+  # Sizes that need no padding give exactly `apply`.
+  x = _images(2, 32)
+  np.testing.assert_allclose(translator(x), generator.apply(x), atol=1e-6)
+
+
+def test_translate_names_a_bad_image_shape():
+  config = tiny_config('unet_32', width=2)
+  generator = inference.TrainedGenerator(config, fake_variables(config, 32),
+                                         devices=jax.devices()[:1])
+  with pytest.raises(ValueError, match='shape'):
+    translate.translate_images(generator, np.zeros((8, 8, 2), np.uint8))
 
 
 @pytest.fixture(scope='module')
@@ -35,6 +79,7 @@ def test_folder_run_keeps_sizes_and_reports_skipped_files(workdir, tmp_path, cap
   err = capsys.readouterr().err
   assert rc == 1  # some files skipped
   assert 'c.png' in err and 'cannot decode' in err
+  assert err.count('c.png') == 1, err  # each skipped file is named once
   assert sorted(os.listdir(out)) == ['a.png', 'b.png']
   a, b = image_io.read_image(os.path.join(out, 'a.png')), image_io.read_image(
       os.path.join(out, 'b.png'))
@@ -91,3 +136,19 @@ def test_output_names_never_collide(tmp_path):
     translate.plan_outputs(str(src / 'p.png'), str(src))
   with pytest.raises(FileNotFoundError, match='nothing_here'):
     translate.plan_outputs(str(tmp_path / 'nothing_here'), str(tmp_path / 'out'))
+
+
+def test_help_and_misspelt_flags(capsys):
+  with pytest.raises(SystemExit) as e:
+    translate.main(['--help'])
+  assert e.value.code == 0
+  out = capsys.readouterr().out
+  assert '--batch_size' in out and "(default: '8')" in out and '--workdir' in out
+  with pytest.raises(SystemExit) as e:
+    translate.main(['--workdir=w', '--input=i', '--output=o', '--batch_sise=3'])
+  assert e.value.code == 2
+  err = capsys.readouterr().err
+  assert 'batch_sise' in err and 'Traceback' not in err
+  with pytest.raises(SystemExit) as e:
+    translate.main(['--input=i', '--output=o'])
+  assert e.value.code == 2 and '--workdir' in capsys.readouterr().err

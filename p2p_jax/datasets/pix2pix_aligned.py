@@ -39,8 +39,7 @@ import tensorflow_datasets as tfds
 from p2p_jax.datasets import sources
 from p2p_jax.datasets.sources import DataError
 
-EMBEDDED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'blue_marble')
-FOLDER_MODES = {'aligned_folder': 'aligned', 'paired_folders': 'paired'}
+EMBEDDED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), sources.EMBEDDED)
 _CITATION = """@inproceedings{isola2017image,
   title={Image-to-Image Translation with Conditional Adversarial Networks},
   author={Isola, Phillip and Zhu, Jun-Yan and Zhou, Tinghui and Efros, Alexei A},
@@ -64,7 +63,7 @@ class Pix2PixAligned(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   RELEASE_NOTES = {'1.0.0': 'A and B stored as PNG halves, with the source file name.'}
   BUILDER_CONFIGS = [Pix2PixConfig(name=o.name, description=o.description)
                      for o in sources.OFFICIAL.values()] + [
-                         Pix2PixConfig(name='blue_marble', source=EMBEDDED_DIR,
+                         Pix2PixConfig(name=sources.EMBEDDED, source=EMBEDDED_DIR,
                                        description='NASA Blue Marble day (A) | night (B) '
                                        'tiles, embedded; see blue_marble/PROVENANCE.md.')]
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
@@ -199,9 +198,9 @@ def unreachable(url: str, timeout: float = 10.0) -> str | None:
 def builder_for(data_config, *, in_channels: int = 3, out_channels: int = 3) -> Pix2PixAligned:
   """The builder for `config.data` (not prepared yet; see `prepare`)."""
   dataset = data_config.dataset
-  if dataset in sources.OFFICIAL or dataset == 'blue_marble':
+  if dataset in sources.OFFICIAL or dataset == sources.EMBEDDED:
     config = dataset  # Stored as RGB; the input pipeline converts to 1 channel if asked.
-  elif dataset in FOLDER_MODES:
+  elif dataset in sources.FOLDER_LAYOUTS:
     if not data_config.source:
       raise DataError(f"dataset '{dataset}' needs config.data.source: the folder (or archive) "
                       'holding your images')
@@ -211,7 +210,7 @@ def builder_for(data_config, *, in_channels: int = 3, out_channels: int = 3) -> 
     a_channels, b_channels = in_channels, out_channels
     if data_config.direction == 'BtoA':
       a_channels, b_channels = b_channels, a_channels
-    layout = FOLDER_MODES[dataset]
+    layout = sources.FOLDER_LAYOUTS[dataset]
     stem = re.sub(r'[^a-z0-9]+', '_', os.path.basename(source.rstrip('/')).lower())[:32]
     config = Pix2PixConfig(
         name=f'{layout}_{stem.strip("_") or "data"}_{sources.fingerprint(source)}'
@@ -220,7 +219,7 @@ def builder_for(data_config, *, in_channels: int = 3, out_channels: int = 3) -> 
         description=f'Your {layout} images from {source}.')
   else:
     raise DataError(f'config.data.dataset is {dataset!r}; expected one of '
-                    f'{", ".join([*sources.OFFICIAL, "blue_marble", *FOLDER_MODES])}')
+                    f'{", ".join(sources.DATASETS)}')
   manual_dir = None
   if dataset in sources.OFFICIAL and data_config.source:
     manual_dir = os.path.abspath(os.path.expanduser(data_config.source))
@@ -233,7 +232,6 @@ def prepare(data_config, *, in_channels: int = 3, out_channels: int = 3) -> Pix2
   """Returns the builder for `config.data`, preparing the dataset first if needed."""
   builder = builder_for(data_config, in_channels=in_channels, out_channels=out_channels)
   if not builder.is_prepared():
-    sources.BadFiles(data_config.on_bad_file)  # Validate the policy before any work.
     # TFDS names an extraction after the archive's file name only and reuses it when it
     # exists, so a replaced archive, or another one of the same name, would be read from a
     # stale copy. A fresh folder per preparation, deleted afterwards (the prepared records

@@ -16,7 +16,6 @@ Images may be any size; the input pipeline resizes them. Colour images are decod
 channel three times would silently hide a wrong dataset or a wrong `model.in_channels`.
 """
 
-import dataclasses
 import hashlib
 import io
 import logging
@@ -25,56 +24,20 @@ import re
 
 from PIL import Image
 
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.ppm', '.tif', '.tiff', '.webp')
-_GRAY_MODES = ('1', 'L', 'LA', 'La', 'I', 'I;16', 'I;16B', 'I;16L', 'F')
+from p2p_jax import image_io
+from p2p_jax.datasets.catalog import (BAD_FILE_POLICIES, DATASETS, EMBEDDED,  # noqa: F401
+                                      FOLDER_LAYOUTS, OFFICIAL, DataError, Official)
+from p2p_jax.image_io import IMAGE_EXTENSIONS, list_images
+
 _SPLIT_NAME = re.compile(r'^[A-Za-z0-9_]+$')
 # Folders that archivers add and that are never splits.
 _IGNORED_DIRS = ('__MACOSX',)
-
-
-class DataError(ValueError):
-  """A dataset that cannot be used; the message names the file, the problem, the fix."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Official:
-  """One of the datasets released with the paper (all in the aligned A|B format)."""
-  name: str
-  splits: tuple[str, ...]
-  size_mb: int  # Archive size, to tell the user what they are about to download.
-  description: str
-
-  @property
-  def url(self) -> str:
-    return f'http://efrosgans.eecs.berkeley.edu/pix2pix/datasets/{self.name}.tar.gz'
-
-  @property
-  def archive(self) -> str:
-    return f'{self.name}.tar.gz'
-
-
-OFFICIAL = {o.name: o for o in (
-    Official('facades', ('train', 'val', 'test'), 30,
-             'CMP Facades: 400 train images; A = photo, B = label map.'),
-    Official('cityscapes', ('train', 'val'), 100,
-             'Cityscapes: 2975 train images; A = photo, B = label map.'),
-    Official('maps', ('train', 'val'), 250,
-             'Google Maps: 1096 train images; A = aerial photo, B = map.'),
-    Official('edges2shoes', ('train', 'val'), 2200,
-             'UT Zappos50K: ~50k train images; A = HED edges, B = photo.'),
-    Official('edges2handbags', ('train', 'val'), 8600,
-             'iGAN handbags: ~137k train images; A = HED edges, B = photo.'),
-    Official('night2day', ('train', 'val', 'test'), 1900,
-             'Transient Attributes webcams: 17,823 train images; A = night, B = day.'),
-)}
 
 
 class BadFiles:
   """Applies config.data.on_bad_file: 'error' raises at once, 'skip' counts and goes on."""
 
   def __init__(self, on_bad_file: str):
-    if on_bad_file not in ('error', 'skip'):
-      raise DataError(f"config.data.on_bad_file is {on_bad_file!r}; expected 'error' or 'skip'")
     self.on_bad_file = on_bad_file
     self.skipped: list[str] = []  # One 'file: problem' line per skipped file.
 
@@ -88,13 +51,6 @@ class BadFiles:
 def is_archive(path: str) -> bool:
   return os.path.isfile(path) and path.lower().endswith(
       ('.tar', '.tar.gz', '.tgz', '.tar.bz2', '.tbz2', '.tar.xz', '.zip'))
-
-
-def list_images(folder: str) -> list[str]:
-  """Image files directly inside `folder`, sorted (hidden files ignored)."""
-  return sorted(f for f in os.listdir(folder)
-                if not f.startswith('.') and f.lower().endswith(IMAGE_EXTENSIONS)
-                and os.path.isfile(os.path.join(folder, f)))
 
 
 def _subdirs(folder: str) -> list[str]:
@@ -163,25 +119,18 @@ def fingerprint(path: str) -> str:
 def open_image(path: str) -> Image.Image:
   """Decodes an image fully (a truncated file fails here, not later in tf.data)."""
   try:
-    image = Image.open(path)
-    image.load()
-  except Exception as e:  # pylint: disable=broad-except  # PIL raises many types.
-    raise DataError(f'{path}: cannot decode image ({type(e).__name__}: {e}); expected a '
-                    'complete JPEG/PNG file') from e
-  return image
+    return image_io.open_image(path)
+  except image_io.ImageError as e:
+    raise DataError(str(e)) from e
 
 
 def to_channels(image: Image.Image, channels: int, path: str, what: str) -> Image.Image:
-  """Converts to 'L' (1 channel) or 'RGB' (3); a grayscale image where 3 are wanted is bad."""
-  gray = image.mode in _GRAY_MODES
-  if channels == 3 and gray:
+  """Converts to 'L' (1 channel) or 'RGB' (3). A grayscale image where 3 are wanted is a bad
+  file: repeating its channel would hide a wrong dataset or a wrong model.in_channels."""
+  if channels == 3 and image.mode in image_io.GRAY_MODES:
     raise DataError(f'{path}: {what} is grayscale (mode {image.mode}) but the config expects '
                     '3 channels; set model.in_channels/out_channels to 1 or convert the image')
-  if channels == 1:
-    return image.convert('L')
-  if channels != 3:
-    raise DataError(f'{channels} channels requested; only 1 and 3 are supported')
-  return image.convert('RGB')
+  return image.convert('L' if channels == 1 else 'RGB')
 
 
 def png_bytes(image: Image.Image) -> bytes:

@@ -1,11 +1,12 @@
-"""pix2pix networks: the U-Net generator and the PatchGAN discriminator.
+"""The pix2pix networks as the paper describes them: the U-Net generator and the PatchGAN
+discriminator, built from the layers in `layers.py`.
 
-`create_generator` / `create_discriminator` build them from a config's `model` block.
+`p2p_jax.networks` builds them from a config (names, compute dtype, and the convolutions
+`p2p_jax.kernels` picks for the backend).
 """
 
-from p2p_jax.models.factory import create_discriminator, create_generator, GENERATORS
 from p2p_jax.models.patchgan import PatchGAN, layer_specs, receptive_field
-from p2p_jax.models.unet import UNet, dropout_layers
+from p2p_jax.models.unet import DROPOUT_PLACEMENTS, GENERATORS, UNet, dropout_layers
 
 __all__ = ['UNet', 'PatchGAN', 'layer_specs', 'receptive_field', 'dropout_layers',
-           'create_generator', 'create_discriminator', 'GENERATORS']
+           'GENERATORS', 'DROPOUT_PLACEMENTS']

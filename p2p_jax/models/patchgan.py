@@ -6,7 +6,7 @@ ablation) and outputs a map of logits, one per patch; its loss averages over the
 1 = 16x16, 2 = 34x34, 3 = 70x70 (default), 4 = 142x142, 5 = 286x286 ("ImageGAN" at 256 px).
 """
 
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -53,7 +53,7 @@ class PatchGAN(nn.Module):
     norm: 'batch', 'instance' or 'none'; never on the first layer.
     bn_axis_name: mapped axis over which BatchNorm averages statistics (None: per device).
     dtype: compute dtype; logits are returned in float32.
-    conv_impl: how convolutions are computed (layers.CONV_IMPLS); same parameters.
+    conv: the layer module (layers.Conv, possibly with a faster `op`, see p2p_jax.kernels).
   """
   n_layers: int = 3
   ndf: int = 64
@@ -62,7 +62,7 @@ class PatchGAN(nn.Module):
   norm: str = 'batch'
   bn_axis_name: str | None = None
   dtype: Any = jnp.float32
-  conv_impl: str = 'auto'
+  conv: Callable[..., nn.Module] = layers.Conv
 
   def check_input(self, x_shape, y_shape) -> None:
     """Raises ValueError naming the expected and given shapes when (x, y) do not fit."""
@@ -95,9 +95,8 @@ class PatchGAN(nn.Module):
         h = nn.leaky_relu(h, 0.2)
       # PixelGAN's last conv follows the reference: no bias when BatchNorm is used.
       has_bias = first or (last and self.n_layers > 0) or bias
-      h = layers.Conv(features, kernel, stride, padding, use_bias=has_bias, dtype=self.dtype,
-                      impl=self.conv_impl,
-                      name=f'conv{i + 1}')(h)
+      h = self.conv(features, kernel, stride, padding, use_bias=has_bias, dtype=self.dtype,
+                    name=f'conv{i + 1}')(h)
       if not first and not last:
         norm = layers.norm_layer(self.norm, train=train, axis_name=self.bn_axis_name,
                                  dtype=self.dtype, name=f'conv{i + 1}_norm')

@@ -12,13 +12,25 @@ Activations follow the PyTorch reference's pre-activation order: each encoder co
 first reads LeakyReLU(previous output), each decoder conv reads ReLU(its input).
 """
 
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from p2p_jax.models import layers
+
+
+# name -> (depth, skips). unet_256 / unet_128 are the paper's and the PyTorch reference's;
+# encoder_decoder_* is the paper's no-skip ablation (Table 2); the 32 and 64 px variants
+# exist for fast tests and demos. The number is the smallest image side the network takes.
+GENERATORS = {
+    f'{kind}_{2 ** depth}': (depth, kind == 'unet')
+    for kind in ('unet', 'encoder_decoder') for depth in (5, 6, 7, 8)
+}
+
+# Where the decoder's dropout sits: name -> its first decoder layer.
+DROPOUT_PLACEMENTS = {'paper': 1, 'pytorch': 2}
 
 
 def dropout_layers(depth: int, placement: str) -> tuple[int, ...]:
@@ -28,12 +40,8 @@ def dropout_layers(depth: int, placement: str) -> tuple[int, ...]:
   and its Lua code); 'pytorch' one layer further out (d2-d4, junyanz/pytorch-CycleGAN-and-
   pix2pix, whose innermost block has none). Same count, so the same parameters.
   """
-  n = max(depth - 5, 0)
-  if placement == 'paper':
-    return tuple(range(1, n + 1))
-  if placement == 'pytorch':
-    return tuple(range(2, n + 2))
-  raise ValueError(f"dropout_placement must be 'paper' or 'pytorch', got {placement!r}")
+  first = DROPOUT_PLACEMENTS[placement]
+  return tuple(range(first, first + max(depth - 5, 0)))
 
 
 class UNet(nn.Module):
@@ -51,7 +59,8 @@ class UNet(nn.Module):
     skips: False gives the paper's encoder-decoder ablation (Table 2).
     bn_axis_name: mapped axis over which BatchNorm averages statistics (None: per device).
     dtype: compute dtype; parameters are float32 either way.
-    conv_impl: how convolutions are computed (layers.CONV_IMPLS); same parameters.
+    conv, conv_transpose: the encoder's and decoder's layer modules (layers.Conv and
+      layers.ConvTranspose4x4, possibly with a faster `op`, see p2p_jax.kernels).
   """
   depth: int = 8
   ngf: int = 64
@@ -64,7 +73,8 @@ class UNet(nn.Module):
   skips: bool = True
   bn_axis_name: str | None = None
   dtype: Any = jnp.float32
-  conv_impl: str = 'auto'
+  conv: Callable[..., nn.Module] = layers.Conv
+  conv_transpose: Callable[..., nn.Module] = layers.ConvTranspose4x4
 
   def check_input(self, shape: tuple[int, ...]) -> None:
     """Raises ValueError unless `shape` is [N, H, W, in_channels] with H, W % 2**depth == 0."""
@@ -100,11 +110,10 @@ class UNet(nn.Module):
 
     # Encoder. The first and the innermost (bottleneck) layers have no normalisation;
     # with BatchNorm the reference gives neither a bias either.
-    h = layers.Conv(widths[0], use_bias=bias, dtype=dt, impl=self.conv_impl, name='enc1')(x)
+    h = self.conv(widths[0], use_bias=bias, dtype=dt, name='enc1')(x)
     skips = [h]
     for i in range(1, self.depth):
-      h = layers.Conv(widths[i], use_bias=bias, dtype=dt, impl=self.conv_impl,
-                      name=f'enc{i + 1}')(
+      h = self.conv(widths[i], use_bias=bias, dtype=dt, name=f'enc{i + 1}')(
           nn.leaky_relu(h, 0.2))
       if i < self.depth - 1:
         h = normed(h, f'enc{i + 1}_norm')
@@ -115,14 +124,12 @@ class UNet(nn.Module):
     with_dropout = dropout_layers(self.depth, self.dropout_placement) if self.dropout else ()
     for k in range(1, self.depth):
       out_width = widths[self.depth - 1 - k]
-      h = layers.ConvTranspose4x4(out_width, use_bias=bias, dtype=dt,
-                                  impl=self.conv_impl, name=f'dec{k}')(
-          nn.relu(h))
+      h = self.conv_transpose(out_width, use_bias=bias, dtype=dt, name=f'dec{k}')(nn.relu(h))
       h = normed(h, f'dec{k}_norm')
       if k in with_dropout:
         h = nn.Dropout(self.dropout_rate, deterministic=not train, name=f'dec{k}_dropout')(h)
       if self.skips:
         h = jnp.concatenate([skips[self.depth - 1 - k], h], axis=-1)
-    h = layers.ConvTranspose4x4(self.out_channels, use_bias=True, dtype=dt, impl=self.conv_impl,
-                                name=f'dec{self.depth}')(nn.relu(h))
+    h = self.conv_transpose(self.out_channels, use_bias=True, dtype=dt,
+                            name=f'dec{self.depth}')(nn.relu(h))
     return jnp.tanh(h.astype(jnp.float32))

@@ -1,1 +1,0 @@
-../configs/default.py

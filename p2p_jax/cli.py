@@ -1,0 +1,88 @@
+"""What the command-line tools that read a trained model share: flags and errors.
+
+`evaluate`, `translate` and `export` (and `main`, through absl's app) use absl flags:
+`--name=value` or `--name value`, every flag with its help text and default in `--help`.
+Each tool defines its flags on its own FlagValues (not absl's global FLAGS), so the tools
+can be imported and called from one Python process (tests, notebooks) without clashing.
+Errors the user can fix (a missing workdir, a bad checkpoint name, an unreadable image)
+end the tool with one line on stderr and exit status 2, never a stack trace.
+"""
+
+import sys
+from typing import Callable
+
+from absl import flags
+
+from p2p_jax import inference, workdirs
+
+USAGE_ERROR = 2
+
+
+class UsageError(ValueError):
+  """A flag value that cannot be used; the message names the flag."""
+
+
+def checkpoint_choice(value: str):
+  """--checkpoint's value: 'latest', 'best' or a step number (int)."""
+  if value in ('latest', 'best'):
+    return value
+  if value.isdigit():
+    return int(value)
+  raise UsageError(f"--checkpoint must be 'latest', 'best' or a step number, got {value!r}")
+
+
+def define_generator_flags(fv: flags.FlagValues, *, mode_default: str | None = None,
+                           sampling: bool = True) -> None:
+  """--workdir, --checkpoint, --mode and, with `sampling`, --bn_scope and --seed."""
+  flags.DEFINE_string('workdir', None, 'workdir the model was trained into '
+                      '(python -m p2p_jax.main --workdir=...)', flag_values=fv, required=True)
+  flags.DEFINE_string('checkpoint', 'latest', "which checkpoint: 'latest', 'best' (lowest "
+                      'validation L1) or a step number', flag_values=fv)
+  flags.DEFINE_enum('mode', mode_default, inference.MODES,
+                    "'paper' (dropout on, BatchNorm with test statistics, as the paper) or "
+                    "'eval' (running averages, no dropout)"
+                    + ("; default: the config's inference_mode" if mode_default is None
+                       else ''), flag_values=fv)
+  if sampling:
+    flags.DEFINE_enum('bn_scope', 'image', inference.BN_SCOPES,
+                      "paper mode: BatchNorm statistics of each 'image' (as the reference's "
+                      "batch-1 test) or of the whole 'batch'", flag_values=fv)
+    flags.DEFINE_integer('seed', 0, 'seed of the dropout keys (paper mode): image i of a run '
+                         'uses fold_in(PRNGKey(seed), i)', flag_values=fv)
+
+
+def load_generator(args) -> inference.TrainedGenerator:
+  """The generator the generator flags name."""
+  kwargs = {'bn_scope': args.bn_scope} if 'bn_scope' in args else {}
+  return workdirs.load_generator(args.workdir, checkpoint_choice(args.checkpoint),
+                                 args.mode, **kwargs)
+
+
+def parse(argv: list[str], define: Callable[[flags.FlagValues], None], prog: str,
+          doc: str) -> flags.FlagValues:
+  """Parsed flags of one tool; --help prints `doc` and the flags, and exits 0."""
+  fv = flags.FlagValues()
+  define(fv)
+  if any(a in ('-h', '--help', '--helpshort', '--helpfull', '-?') for a in argv):
+    print(f'{doc.strip()}\n\nFlags of python -m {prog}:\n'
+          f'{fv.get_help(include_special_flags=False)}')
+    raise SystemExit(0)
+  try:
+    rest = fv([prog, *argv])
+  except flags.Error as e:
+    print(f'{prog}: error: {e} (python -m {prog} --help lists the flags)', file=sys.stderr)
+    raise SystemExit(USAGE_ERROR) from None
+  if len(rest) > 1:
+    print(f'{prog}: error: unexpected arguments {rest[1:]} (flags are --name=value)',
+          file=sys.stderr)
+    raise SystemExit(USAGE_ERROR)
+  return fv
+
+
+def run(prog: str, fn: Callable[[], int]) -> int:
+  """fn()'s exit status; an error the user can fix becomes one line and status 2."""
+  try:
+    return fn()
+  except (ValueError, FileNotFoundError, PermissionError) as e:
+    print(f'{prog}: error: {e}', file=sys.stderr)
+    return USAGE_ERROR

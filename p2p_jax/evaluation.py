@@ -1,0 +1,58 @@
+"""Scoring a generator on a dataset split: the one loop of validation and evaluation.
+
+The trainer's periodic validation and `python -m p2p_jax.evaluate` both run `score`: the
+same images in the same order get the same dropout keys (image i: fold_in(PRNGKey(seed),
+i), see p2p_jax.inference), so a checkpoint's validation L1 and its evaluated L1 agree.
+What each caller does with the outputs (sample grids, result pages) it does in `on_batch`.
+"""
+
+import functools
+from typing import Callable, Iterable
+
+import jax
+import numpy as np
+
+from p2p_jax import metrics as metrics_lib, parallel
+
+METRICS = ('l1', 'psnr', 'ssim')
+_METRIC_FNS = {'l1': metrics_lib.l1, 'psnr': metrics_lib.psnr, 'ssim': metrics_lib.ssim}
+
+
+@functools.partial(jax.jit, static_argnames='names')
+def _per_image(output, target, names):
+  return {name: _METRIC_FNS[name](output, target) for name in names}
+
+
+def score(generator, batches: Iterable[dict], *, limit: int = -1, seed: int = 0,
+          metrics: tuple[str, ...] = METRICS,
+          on_batch: Callable[[int, dict, np.ndarray, dict], None] | None = None) -> dict:
+  """Translates and scores every batch; returns the mean of each metric and the count.
+
+  generator: an inference.TrainedGenerator.
+  batches: {'input': [B,H,W,Cin], 'target': [B,H,W,Cout]} in [-1, 1] (any other keys, e.g.
+    'name', are cut to the same images and passed on), e.g. input_pipeline.numpy_batches.
+  limit: stop after this many images of this process (-1: all).
+  on_batch(index of its first image, batch, outputs, per-image scores as numpy arrays).
+  With several processes each scores its own batches and the means are over the images of
+  all processes, so every process returns the same numbers ({'num_images': 0} if none).
+  """
+  sums, index = np.zeros(len(metrics), np.float64), 0
+  for batch in batches:
+    if 0 <= limit <= index:
+      break
+    n = len(batch['input']) if limit < 0 else min(len(batch['input']), limit - index)
+    batch = {k: v[:n] for k, v in batch.items()}
+    out = generator.apply(batch['input'], seed=seed, indices=np.arange(index, index + n))
+    per_image = {k: np.asarray(v) for k, v in
+                 _per_image(out, np.asarray(batch['target'], np.float32), metrics).items()}
+    sums += [per_image[name].sum() for name in metrics]
+    if on_batch is not None:
+      on_batch(index, batch, out, per_image)
+    index += n
+  # All processes must agree: the scores rank checkpoints, a decision taken on every process.
+  totals = parallel.sum_over_processes(np.append(sums, index))
+  count = int(totals[-1])
+  if not count:
+    return {'num_images': 0}
+  return {'num_images': count, **{name: float(totals[i] / count)
+                                  for i, name in enumerate(metrics)}}

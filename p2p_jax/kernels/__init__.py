@@ -1,0 +1,108 @@
+"""Faster computations of the paper's two convolutions, chosen once per backend.
+
+`p2p_jax.models` defines the networks with the plain convolutions of `models/layers.py`.
+This package holds other ways to compute exactly those functions (`forms.py`,
+`winograd.py`), and `convolutions(impl, backend)` picks the pair the networks are handed:
+
+  'xla'     the definitions themselves (XLA's convolution ops);
+  'auto'    'xla' on GPU and TPU; on CPU, per layer and shape, the form measured fastest
+            there (`cpu_conv_form`, `cpu_conv_transpose_form`);
+  others    one form for every layer (benchmarks and comparisons).
+
+Every form takes and returns the same arrays from the same HWIO kernels, so parameters,
+checkpoints and results (up to float rounding) do not depend on the choice. Why XLA:CPU
+needs this, and every number behind the thresholds below: benchmarks/README.md, "How
+convolutions are computed".
+"""
+
+from typing import Callable, NamedTuple
+
+import jax
+import numpy as np
+
+from p2p_jax.kernels import forms
+
+
+class Convolutions(NamedTuple):
+  """What the networks compute their convolutions with (see models/layers.py)."""
+  conv2d: Callable          # (x, kernel, stride, padding) -> y
+  conv_transpose: Callable  # (x, kernel) -> y, PyTorch's ConvTranspose2d(4, 2, 1)
+
+
+# name -> (conv form, transposed conv form). For plain convs 'xla_convgrad' and
+# 'xla_adjoint' are XLA's own op (its gradients already are convs) and 'taps' is 'gemm'.
+FORMS = {
+    'xla': (forms.conv_xla, forms.convt_xla),
+    'gemm': (forms.conv_gemm, forms.convt_subpixel),
+    'xla_gemmgrad': (forms.conv_xla_gemmgrad, forms.convt_xla_gemmgrad),
+    'xla_convgrad': (forms.conv_xla, forms.convt_xla_convgrad),
+    'xla_adjoint': (forms.conv_xla, forms.convt_xla_adjoint),
+    'taps': (forms.conv_gemm, forms.convt_taps),
+    'winograd': (forms.conv_winograd, forms.convt_winograd),
+}
+IMPLS = ('auto', *FORMS)
+
+# The CPU rule's thresholds (benchmarks/README.md has the per-layer timings behind them).
+# GEMM forms need enough output columns to amortise their im2col copy.
+CPU_GEMM_MIN_FEATURES = 64
+# Convs on inputs this large keep XLA's forward (their GEMM patches would be big).
+CPU_RECOMPUTE_MIN_SIZE = 128
+# Transposed convs with at most this many input rows (batch x height x width) read their
+# 16-32 MB kernel as stored ('taps') rather than copying it into the sub-pixel layout.
+CPU_TAPS_MAX_ROWS = 64
+# Winograd pays for its transforms from this many output pixels x batch (stride-2 convs
+# with this many input channels; every stride-1 conv).
+CPU_WINOGRAD_MIN_ROWS = 1024
+CPU_WINOGRAD_MIN_IN_FEATURES = 64
+
+
+def _known(dim):
+  """An int dimension as it is; None for symbolic (shape-polymorphic export) ones."""
+  return dim if isinstance(dim, (int, np.integer)) else None
+
+
+def cpu_conv_form(x_shape, kernel_shape, stride: int, padding: int) -> str:
+  """The form 'auto' runs on CPU for one conv layer (input NHWC, kernel HWIO).
+
+  Unknown (symbolic) sizes count as large and never choose 'winograd'.
+  """
+  n, h, w, cin = x_shape
+  k, cout = kernel_shape[0], kernel_shape[-1]
+  rows = _known(n * ((h + 2 * padding - k) // stride + 1) * ((w + 2 * padding - k) // stride + 1))
+  size = _known(h)
+  if cout < CPU_GEMM_MIN_FEATURES:
+    return 'xla'
+  wide = cin >= CPU_WINOGRAD_MIN_IN_FEATURES
+  if k > 1 and rows is not None and (
+      stride == 1 or (wide and rows >= CPU_WINOGRAD_MIN_ROWS)):
+    return 'winograd'
+  return 'xla_gemmgrad' if size is None or size >= CPU_RECOMPUTE_MIN_SIZE else 'gemm'
+
+
+def cpu_conv_transpose_form(x_shape, kernel_shape) -> str:
+  """The form 'auto' runs on CPU for one transposed conv layer (never 'winograd': faster
+  alone, slower within the training step, with twice the scratch memory)."""
+  n, h, w, _ = x_shape
+  rows = _known(n * h * w)
+  if kernel_shape[-1] < CPU_GEMM_MIN_FEATURES:
+    return 'xla_convgrad'
+  return 'taps' if rows is not None and rows <= CPU_TAPS_MAX_ROWS else 'gemm'
+
+
+def _cpu_conv(x, kernel, stride, padding):
+  form = cpu_conv_form(x.shape, kernel.shape, stride, padding)
+  return FORMS[form][0](x, kernel, stride, padding)
+
+
+def _cpu_conv_transpose(x, kernel):
+  return FORMS[cpu_conv_transpose_form(x.shape, kernel.shape)][1](x, kernel)
+
+
+def convolutions(impl: str = 'auto', backend: str | None = None) -> Convolutions:
+  """The convolutions to build the networks with: `impl` (one of IMPLS) on `backend`
+  (default: JAX's default backend)."""
+  if impl == 'auto':
+    if (backend or jax.default_backend()) == 'cpu':
+      return Convolutions(_cpu_conv, _cpu_conv_transpose)
+    impl = 'xla'
+  return Convolutions(*FORMS[impl])
