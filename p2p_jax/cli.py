@@ -13,7 +13,7 @@ from typing import Callable
 
 from absl import flags
 
-from p2p_jax import inference, workdirs
+from p2p_jax import compile_cache, inference, workdirs
 
 USAGE_ERROR = 2
 
@@ -33,7 +33,8 @@ def checkpoint_choice(value: str):
 
 def define_generator_flags(fv: flags.FlagValues, *, mode_default: str | None = None,
                            sampling: bool = True) -> None:
-  """--workdir, --checkpoint, --mode and, with `sampling`, --bn_scope and --seed."""
+  """--workdir, --checkpoint, --mode and, for tools that run the generator (`sampling`),
+  --bn_scope, --seed and --compilation_cache."""
   flags.DEFINE_string('workdir', None, 'workdir the model was trained into '
                       '(python -m p2p_jax.main --workdir=...)', flag_values=fv, required=True)
   flags.DEFINE_string('checkpoint', 'latest', "which checkpoint: 'latest', 'best' (lowest "
@@ -44,6 +45,7 @@ def define_generator_flags(fv: flags.FlagValues, *, mode_default: str | None = N
                     + ("; default: the config's inference_mode" if mode_default is None
                        else ''), flag_values=fv)
   if sampling:
+    define_compilation_cache_flag(fv)
     flags.DEFINE_enum('bn_scope', 'image', inference.BN_SCOPES,
                       "paper mode: BatchNorm statistics of each 'image' (as the reference's "
                       "batch-1 test) or of the whole 'batch'", flag_values=fv)
@@ -51,8 +53,16 @@ def define_generator_flags(fv: flags.FlagValues, *, mode_default: str | None = N
                          'uses fold_in(PRNGKey(seed), i)', flag_values=fv)
 
 
+def define_compilation_cache_flag(fv: flags.FlagValues) -> None:
+  flags.DEFINE_string('compilation_cache', '', "folder of JAX's persistent compilation "
+                      "cache (compiled programs reused by the next start); '' for the "
+                      "default (~/.cache/p2p_jax), 'none' to turn it off", flag_values=fv)
+
+
 def load_generator(args) -> inference.TrainedGenerator:
-  """The generator the generator flags name."""
+  """The generator the generator flags name (compilation cache on, as --compilation_cache
+  says)."""
+  compile_cache.enable(args.compilation_cache)
   kwargs = {'bn_scope': args.bn_scope} if 'bn_scope' in args else {}
   return workdirs.load_generator(args.workdir, checkpoint_choice(args.checkpoint),
                                  args.mode, **kwargs)

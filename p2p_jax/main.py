@@ -21,6 +21,9 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, samples and logs.')
 config_flags.DEFINE_config_file('config', None, 'Training configuration file.',
                                 lock_config=True)
+flags.DEFINE_string('compilation_cache', '', "Folder of JAX's persistent compilation cache "
+                    "(compiled programs reused by the next start); '' for the default "
+                    "(~/.cache/p2p_jax), 'none' to turn it off.")
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -52,7 +55,8 @@ def main(argv):
     # would bury the progress line. Warnings still show; --verbosity=0 shows everything.
     for name in ('absl', 'jax'):
       logging.getLogger(name).setLevel(logging.WARNING)
-  from p2p_jax import train  # pylint: disable=g-import-not-at-top (after flag parsing)
+  from p2p_jax import compile_cache, train  # pylint: disable=g-import-not-at-top
+  compile_cache.enable(FLAGS.compilation_cache)
   try:
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except (ValueError, FileNotFoundError, FloatingPointError, PermissionError) as e:

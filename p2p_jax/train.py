@@ -13,6 +13,7 @@ reached and returns; running the same command again continues it.
 import logging
 import signal
 import threading
+import time
 from typing import Callable, Iterable, Iterator
 
 import jax
@@ -139,17 +140,22 @@ def _run(config, workdir, ckpt, devices, local_batch, train_batches, eval_batche
   # buffers (1.8 -> 1.4 GB after compile + init at 256 px; benchmarks/README.md). The jitted
   # step reuses this executable.
   resume = ckpt.latest_step() is not None
+  compile_start = time.perf_counter()
   make_state = None if resume else jax.jit(init).lower().compile()
   channels = {'input': config.model.in_channels, 'target': config.model.out_channels}
   if runner.precompile(abstract, {k: np.zeros((local_batch, config.data.crop_size,
                                                config.data.crop_size, c), np.float32)
                                   for k, c in channels.items()}):
     host_memory.release_free_memory()
+  compile_s = time.perf_counter() - compile_start
   if resume:
     state = ckpt.restore(abstract)
     logging.info('resumed from step %d in %s', int(state.step), workdir)
   else:
     state = runner.put_state(make_state())
+  # The init's executable and its freed scratch (~0.3 GB at 256 px) are not needed again.
+  del make_state
+  host_memory.release_free_memory()
   start = int(state.step)
   if main:
     # Only now: a checkpoint that does not fit the config must leave config.json as it is.
@@ -189,6 +195,7 @@ def _run(config, workdir, ckpt, devices, local_batch, train_batches, eval_batche
     writer.scalars(step, scores)
     if first:
       writer.samples(step, *first[0], validator.metadata)
+    host_memory.release_free_memory()  # validation's scratch, before the next step's
     return scores
 
   # ---------------------------------------------------------------- loop
@@ -220,6 +227,11 @@ def _run(config, workdir, ckpt, devices, local_batch, train_batches, eval_batche
                                              'target': batch['target']})
         step += 1
         pending.append((step, step_metrics))
+        if step == start + 1 and main:
+          jax.block_until_ready(step_metrics)
+          print(f'p2p_jax: first step done {train_logging.seconds_since_process_start():.1f} s '
+                f'after start (compiling or loading compiled programs: {compile_s:.1f} s)',
+                flush=True)
         if step_hook is not None:
           step_hook(step)
         if parallel.process_count() > 1:

@@ -15,6 +15,23 @@ import numpy as np
 from p2p_jax import image_io, results_page, workdirs
 
 
+def seconds_since_process_start() -> float:
+  """Seconds since this process was started (before any re-execution: execve keeps the
+  start time), so start-up reports include the interpreter and the imports. Linux; elsewhere
+  the seconds since this module was imported."""
+  try:
+    with open('/proc/self/stat') as f:
+      start_ticks = int(f.read().rsplit(')', 1)[1].split()[19])
+    with open('/proc/uptime') as f:
+      uptime = float(f.read().split()[0])
+    return uptime - start_ticks / os.sysconf('SC_CLK_TCK')
+  except (OSError, ValueError, IndexError):
+    return time.perf_counter() - _IMPORTED
+
+
+_IMPORTED = time.perf_counter()
+
+
 def _format_duration(seconds: float) -> str:
   seconds = int(max(seconds, 0))
   h, rem = divmod(seconds, 3600)
