@@ -72,8 +72,9 @@ def _model(name: str) -> Pretrained:
 
 
 def url_for(name: str) -> str:
+  """<URL_BASE>/<name>.pth (or the base in $P2P_JAX_PRETRAINED_URL)."""
   _model(name)
-  return f'{os.environ.get(URL_ENV) or URL_BASE}'.rstrip('/') + f'/{name}.pth'
+  return (os.environ.get(URL_ENV) or URL_BASE).rstrip('/') + f'/{name}.pth'
 
 
 def config_for(name: str):
