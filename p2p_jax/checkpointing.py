@@ -324,20 +324,21 @@ class Checkpointer:
       return self._mgr.restore(s, args=args)[_ITEM]
     return self._read_first('latest' if step is None else step, read)[1]
 
-  def restore_generator(self, which='latest') -> tuple[int, dict]:
+  def restore_generator(self, which='latest', network: str = 'g') -> tuple[int, dict]:
     """(step, {'params', 'batch_stats'}) of the generator as host numpy arrays.
 
-    which: see `step_for`. Reads only the generator's arrays; no model or optimiser is
-    needed, so it serves inference of any checkpoint.
+    which: see `step_for`. Reads only the generator's arrays (network='d': the
+    discriminator's); no model or optimiser is needed, so it serves any checkpoint.
     """
     def read(s):
-      g = _saved_tree(self.directory / str(s) / _ITEM)['g']
-      wanted = {k: g[k] for k in ('params', 'batch_stats') if g.get(k)}
-      target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), {'g': wanted})
+      net = _saved_tree(self.directory / str(s) / _ITEM)[network]
+      wanted = {k: net[k] for k in ('params', 'batch_stats') if net.get(k)}
+      target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype),
+                            {network: wanted})
       restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
       args = ocp.args.Composite(**{_ITEM: ocp.args.PyTreeRestore(
           item=target, restore_args=restore_args, partial_restore=True)})
-      out = self._mgr.restore(s, args=args)[_ITEM]['g']
+      out = self._mgr.restore(s, args=args)[_ITEM][network]
       return {'params': out['params'], 'batch_stats': out.get('batch_stats', {})}
     return self._read_first(which, read)
 

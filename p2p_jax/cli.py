@@ -14,6 +14,7 @@ from typing import Callable
 from absl import flags
 
 from p2p_jax import compile_cache, inference, workdirs
+from p2p_jax.pytorch import files, pretrained
 
 USAGE_ERROR = 2
 
@@ -33,10 +34,9 @@ def checkpoint_choice(value: str):
 
 def define_generator_flags(fv: flags.FlagValues, *, mode_default: str | None = None,
                            sampling: bool = True) -> None:
-  """--workdir, --checkpoint, --mode and, for tools that run the generator (`sampling`),
-  --bn_scope, --seed and --compilation_cache."""
-  flags.DEFINE_string('workdir', None, 'workdir the model was trained into '
-                      '(python -m p2p_jax.main --workdir=...)', flag_values=fv, required=True)
+  """--workdir or --pretrained (+ --pretrained_dir), --checkpoint, --mode and, for tools
+  that run the generator (`sampling`), --bn_scope, --seed and --compilation_cache."""
+  define_model_flags(fv)
   flags.DEFINE_string('checkpoint', 'latest', "which checkpoint: 'latest', 'best' (lowest "
                       'validation L1) or a step number', flag_values=fv)
   flags.DEFINE_enum('mode', mode_default, inference.MODES,
@@ -59,13 +59,37 @@ def define_compilation_cache_flag(fv: flags.FlagValues) -> None:
                       "default (~/.cache/p2p_jax), 'none' to turn it off", flag_values=fv)
 
 
-def load_generator(args) -> inference.TrainedGenerator:
-  """The generator the generator flags name (compilation cache on, as --compilation_cache
-  says)."""
+def define_model_flags(fv: flags.FlagValues) -> None:
+  """--workdir or --pretrained (exactly one), and --pretrained_dir."""
+  flags.DEFINE_string('workdir', None, 'workdir the model was trained into '
+                      '(python -m p2p_jax.main --workdir=...) or converted into '
+                      '(python -m p2p_jax.convert)', flag_values=fv)
+  flags.DEFINE_enum('pretrained', None, list(pretrained.MODELS),
+                    "instead of --workdir: a generator the PyTorch reference publishes, "
+                    'converted once into --pretrained_dir (downloaded there on first use)',
+                    flag_values=fv)
+  flags.DEFINE_string('pretrained_dir', None, 'cache folder of --pretrained: <name>.pth and '
+                      f'the converted <name>/ workdir; default: {pretrained.default_dir()} '
+                      '($XDG_CACHE_HOME/p2p_jax/pretrained)', flag_values=fv)
+  flags.register_multi_flags_validator(
+      ['workdir', 'pretrained'], lambda v: bool(v['workdir']) != bool(v['pretrained']),
+      message='give --workdir=DIR or --pretrained=NAME (exactly one of them)', flag_values=fv)
+
+
+def workdir_of(args) -> str:
+  """--workdir, or the workdir of --pretrained (fetched and converted on first use)."""
+  if args.pretrained:
+    return pretrained.workdir_for(args.pretrained, args.pretrained_dir)
+  return args.workdir
+
+
+def load_generator(args, workdir: str | None = None) -> inference.TrainedGenerator:
+  """The generator the generator flags name (from `workdir` if already resolved), with
+  the compilation cache on as --compilation_cache says."""
   compile_cache.enable(args.compilation_cache)
   kwargs = {'bn_scope': args.bn_scope} if 'bn_scope' in args else {}
-  return workdirs.load_generator(args.workdir, checkpoint_choice(args.checkpoint),
-                                 args.mode, **kwargs)
+  return workdirs.load_generator(workdir or workdir_of(args),
+                                 checkpoint_choice(args.checkpoint), args.mode, **kwargs)
 
 
 def parse(argv: list[str], define: Callable[[flags.FlagValues], None], prog: str,
@@ -93,6 +117,6 @@ def run(prog: str, fn: Callable[[], int]) -> int:
   """fn()'s exit status; an error the user can fix becomes one line and status 2."""
   try:
     return fn()
-  except (ValueError, FileNotFoundError, PermissionError) as e:
+  except (ValueError, FileNotFoundError, PermissionError, files.TorchMissingError) as e:
     print(f'{prog}: error: {e}', file=sys.stderr)
     return USAGE_ERROR

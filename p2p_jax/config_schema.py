@@ -83,8 +83,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.optim.lr = 2e-4
   config.optim.b1 = 0.5
   config.optim.b2 = 0.999
-  # 'linear_decay': constant for `constant_epochs`, then linear to 0 over `decay_epochs`
-  # (PyTorch reference, 100 + 100). 'constant': constant for all epochs (Lua code).
+  # 'linear_decay': the PyTorch reference's 100 + 100 as its train.py runs it since mid-2020
+  # (scheduler stepped at the start of each epoch): lr for `constant_epochs` - 1 epochs,
+  # then `decay_epochs` + 1 linearly decaying ones, the last at lr 0.
+  # 'linear_decay_epoch_end': stepped at the end of each epoch (the reference before
+  # mid-2020, and p2p_jax before): lr for `constant_epochs`, the last epoch at lr / 101.
+  # 'constant': lr for all epochs (Lua code). See p2p_jax/schedules.py.
   config.optim.schedule = 'linear_decay'
   config.optim.constant_epochs = 100
   config.optim.decay_epochs = 100

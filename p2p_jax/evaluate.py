@@ -127,18 +127,19 @@ def parse_args(argv):
 
 def run(args) -> dict:
   """Loads the workdir's model and dataset split and calls `evaluate_batches`."""
-  generator = cli.load_generator(args)
-  config = workdirs.load_config(args.workdir)
+  workdir = cli.workdir_of(args)
+  generator = cli.load_generator(args, workdir)
+  config = workdirs.load_config(workdir)
   split = args.split or config.data.eval_split
   out_dir = args.out_dir or os.path.join(
-      args.workdir, workdirs.EVAL, f'{split}_step{generator.step}_{generator.mode}')
+      workdir, workdirs.EVAL, f'{split}_step{generator.step}_{generator.mode}')
   from p2p_jax import input_pipeline  # pylint: disable=import-outside-toplevel (pulls TF)
   batches = input_pipeline.numpy_batches(
       config.data, split, batch_size=args.batch_size, train=False, seed=args.seed,
       process_index=0, process_count=1, in_channels=config.model.in_channels,
       out_channels=config.model.out_channels)
   header = {'split': split, 'dataset': config.data.dataset, 'direction': config.data.direction,
-            'workdir': os.path.abspath(args.workdir)}
+            'workdir': os.path.abspath(workdir)}
   summary = evaluate_batches(generator, batches, out_dir, seed=args.seed,
                              max_images=args.num_images, header=header,
                              grid_rows=args.grid_rows)

@@ -122,10 +122,11 @@ def main(argv=None) -> int:
   args = parse_args(sys.argv[1:] if argv is None else argv)
 
   def run():
-    config = workdirs.load_config(args.workdir)
+    workdir = cli.workdir_of(args)
+    config = workdirs.load_config(workdir)
     step, variables = workdirs.load_generator_variables(
-        args.workdir, cli.checkpoint_choice(args.checkpoint))
-    out_dir = args.out_dir or os.path.join(args.workdir, f'saved_model_{args.mode}')
+        workdir, cli.checkpoint_choice(args.checkpoint))
+    out_dir = args.out_dir or os.path.join(workdir, f'saved_model_{args.mode}')
     export_saved_model(config, variables, out_dir, args.mode, args.image_size, step=step,
                        platforms=tuple(args.platforms))
     print(f'SavedModel ({args.mode} mode, checkpoint step {step}) written to {out_dir}')

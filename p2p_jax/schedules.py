@@ -1,16 +1,28 @@
 """Learning-rate schedules of the two official pix2pix codes.
 
 'constant': the Lua code keeps lr fixed for all 200 epochs.
-'linear_decay': the PyTorch reference keeps lr fixed for `constant_epochs` (100) and then
-decays it linearly over `decay_epochs` (100); with epochs as the unit it steps once per
-epoch exactly as that code (factor 1 - max(0, e + 1 - constant) / (decay + 1) in epoch e,
-0-based), with steps as the unit it decays every step and reaches 0.
+'linear_decay' (default): the PyTorch reference's 100 + 100 as its train.py runs it since
+mid-2020: LambdaLR with factor 1 - max(0, k + 1 - constant) / (decay + 1) after k scheduler
+steps, stepped at the START of every epoch (`model.update_learning_rate()` before the
+epoch's iterations). Epoch e (0-based) therefore runs at factor
+1 - max(0, e + 2 - constant) / (decay + 1): the first constant - 1 epochs at lr, then
+decay + 1 decaying ones, the last of them at lr 0.
+'linear_decay_epoch_end': the same LambdaLR stepped at the END of every epoch, as the
+reference's train.py did until mid-2020 (the commit 032e884 era) and p2p_jax did before:
+factor 1 - max(0, e + 1 - constant) / (decay + 1), constant epochs at lr, the last at
+lr / (decay + 1). Both are tested epoch by epoch against torch's LambdaLR
+(tests/test_schedules.py).
+With steps as the unit (optim.constant_steps / decay_steps) both decay every step to 0.
 """
 
 import jax.numpy as jnp
 import optax
 
-SCHEDULES = ('constant', 'linear_decay')
+SCHEDULES = ('constant', 'linear_decay', 'linear_decay_epoch_end')
+
+# How many scheduler steps the reference has taken when epoch e (0-based) runs: e + 1 when
+# it steps at the start of each epoch, e when at the end.
+_STEPS_BEFORE_EPOCH = {'linear_decay': 1, 'linear_decay_epoch_end': 0}
 
 
 def create_schedule(optim_config, steps_per_epoch: int) -> optax.Schedule:
@@ -32,9 +44,11 @@ def create_schedule(optim_config, steps_per_epoch: int) -> optax.Schedule:
   if steps_per_epoch < 1:
     raise ValueError(f'steps_per_epoch must be >= 1, got {steps_per_epoch}')
   constant, decay = optim_config.constant_epochs, optim_config.decay_epochs
+  shift = _STEPS_BEFORE_EPOCH[optim_config.schedule]
 
   def per_epoch(step):
-    epoch = step // steps_per_epoch
-    factor = 1.0 - jnp.maximum(0, epoch + 1 - constant) / (decay + 1.0)
+    # The reference's lambda_rule(k) with k scheduler steps taken (epoch_count 1).
+    k = step // steps_per_epoch + shift
+    factor = 1.0 - jnp.maximum(0, k + 1 - constant) / (decay + 1.0)
     return lr * jnp.maximum(factor, 0.0)
   return per_epoch

@@ -45,18 +45,22 @@ def _variables(module, key, *args):
 
 
 def create_train_state(key: jax.Array, generator, discriminator, tx_g, tx_d,
-                       image_size: int) -> TrainState:
+                       image_size: int, *, g_variables=None, d_variables=None) -> TrainState:
   """Initialises both networks for square images of side `image_size`.
 
   The seed splits into independent keys for G's init, D's init and the dropout stream.
   Init runs on tiny batches of one image; parameter shapes do not depend on the batch.
+  g_variables / d_variables: {'params', 'batch_stats'} to start from instead of an init
+  (e.g. weights converted from PyTorch, p2p_jax.pytorch); the keys are split the same way.
   """
   kg, kd, kr = jax.random.split(key, 3)
   x = jnp.zeros((1, image_size, image_size, generator.in_channels), jnp.float32)
   y = jnp.zeros((1, image_size, image_size, generator.out_channels), jnp.float32)
-  g_params, g_stats = _variables(generator, kg, x)
+  given = lambda v: (v['params'], v.get('batch_stats', {}))
+  g_params, g_stats = given(g_variables) if g_variables else _variables(generator, kg, x)
   d_x = x if discriminator.x_channels else None
-  d_params, d_stats = _variables(discriminator, kd, d_x, y)
+  d_params, d_stats = (given(d_variables) if d_variables
+                       else _variables(discriminator, kd, d_x, y))
   return TrainState(
       step=jnp.zeros((), jnp.int32),
       g=NetState(g_params, g_stats, tx_g.init(g_params)),

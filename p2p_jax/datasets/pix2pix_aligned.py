@@ -29,14 +29,14 @@ import logging
 import os
 import re
 import shutil
-import socket
 import tempfile
-import threading
-import urllib.parse
 
 import tensorflow_datasets as tfds
 
 from p2p_jax.datasets import sources
+# A module-level name (tests replace it): the one reachability probe, shared with the
+# pretrained-model downloads.
+from p2p_jax.downloads import unreachable
 from p2p_jax.datasets.sources import DataError
 
 EMBEDDED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), sources.EMBEDDED)
@@ -173,26 +173,6 @@ def find_local(official: sources.Official, manual_dir: str) -> str | None:
     if os.path.isdir(os.path.join(folder, 'train')):
       return folder
   return None
-
-
-def unreachable(url: str, timeout: float = 10.0) -> str | None:
-  """None if a TCP connection to the URL's server opens within `timeout`, else why not.
-
-  Runs in a thread because a hanging DNS lookup ignores socket timeouts."""
-  parts = urllib.parse.urlsplit(url)
-  result = []
-
-  def connect():
-    try:
-      socket.create_connection((parts.hostname, parts.port or 80), timeout=timeout).close()
-      result.append(None)
-    except OSError as e:
-      result.append(f'{type(e).__name__}: {e}')
-
-  thread = threading.Thread(target=connect, daemon=True)
-  thread.start()
-  thread.join(timeout)
-  return result[0] if result else f'{parts.hostname} did not answer in {timeout:.0f} s'
 
 
 def builder_for(data_config, *, in_channels: int = 3, out_channels: int = 3) -> Pix2PixAligned:

@@ -18,6 +18,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from p2p_jax.models import batch_norm
+
 # pix2pix initialises every conv weight with N(0, 0.02) and every bias with 0.
 conv_init = nn.initializers.normal(stddev=0.02)
 
@@ -105,13 +107,14 @@ NORMS = ('batch', 'instance', 'none')
 def norm_layer(norm: str, *, train: bool, axis_name: str | None, dtype: Any, name: str):
   """Returns the normalisation module for `norm` (one of NORMS), or None for 'none'.
 
-  BatchNorm matches PyTorch's BatchNorm2d (momentum 0.1 -> flax momentum 0.9, eps 1e-5);
+  BatchNorm matches PyTorch's BatchNorm2d (momentum 0.1 -> flax momentum 0.9, eps 1e-5,
+  running variance from the unbiased batch variance, see batch_norm.py);
   instance norm matches the reference's InstanceNorm2d(affine=False).
   """
   if norm == 'batch':
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                        axis_name=axis_name, dtype=dtype, param_dtype=jnp.float32,
-                        scale_init=bn_scale_init, name=name)
+    return batch_norm.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                                axis_name=axis_name, dtype=dtype, param_dtype=jnp.float32,
+                                scale_init=bn_scale_init, name=name)
   if norm == 'instance':
     return nn.InstanceNorm(epsilon=1e-5, use_scale=False, use_bias=False, dtype=dtype,
                            name=name)

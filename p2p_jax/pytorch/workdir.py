@@ -1,0 +1,164 @@
+"""A reference model as a p2p_jax workdir, and a workdir's model as reference .pth files.
+
+Import (`import_weights`, `import_files`): the reference's G (and optionally D) state dicts
+become a workdir as p2p_jax's trainer would have left it at step 0: config.json (the given
+or default config with the `model` block the tensors imply) and an Orbax checkpoint of a
+full TrainState (state.create_train_state with the converted networks in place of the
+init, fresh Adam states, the seed's dropout key). `translate`, `evaluate`, `export` and
+`python -m p2p_jax.main` (fine-tuning: it resumes from step 0) then use it as their own.
+Everything is converted and checked in memory first; a bad file or a workdir that already
+holds a model changes nothing on disk.
+
+Export (`export_weights`, `export_files`): a checkpoint's G (and D) as the reference's
+state dicts, which its networks load with load_state_dict(strict=True).
+"""
+
+import os
+import shutil
+
+import jax
+import numpy as np
+
+from p2p_jax import checkpointing, config_schema, networks, state as state_lib, workdirs
+from p2p_jax.pytorch import files, weights
+from p2p_jax.pytorch.weights import StateDictError
+
+
+def _config_for(arch: dict, config=None, *, with_d: bool, seed: int | None = None):
+  """`config` (default: the schema's) with the model block the tensors imply."""
+  config = config_schema.get_config() if config is None else config.copy_and_resolve_references()
+  g_fields = ('generator', 'ngf', 'in_channels', 'out_channels', 'norm', 'dropout_placement')
+  for field in g_fields + (('ndf', 'd_layers') if with_d else ()):
+    config.model[field] = arch[field]
+  if with_d:
+    config.loss.conditional = True  # the reference's pix2pix D sees x and G(x)
+  if seed is not None:
+    config.seed = seed
+  config_schema.validate(config)
+  return config
+
+
+def _check_target(config, workdir: str) -> None:
+  """Refuses a workdir that holds checkpoints, or the config of another model."""
+  ckpt_dir = workdirs.checkpoint_dir(workdir)
+  if os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir):
+    raise checkpointing.CheckpointError(
+        f'{workdir} already holds checkpoints ({ckpt_dir}); converting into it would mix two '
+        'models: use a new --workdir')
+  workdirs.check_same_model(config, workdir)
+
+
+def _same_layout(expected, got, what: str) -> None:
+  """Raises StateDictError at the first leaf whose path or shape differs from the init's."""
+  want = jax.tree_util.tree_flatten_with_path(expected)[0]
+  have = dict((jax.tree_util.keystr(p), np.shape(x))
+              for p, x in jax.tree_util.tree_flatten_with_path(got)[0])
+  for path, leaf in want:
+    key = jax.tree_util.keystr(path)
+    if have.get(key) != tuple(leaf.shape):
+      raise StateDictError(f'{what}: {key} is {have.get(key)}, the config builds '
+                           f'{tuple(leaf.shape)}')
+  if len(have) != len(want):
+    raise StateDictError(f'{what}: {len(have)} arrays, the config builds {len(want)}')
+
+
+def build_state(config, g_variables, d_variables=None) -> state_lib.TrainState:
+  """The TrainState p2p_jax's trainer would start from, with G (and D, if given) replaced.
+
+  D, when not given, is initialised from config.seed as the trainer would. Raises
+  StateDictError if the variables do not have the shapes the config builds.
+  """
+  generator = networks.create_generator(config)
+  discriminator = networks.create_discriminator(config)
+  # The schedule changes no optimiser state, so any epoch length gives the same state.
+  tx_g, tx_d, _ = state_lib.create_optimizers(config, steps_per_epoch=1)
+  key = jax.random.PRNGKey(config.seed)
+  make = lambda g, d: state_lib.create_train_state(
+      key, generator, discriminator, tx_g, tx_d, config.data.crop_size,
+      g_variables=g, d_variables=d)
+  expected = jax.eval_shape(lambda: make(None, None))
+  for name, given, want in (('generator', g_variables, expected.g),
+                            ('discriminator', d_variables, expected.d)):
+    if given is not None:
+      _same_layout({'params': want.params, 'batch_stats': want.batch_stats},
+                   {'params': given['params'], 'batch_stats': given.get('batch_stats', {})},
+                   name)
+  return jax.jit(make)(g_variables, d_variables)
+
+
+def _write(config, state, workdir: str) -> None:
+  """config.json + checkpoint step 0; into a new folder renamed into place when the
+  workdir does not exist yet, so that a failure leaves no half-made workdir."""
+  fresh = not os.path.exists(workdir)
+  target = f'{workdir.rstrip(os.sep)}.converting-{os.getpid()}' if fresh else workdir
+  try:
+    workdirs.check_writable(target)
+    with checkpointing.Checkpointer(workdirs.checkpoint_dir(target),
+                                    keep=config.keep_checkpoints, async_save=False) as ckpt:
+      ckpt.save(0, state)
+    workdirs.save_config(config, target)
+    if fresh:
+      os.rename(target, workdir)
+  except BaseException:
+    if fresh:
+      shutil.rmtree(target, ignore_errors=True)
+    raise
+
+
+def import_weights(g_state_dict, workdir: str, *, d_state_dict=None, config=None,
+                   norm: str | None = None, seed: int | None = None,
+                   g_source: str | None = None, d_source: str | None = None) -> dict:
+  """Writes the reference's G (and D) into `workdir` as a p2p_jax run at step 0.
+
+  config: where the non-model fields come from (data, optim, ...; default: the schema's
+    defaults); its `model` block is replaced by what the tensors imply (and
+    dropout_placement='pytorch'). norm: see weights.generator_from_torch. seed: overrides
+    config.seed (D's init when no D is given, and the dropout stream).
+  Returns a summary: the config, the architecture, and whether D was converted.
+  Raises StateDictError / ValueError (nothing written) for input that does not fit.
+  """
+  g, d, arch = weights.from_torch(g_state_dict, d_state_dict, norm, g_source, d_source)
+  config = _config_for(arch, config, with_d=d is not None, seed=seed)
+  _check_target(config, workdir)
+  state = build_state(config, g, d)
+  _write(config, state, workdir)
+  return {'config': config, 'arch': arch, 'd_converted': d is not None,
+          'g_params': state_lib.param_count(state.g.params),
+          'd_params': state_lib.param_count(state.d.params)}
+
+
+def import_files(g_path: str, workdir: str, *, d_path: str | None = None, **kwargs) -> dict:
+  """`import_weights` of .pth files (read with torch, weights_only=True)."""
+  g_sd = files.read_pth(g_path)
+  d_sd = files.read_pth(d_path) if d_path else None
+  return import_weights(g_sd, workdir, d_state_dict=d_sd, g_source=g_path, d_source=d_path,
+                        **kwargs)
+
+
+def export_weights(workdir: str, which='latest', *, discriminator: bool = False):
+  """(step, G state dict, D state dict or None) of a workdir's checkpoint `which`
+  ('latest', 'best' or a step), in the reference's key names and layouts."""
+  config = workdirs.load_config(workdir)
+  with checkpointing.Checkpointer(workdirs.checkpoint_dir(workdir), read_only=True) as ckpt:
+    step, g = ckpt.restore_generator(which)
+    d = ckpt.restore_generator(step, network='d')[1] if discriminator else None
+  g_sd = weights.generator_to_torch(g, config.model)
+  d_sd = None if d is None else weights.discriminator_to_torch(d, config.model)
+  return step, g_sd, d_sd
+
+
+def export_files(workdir: str, g_path: str, *, d_path: str | None = None, which='latest',
+                 overwrite: bool = False) -> int:
+  """Writes a checkpoint's G (and D) as .pth files; returns the step. An existing output
+  is refused unless `overwrite`; both are checked before either is written."""
+  outputs = [p for p in (g_path, d_path) if p]
+  if d_path and os.path.abspath(d_path) == os.path.abspath(g_path):
+    raise ValueError(f'G and D would both be written to {g_path}')
+  for path in outputs:
+    if os.path.exists(path) and not overwrite:
+      raise ValueError(f'{path} exists; pass --overwrite to replace it')
+  step, g_sd, d_sd = export_weights(workdir, which, discriminator=bool(d_path))
+  files.write_pth(g_path, g_sd)
+  if d_path:
+    files.write_pth(d_path, d_sd)
+  return step
