@@ -14,7 +14,7 @@ from typing import Callable
 from absl import flags
 
 from p2p_jax import compile_cache, inference, workdirs
-from p2p_jax.pytorch import files, pretrained
+from p2p_jax.pytorch import pretrained
 
 USAGE_ERROR = 2
 
@@ -117,6 +117,6 @@ def run(prog: str, fn: Callable[[], int]) -> int:
   """fn()'s exit status; an error the user can fix becomes one line and status 2."""
   try:
     return fn()
-  except (ValueError, FileNotFoundError, PermissionError, files.TorchMissingError) as e:
+  except (ValueError, FileNotFoundError, PermissionError, ImportError) as e:
     print(f'{prog}: error: {e}', file=sys.stderr)
     return USAGE_ERROR

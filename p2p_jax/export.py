@@ -36,6 +36,21 @@ METADATA_FILE = 'p2p_jax_export.json'
 DEFAULT_PLATFORMS = ('cpu', 'cuda')
 
 
+def _tensorflow():
+  """TensorFlow, kept off every GPU and TPU (those belong to JAX), or a one-line error."""
+  try:
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    raise ImportError("the SavedModel export needs TensorFlow: pip install 'p2p_jax[export]' "
+                      '(or any tensorflow build); training and inference do not') from None
+  try:
+    tf.config.set_visible_devices([], 'GPU')
+    tf.config.set_visible_devices([], 'TPU')
+  except (RuntimeError, ValueError):
+    pass  # already initialised (hidden by an earlier call), or no such device type
+  return tf
+
+
 def export_saved_model(config, variables, out_dir: str, mode: str = 'eval',
                        image_size: int | None = None, *, step: int | None = None,
                        platforms=DEFAULT_PLATFORMS) -> str:
@@ -45,7 +60,7 @@ def export_saved_model(config, variables, out_dir: str, mode: str = 'eval',
   variables: {'params', 'batch_stats'} of the generator (workdirs.load_generator_variables).
   image_size: fix height = width = image_size; None leaves them polymorphic.
   """
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  tf = _tensorflow()
   from jax.experimental import jax2tf  # pylint: disable=import-outside-toplevel
 
   generator = networks.create_generator(config)

@@ -1,46 +1,49 @@
-"""Input pipeline: prepared TFDS examples -> jittered, scaled, batched pairs (tf.data).
+"""Input pipeline: prepared TFDS examples -> jittered, scaled, batched pairs, as numpy.
 
-The only module of the trainer's path that uses TensorFlow, and only inside its functions:
-importing it costs nothing, and the trainer just consumes `numpy_batches` (any iterator of
-{'input', 'target', 'name'} numpy dicts does as well, e.g. a synthetic one on a machine
-without TensorFlow).
+Examples come from a TFDS data source (`builder.as_data_source`: random access into the
+prepared ArrayRecord files, decoded to numpy by TFDS), so training and evaluation never
+import TensorFlow: it would add ~0.7 GB to the trainer's memory and seconds to its start,
+and clash with a preinstalled TensorFlow or take GPU memory. The trainer just consumes
+`numpy_batches` (any iterator of {'input', 'target', 'name'} numpy dicts does as well, e.g.
+a synthetic one).
 
 Per example, as the paper and the PyTorch reference (Isola et al. 2017, section 6.2):
-  decode A and B -> resize each to load_size x load_size (config.data.resize_method,
-  bicubic by default, with antialiasing when shrinking, as PIL does) -> one random
-  crop_size crop and one random horizontal flip, applied to A and B stacked on channels, so
-  both get exactly the same ones -> scale [0, 255] to [-1, 1] -> input/target by direction.
-Evaluation (train=False): resize straight to crop_size; no crop, no flip, one pass.
+  A and B (uint8) -> resize each to load_size x load_size (config.data.resize_method,
+  bicubic by default, with Pillow's filters on the 8-bit image exactly as the reference's
+  transforms.Resize: antialiased when shrinking) -> one random crop_size crop and one random
+  horizontal flip, the same for A and B -> scale [0, 255] to [-1, 1] -> input and target
+  by direction. Evaluation (train=False): resize straight to crop_size; no crop, no
+  flip, one pass in a fixed order.
 
-Determinism: the crop and flip of the i-th example of the stream are drawn by stateless ops
-from the key (seed, process_index, i), and the shuffle orders are seeded, so a seed gives the
-same batches every run.
-Multi-host: each process reads its own, disjoint, equal share of the split
-(`tfds.split_for_jax_process`; training drops the remainder so every host has the same number
-of examples; evaluation keeps it, so the shares differ by at most one example) and
-`batch_size` is the per-process batch.
+Determinism: example i of the stream (its position counted from the start of training) is
+drawn and jittered from numpy generators keyed by (seed, process, epoch) and (seed,
+process, i), so a seed gives the same batches every run and a resumed run continues the
+same stream (`start_batch`, no reading to skip). Every epoch visits each example once in a
+new order, as PyTorch's shuffling sampler does.
+Multi-host: each process reads its own, disjoint, contiguous share of the split (training:
+equal shares, the remainder dropped; evaluation: the remainder kept, so shares differ by at
+most one example) and `batch_size` is the per-process batch.
+Throughput: examples are decoded and jittered by a pool of threads (Pillow and numpy
+release the GIL) while the step runs; a few batches are prepared ahead.
 """
 
+import concurrent.futures
+import functools
+import os
 from typing import Iterator
 
 import numpy as np
+from PIL import Image
 
 from p2p_jax import parallel
 from p2p_jax.datasets.catalog import DataError
 
-# config.data.direction: which half is the input; config.data.resize_method: tf.image's.
+# config.data.direction: which half is the input; config.data.resize_method: the filter.
 DIRECTIONS = ('AtoB', 'BtoA')
-RESIZE_METHODS = ('bicubic', 'bilinear', 'nearest', 'area')
-
-
-def _tf():
-  """Imports TensorFlow, keeping it off any GPU/TPU (those belong to JAX)."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  try:
-    tf.config.set_visible_devices([], 'GPU')
-  except RuntimeError:
-    pass  # Devices were already initialised, and thereby already hidden by an earlier call.
-  return tf
+_FILTERS = {'bicubic': Image.Resampling.BICUBIC, 'bilinear': Image.Resampling.BILINEAR,
+            'nearest': Image.Resampling.NEAREST, 'area': Image.Resampling.BOX}
+RESIZE_METHODS = tuple(_FILTERS)
+_AHEAD = 4  # batches prepared while the step runs
 
 
 def _builder(data_config, split: str, in_channels: int, out_channels: int):
@@ -61,62 +64,65 @@ def num_examples(data_config, split: str, *, in_channels: int = 3,
   return _builder(data_config, split, in_channels, out_channels).info.splits[split].num_examples
 
 
-def preprocess(example: dict, key, *, data_config, train: bool, in_channels: int,
-               out_channels: int, stored_channels: tuple[int, int]) -> dict:
-  """One TFDS example (PNG bytes in "a" and "b") -> {"input", "target", "name"} in [-1, 1].
+def process_share(n: int, process_index: int, process_count: int, train: bool) -> range:
+  """This process's contiguous share of n examples (see module docstring)."""
+  if train:
+    per = n // process_count
+    return range(process_index * per, (process_index + 1) * per)
+  bounds = [p * n // process_count for p in range(process_count + 1)]
+  return range(bounds[process_index], bounds[process_index + 1])
 
-  `key` is an int64 [2] stateless seed; it is unused when train=False."""
-  tf = _tf()
+
+def _image(array: np.ndarray, channels: int) -> Image.Image:
+  """A stored uint8 half as a Pillow image with `channels` (RGB -> luma: Pillow's ITU-R 601
+  'L', as the reference's grayscale)."""
+  image = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
+  return image.convert('L') if channels == 1 and image.mode != 'L' else image
+
+
+def _resize(image: Image.Image, size: int, method: str) -> np.ndarray:
+  """Pillow image -> uint8 [size, size, C], resized as the PyTorch reference resizes (its
+  transforms.Resize on the PIL image: 8-bit in, 8-bit out)."""
+  if image.size != (size, size):
+    image = image.resize((size, size), _FILTERS[method])
+  array = np.asarray(image)
+  return array[..., None] if array.ndim == 2 else array
+
+
+def preprocess(example: dict, rng: np.random.Generator | None, *, data_config,
+               in_channels: int, out_channels: int) -> dict:
+  """One decoded TFDS example {'a', 'b' uint8, 'name'} -> {'input', 'target', 'name'} in
+  [-1, 1]. rng: the example's generator (crop and flip); None for evaluation."""
   a_channels, b_channels = in_channels, out_channels
   if data_config.direction == 'BtoA':
     a_channels, b_channels = out_channels, in_channels
-  size = data_config.load_size if train else data_config.crop_size
-
-  def load(encoded, stored, wanted):
-    image = tf.io.decode_png(encoded, channels=stored)
-    if wanted == 1 and stored == 3:
-      image = tf.image.rgb_to_grayscale(image)
-    image = tf.cast(image, tf.float32)
-    # Antialias (as PIL) only when shrinking: enlarging gives the same result without it,
-    # at less than half the cost.
-    shrink = tf.reduce_any(tf.shape(image)[:2] > size)
-    image = tf.cond(
-        shrink,
-        lambda: tf.image.resize(image, (size, size), data_config.resize_method, antialias=True),
-        lambda: tf.image.resize(image, (size, size), data_config.resize_method))
-    return tf.clip_by_value(image, 0.0, 255.0)  # Bicubic overshoots at sharp edges.
-
-  pair = tf.concat([load(example['a'], stored_channels[0], a_channels),
-                    load(example['b'], stored_channels[1], b_channels)], axis=-1)
-  if train:
-    crop_key, flip_key = tf.unstack(tf.random.experimental.stateless_split(key, 2))
+  size = data_config.crop_size if rng is None else data_config.load_size
+  a = _resize(_image(np.asarray(example['a']), a_channels), size, data_config.resize_method)
+  b = _resize(_image(np.asarray(example['b']), b_channels), size, data_config.resize_method)
+  if rng is not None:
     crop = data_config.crop_size
-    pair = tf.image.stateless_random_crop(pair, (crop, crop, a_channels + b_channels),
-                                          seed=crop_key)
-    if data_config.flip:
-      pair = tf.image.stateless_random_flip_left_right(pair, seed=flip_key)
-  pair = pair / 127.5 - 1.0
-  a, b = pair[..., :a_channels], pair[..., a_channels:]
+    top, left = rng.integers(0, size - crop + 1, size=2)
+    flip = data_config.flip and rng.random() < 0.5
+    a, b = (x[top:top + crop, left:left + crop][:, ::-1 if flip else 1] for x in (a, b))
+  a, b = a.astype(np.float32) / 127.5 - 1.0, b.astype(np.float32) / 127.5 - 1.0
   source, target = (a, b) if data_config.direction == 'AtoB' else (b, a)
   return {'input': source, 'target': target, 'name': example['name']}
 
 
-def create_dataset(data_config, split: str, *, batch_size: int, train: bool, seed: int,
-                   process_index: int | None = None, process_count: int | None = None,
-                   in_channels: int = 3, out_channels: int = 3, start_batch: int = 0):
-  """A tf.data.Dataset of batches {'input': [B,H,W,Cin], 'target': [B,H,W,Cout], 'name': [B]}.
+def numpy_batches(data_config, split: str, *, batch_size: int, train: bool, seed: int,
+                  process_index: int | None = None, process_count: int | None = None,
+                  in_channels: int = 3, out_channels: int = 3,
+                  start_batch: int = 0) -> Iterator[dict]:
+  """Batches {'input': [B,H,W,Cin], 'target': [B,H,W,Cout] float32, 'name': [B] bytes}.
 
-  train=True: shuffled, jittered, repeated forever, full batches only. train=False: no
+  train=True: shuffled per epoch, jittered, endless, full batches only. train=False: no
   jitter, one pass in a fixed order, last batch possibly smaller. `batch_size` is per
   process; process_index/process_count default to JAX's. Prepares the dataset if needed.
-  start_batch: skip the first batches of the stream (resuming a run): the same batches as an
-  uninterrupted run from there on, skipped before decoding, so skipping is cheap.
+  start_batch: begin at this batch of the stream (resuming a run): the same batches as an
+  uninterrupted run from there on.
   """
-  tf = _tf()
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   builder = _builder(data_config, split, in_channels, out_channels)
-  features = builder.info.features
-  stored = (features['a'].shape[-1], features['b'].shape[-1])
+  stored = (builder.info.features['a'].shape[-1], builder.info.features['b'].shape[-1])
   a_wanted, b_wanted = ((in_channels, out_channels) if data_config.direction == 'AtoB'
                         else (out_channels, in_channels))
   for have, want, which in ((stored[0], a_wanted, 'A'), (stored[1], b_wanted, 'B')):
@@ -125,48 +131,46 @@ def create_dataset(data_config, split: str, *, batch_size: int, train: bool, see
                       f'model wants {want} (model.in_channels/out_channels, data.direction)')
   if process_index is None or process_count is None:
     process_index, process_count = parallel.process_index(), parallel.process_count()
-  options = tf.data.Options()
-  options.deterministic = True
-  # Parallelism comes from the parallel map; one thread per op leaves cores to JAX.
-  options.threading.max_intra_op_parallelism = 1
-  ds = builder.as_dataset(
-      split=tfds.split_for_jax_process(split, process_index=process_index,
-                                       process_count=process_count, drop_remainder=train),
-      shuffle_files=train,
-      decoders={'a': tfds.decode.SkipDecoding(), 'b': tfds.decode.SkipDecoding()},
-      read_config=tfds.ReadConfig(shuffle_seed=seed, options=options))
-  if train:
-    # Shuffle, then repeat: every example once per epoch (when the buffer holds the split),
-    # as PyTorch's sampler does; a seeded reshuffle gives each epoch a new, fixed order.
-    ds = ds.shuffle(data_config.shuffle_buffer, seed=seed * 1000003 + process_index,
-                    reshuffle_each_iteration=True)
-    ds = ds.repeat()
-  ds = ds.enumerate()  # Stream position: part of the jitter key.
-  if start_batch:
-    ds = ds.skip(start_batch * batch_size)
+  source = builder.as_data_source(split=split)
+  share = process_share(len(source), process_index, process_count, train)
+  if not len(share):
+    raise DataError(f'{data_config.dataset}/{split}: no examples for process '
+                    f'{process_index} of {process_count}')
 
-  def jitter_and_scale(i, example):
-    key = tf.stack([tf.constant(seed, tf.int64), tf.constant(process_index, tf.int64)])
-    key = tf.random.experimental.stateless_fold_in(key, i)
-    return preprocess(example, key, data_config=data_config, train=train,
-                      in_channels=in_channels, out_channels=out_channels,
-                      stored_channels=stored)
+  @functools.lru_cache(maxsize=2)
+  def order(epoch):
+    return np.random.default_rng([seed, process_index, 1, epoch]).permutation(len(share))
 
-  ds = ds.map(jitter_and_scale, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  ds = ds.batch(batch_size, drop_remainder=train)
-  return ds.prefetch(tf.data.AUTOTUNE)
+  def example(position):
+    """(index into the split, rng of its jitter) of stream position `position`."""
+    if not train:
+      return share[position], None
+    epoch, j = divmod(position, len(share))
+    return share[order(epoch)[j]], np.random.default_rng([seed, process_index, 0, position])
 
+  def load(position):
+    index, rng = example(position)
+    return preprocess(source[int(index)], rng, data_config=data_config,
+                      in_channels=in_channels, out_channels=out_channels)
 
-def numpy_batches(data_config, split: str, *, batch_size: int, train: bool, seed: int,
-                  process_index: int | None = None, process_count: int | None = None,
-                  in_channels: int = 3, out_channels: int = 3,
-                  start_batch: int = 0) -> Iterator[dict]:
-  """`create_dataset` as numpy: float32 'input'/'target' in [-1, 1], bytes 'name'."""
-  ds = create_dataset(data_config, split, batch_size=batch_size, train=train, seed=seed,
-                      process_index=process_index, process_count=process_count,
-                      in_channels=in_channels, out_channels=out_channels,
-                      start_batch=start_batch)
-  for batch in ds.as_numpy_iterator():
-    yield {'input': np.asarray(batch['input'], np.float32),
-           'target': np.asarray(batch['target'], np.float32),
-           'name': batch['name']}
+  def batch_at(k):
+    first = k * batch_size
+    last = first + batch_size if train else min(first + batch_size, len(share))
+    return [pool.submit(load, p) for p in range(first, last)]
+
+  def stack(futures):
+    examples = [f.result() for f in futures]
+    return {'input': np.stack([e['input'] for e in examples]).astype(np.float32),
+            'target': np.stack([e['target'] for e in examples]).astype(np.float32),
+            'name': np.asarray([e['name'] for e in examples], dtype=object)}
+
+  n_batches = None if train else -(-len(share) // batch_size)
+  with concurrent.futures.ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
+    ahead, k = [], start_batch
+    while True:
+      while len(ahead) < _AHEAD and (n_batches is None or k < n_batches):
+        ahead.append(batch_at(k))
+        k += 1
+      if not ahead:
+        return
+      yield stack(ahead.pop(0))

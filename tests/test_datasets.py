@@ -31,12 +31,13 @@ def no_network(monkeypatch):
 
 
 def examples(builder, split):
-  return list(tfds.as_numpy(builder.as_dataset(split=split)))
+  source = builder.as_data_source(split=split)
+  return [source[i] for i in range(len(source))]
 
 
 def prepared_dirs(data_dir):
   """Version folders that TFDS would treat as a complete dataset."""
-  return glob.glob(os.path.join(data_dir, 'pix2pix_aligned', '*', '1.0.0', 'dataset_info.json'))
+  return glob.glob(os.path.join(data_dir, 'pix2pix_aligned', '*', str(pix2pix_aligned.Pix2PixAligned.VERSION), 'dataset_info.json'))
 
 
 def test_blue_marble_prepares_offline_from_the_shipped_tiles(tmp_path):
@@ -257,7 +258,7 @@ def test_interrupted_preparation_leaves_nothing_that_looks_complete(tmp_path, mo
     pix2pix_aligned.prepare(config)
   assert not prepared_dirs(tmp_path / 'tfds')
   # What a hard kill (SIGKILL) leaves behind: a half-written temporary folder.
-  stale = tmp_path / 'tfds' / 'pix2pix_aligned' / 'facades' / 'incomplete.ABC123_1.0.0'
+  stale = tmp_path / 'tfds' / 'pix2pix_aligned' / 'facades' / f'incomplete.ABC123_{pix2pix_aligned.Pix2PixAligned.VERSION}'
   stale.mkdir(parents=True)
   (stale / 'dataset_info.json').write_text('{}')
   monkeypatch.setattr(sources, 'png_bytes', real)

@@ -1,4 +1,4 @@
-"""The tf.data pipeline: shapes, range, aligned jitter, determinism, direction, sharding."""
+"""The input pipeline: shapes, range, aligned jitter, determinism, direction, sharding."""
 
 import os
 import subprocess
@@ -46,8 +46,10 @@ def test_batches_have_the_promised_shapes_dtypes_and_range(folder):
 @pytest.mark.parametrize('method', ['bicubic', 'nearest', 'bilinear', 'area'])
 def test_jitter_is_identical_for_input_and_target(folder, method):
   batches = take(config(folder, resize_method=method), 12)
-  for batch in batches:  # B = 255 - A survives only an identical crop and flip.
-    np.testing.assert_allclose(batch['target'], -batch['input'], atol=1e-5)
+  for batch in batches:  # B = 255 - A survives only an identical crop and flip (up to the
+    # 8-bit rounding of Pillow's two resize passes: two grey levels; a misaligned crop is
+    # off by far more).
+    np.testing.assert_allclose(batch['target'], -batch['input'], atol=2.01 / 127.5)
   # ...and there is jitter: the same image comes out differently across epochs.
   by_name = {}
   for batch in batches:
@@ -128,9 +130,19 @@ def test_missing_split_lists_the_available_ones(folder):
     take(config(folder), 1, split='val', train=False)
 
 
-def test_importing_the_pipeline_does_not_import_tensorflow():
-  code = ('import sys, p2p_jax, p2p_jax.input_pipeline, p2p_jax.datasets, '
-          'p2p_jax.datasets.sources; '
+def test_reading_batches_does_not_import_tensorflow(tmp_path):
+  """Preparation and reading go through TFDS alone: TensorFlow (0.7 GB of the trainer's
+  memory, seconds of its start, a second copy on a machine that has one) is never loaded."""
+  code = ('import sys; import data_fixtures as fx; from p2p_jax import input_pipeline; '
+          f'c = fx.data_config({str(tmp_path)!r}, dataset="blue_marble", load_size=36, '
+          'crop_size=32, direction="AtoB"); '
+          'b = next(input_pipeline.numpy_batches(c, "train", batch_size=2, train=True, '
+          'seed=0, process_index=0, process_count=1)); '
+          'e = next(input_pipeline.numpy_batches(c, "test", batch_size=2, train=False, '
+          'seed=0, process_index=0, process_count=1)); '
+          'assert b["input"].shape == e["input"].shape == (2, 32, 32, 3); '
           'assert "tensorflow" not in sys.modules, "tensorflow imported"')
-  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  subprocess.run([sys.executable, '-c', code], check=True, cwd=repo)
+  tests = os.path.dirname(os.path.abspath(__file__))
+  subprocess.run([sys.executable, '-c', code], check=True, cwd=tests,
+                 env=dict(os.environ, PYTHONPATH=os.pathsep.join(
+                     [tests, os.environ.get('PYTHONPATH', '')])))

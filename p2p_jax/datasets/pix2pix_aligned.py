@@ -2,7 +2,9 @@
 
 Every example is {'a': image, 'b': image, 'name': file name}; images are stored as lossless
 PNG (an A|B JPEG is cut in two once, at preparation; re-encoding the halves as JPEG would
-compress them twice). Builder configs:
+compress them twice), in ArrayRecord files, which the input pipeline reads by index
+through `builder.as_data_source` without TensorFlow (neither preparation nor reading
+imports it). Builder configs:
   facades, cityscapes, maps, edges2shoes, edges2handbags, night2day
       Official archives `<name>.tar.gz`. Preparation looks in the manual dir first
       (config.data.source, default <data_dir>/downloads/manual) for the archive or its
@@ -18,10 +20,12 @@ compress them twice). Builder configs:
       prepared copy. Folder data goes through TFDS too, so preparation, caching, sharding and
       splits work the same for every source.
 
-Preparation is atomic: TFDS writes into `incomplete.XXXXXX_1.0.0/` beside the final version
+Preparation is atomic: TFDS writes into `incomplete.XXXXXX_1.1.0/` beside the final version
 folder and renames it only after every split and dataset_info.json are written; on an error
 the temporary folder is deleted, and after a hard kill the leftover `incomplete.*` folder is
-never mistaken for a dataset (TFDS looks for `1.0.0/dataset_info.json`).
+never mistaken for a dataset (TFDS looks for `1.1.0/dataset_info.json`). Datasets prepared
+by earlier versions (1.0.0, TFRecord files, read through tf.data) are left where they are
+and prepared once more as 1.1.0.
 """
 
 import dataclasses
@@ -59,8 +63,9 @@ class Pix2PixAligned(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Aligned image pairs for pix2pix (not registered: build it with `builder_for`)."""
 
   name = 'pix2pix_aligned'
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'A and B stored as PNG halves, with the source file name.'}
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {'1.0.0': 'A and B stored as PNG halves, with the source file name.',
+                   '1.1.0': 'ArrayRecord files (random access without TensorFlow).'}
   BUILDER_CONFIGS = [Pix2PixConfig(name=o.name, description=o.description)
                      for o in sources.OFFICIAL.values()] + [
                          Pix2PixConfig(name=sources.EMBEDDED, source=EMBEDDED_DIR,
@@ -224,8 +229,10 @@ def prepare(data_config, *, in_channels: int = 3, out_channels: int = 3) -> Pix2
     try:
       # TFDS's per-shard progress bars swamp the console of a training run.
       tfds.display_progress_bar(False)
-      builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-          try_download_gcs=False, manual_dir=builder.manual_dir, extract_dir=extract_dir))
+      builder.download_and_prepare(
+          file_format=tfds.core.FileFormat.ARRAY_RECORD,
+          download_config=tfds.download.DownloadConfig(
+              try_download_gcs=False, manual_dir=builder.manual_dir, extract_dir=extract_dir))
     finally:
       tfds.display_progress_bar(True)
       shutil.rmtree(extract_dir, ignore_errors=True)
