@@ -1,7 +1,8 @@
 """p2p_jax: pix2pix (Isola et al., CVPR 2017) in JAX/Flax.
 
-Importing the package is cheap: TensorFlow is loaded only by the input pipeline and the
-SavedModel export, so training and inference run on machines without it.
+Importing the package is cheap, and TensorFlow is never needed to train, evaluate or
+translate: datasets are prepared and read through TFDS alone. Only the SavedModel export
+(p2p_jax.export) imports TensorFlow.
 """
 
 __version__ = '0.1.0'

@@ -36,6 +36,7 @@ process, with the same arguments; Orbax writes each array once and synchronises 
 import json
 import logging as std_logging
 import math
+import warnings
 from typing import Any
 
 from absl import logging
@@ -338,7 +339,9 @@ class Checkpointer:
       restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
       args = ocp.args.Composite(**{_ITEM: ocp.args.PyTreeRestore(
           item=target, restore_args=restore_args, partial_restore=True)})
-      out = self._mgr.restore(s, args=args)[_ITEM][network]
+      with warnings.catch_warnings():  # host numpy wanted: no sharding to read, on purpose
+        warnings.filterwarnings('ignore', message='Sharding info not provided')
+        out = self._mgr.restore(s, args=args)[_ITEM][network]
       return {'params': out['params'], 'batch_stats': out.get('batch_stats', {})}
     return self._read_first(which, read)
 

@@ -13,7 +13,7 @@ from typing import Callable
 
 from absl import flags
 
-from p2p_jax import compile_cache, inference, workdirs
+from p2p_jax import compile_cache, inference, train_logging, workdirs
 from p2p_jax.pytorch import pretrained
 
 USAGE_ERROR = 2
@@ -101,6 +101,7 @@ def parse(argv: list[str], define: Callable[[flags.FlagValues], None], prog: str
     print(f'{doc.strip()}\n\nFlags of python -m {prog}:\n'
           f'{fv.get_help(include_special_flags=False)}')
     raise SystemExit(0)
+  train_logging.quiet_console()
   try:
     rest = fv([prog, *argv])
   except flags.Error as e:

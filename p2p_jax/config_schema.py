@@ -142,6 +142,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 2000
   # Newest checkpoints kept (the best by validation L1 is kept as well).
   config.keep_checkpoints = 3
+  # Weights & Biases project to log to as well (scalars, samples, config); '' for none.
+  # Needs `pip install wandb`; WANDB_MODE=offline logs without an account.
+  config.wandb_project = ''
 
   # ---------------------------------------------------------------- inference
   # 'paper': dropout on and BatchNorm with test-batch statistics (as the paper);

@@ -18,14 +18,15 @@ import csv
 import json
 import os
 import re
+import shutil
 import sys
 from typing import Iterable
 
 from absl import flags
 import numpy as np
 
-from p2p_jax import (cli, evaluation, host_memory, image_io, inference, metrics, results_page,
-                     workdirs)
+from p2p_jax import (cli, evaluation, host_memory, image_io, inference, input_pipeline,
+                     loss_plot, metrics, results_page, workdirs)
 
 METRICS = evaluation.METRICS
 
@@ -45,13 +46,15 @@ def _safe_name(name, taken: set) -> str:
 
 def evaluate_batches(generator: inference.TrainedGenerator, batches: Iterable[dict],
                      out_dir: str, *, seed: int = 0, max_images: int = -1,
-                     header: dict | None = None, grid_rows: int = 16) -> dict:
+                     header: dict | None = None, grid_rows: int = 16,
+                     curves: str | None = None) -> dict:
   """Translates and scores every batch (evaluation.score), and writes the results.
 
   batches: any iterator of {'input': [B,H,W,Cin], 'target': [B,H,W,Cout] (float [-1, 1]),
     'name': [B] (str or bytes)}, e.g. input_pipeline.numpy_batches(..., train=False).
   max_images: stop after this many images (-1: all).
   header: extra lines for metrics.json and the page (split, dataset, ...).
+  curves: the training run's losses.png, copied next to the page and shown on it.
   Returns the summary written to metrics.json.
   """
   image_dir = os.path.join(out_dir, 'images')
@@ -101,9 +104,14 @@ def evaluate_batches(generator: inference.TrainedGenerator, batches: Iterable[di
   }
   with open(os.path.join(out_dir, 'metrics.json'), 'w') as f:
     json.dump(summary, f, indent=2, sort_keys=True)
+  figures = ()
+  if curves and os.path.exists(curves):
+    shutil.copyfile(curves, os.path.join(out_dir, loss_plot.PLOT_FILE))
+    figures = (loss_plot.PLOT_FILE,)
   results_page.write_results_page(
       out_dir, rows, summary,
-      title=f'p2p_jax: {summary.get("split", "evaluation")} ({generator.mode} mode)')
+      title=f'p2p_jax: {summary.get("split", "evaluation")} ({generator.mode} mode)',
+      figures=figures)
   results_page.write_grid(os.path.join(out_dir, results_page.GRID), grid, out_meta)
   return summary
 
@@ -133,7 +141,6 @@ def run(args) -> dict:
   split = args.split or config.data.eval_split
   out_dir = args.out_dir or os.path.join(
       workdir, workdirs.EVAL, f'{split}_step{generator.step}_{generator.mode}')
-  from p2p_jax import input_pipeline  # pylint: disable=import-outside-toplevel (pulls TF)
   batches = input_pipeline.numpy_batches(
       config.data, split, batch_size=args.batch_size, train=False, seed=args.seed,
       process_index=0, process_count=1, in_channels=config.model.in_channels,
@@ -142,7 +149,8 @@ def run(args) -> dict:
             'workdir': os.path.abspath(workdir)}
   summary = evaluate_batches(generator, batches, out_dir, seed=args.seed,
                              max_images=args.num_images, header=header,
-                             grid_rows=args.grid_rows)
+                             grid_rows=args.grid_rows,
+                             curves=os.path.join(workdir, loss_plot.PLOT_FILE))
   summary['out_dir'] = out_dir
   return summary
 

@@ -28,9 +28,16 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def _parse_flags(argv):
-  """absl's parser, plus a one-line error for --config.<key> overrides of missing keys."""
+  """absl's parser, plus a one-line error for --config.<key> overrides of missing keys and
+  exit status 0 for --help."""
   try:
     return app.parse_flags_with_usage(argv)
+  except SystemExit as e:
+    # absl ends --help with status 1; asking for help is not an error.
+    if e.code == 1 and any(a in ('-h', '--help', '--helpshort', '--helpfull', '-?')
+                           for a in argv[1:]):
+      raise SystemExit(0) from None
+    raise
   except (AttributeError, KeyError) as e:
     # ml_collections raises these from inside flag parsing (a trace, not a flags error).
     from p2p_jax import config_schema  # pylint: disable=import-outside-toplevel
@@ -50,12 +57,10 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   logging.getLogger().setLevel(logging.INFO)
-  if not FLAGS['verbosity'].present:
-    # Orbax and TFDS (absl's logger) and JAX log at INFO: dozens of lines per checkpoint
-    # would bury the progress line. Warnings still show; --verbosity=0 shows everything.
-    for name in ('absl', 'jax'):
-      logging.getLogger(name).setLevel(logging.WARNING)
-  from p2p_jax import compile_cache, train  # pylint: disable=g-import-not-at-top
+  from p2p_jax import compile_cache, train, train_logging  # pylint: disable=g-import-not-at-top
+  # Orbax and TFDS (absl's logger) and JAX log at INFO: dozens of lines per checkpoint
+  # would bury the progress line. --verbosity=0 (or higher) shows everything.
+  train_logging.quiet_console(verbose=FLAGS['verbosity'].present)
   compile_cache.enable(FLAGS.compilation_cache)
   try:
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)

@@ -24,12 +24,14 @@ def _fmt(value) -> str:
 
 
 def write_results_page(out_dir: str, rows: list[dict], header: dict,
-                       title: str = 'p2p_jax results') -> str:
+                       title: str = 'p2p_jax results', figures: tuple[str, ...] = ()) -> str:
   """Writes OUT_DIR/index.html; returns its path.
 
   rows: per image {'name', 'input', 'output', 'target'} (paths relative to out_dir) plus
     any metric columns (floats), in the order to show.
   header: key -> value shown above the table (mode, checkpoint, seed, averages, ...).
+  figures: images (paths relative to out_dir) shown between the header and the table, e.g.
+    the training curves.
   """
   metric_keys = [k for k in (rows[0] if rows else {})
                  if k not in ('name', 'input', 'output', 'target')]
@@ -39,11 +41,14 @@ def write_results_page(out_dir: str, rows: list[dict], header: dict,
       f'<title>{esc(title)}</title>',
       '<style>body{font-family:sans-serif} td{padding:4px;vertical-align:top;'
       'text-align:center} img{image-rendering:pixelated;width:256px}'
-      ' table.meta td{text-align:left}</style>',
+      ' table.meta td{text-align:left} img.figure{width:auto;max-width:100%}</style>',
       '</head><body>', f'<h1>{esc(title)}</h1>', '<table class="meta">']
   for key, value in header.items():
     lines.append(f'<tr><td><b>{esc(str(key))}</b></td><td>{esc(_fmt(value))}</td></tr>')
-  lines += ['</table>', '<table>',
+  lines.append('</table>')
+  lines += [f'<p><img class="figure" src="{esc(f.replace(os.sep, "/"), quote=True)}" '
+            f'alt="{esc(f)}"></p>' for f in figures]
+  lines += ['<table>',
             '<tr><th>name</th><th>input</th><th>output</th><th>target</th>' +
             ''.join(f'<th>{esc(k)}</th>' for k in metric_keys) + '</tr>']
   for row in rows:

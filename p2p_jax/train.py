@@ -20,8 +20,8 @@ import jax
 import numpy as np
 
 from p2p_jax import (checkpointing, config_schema, evaluation, host_memory, inference,
-                     networks, parallel, state as state_lib, train_logging, train_step,
-                     workdirs)
+                     input_pipeline, networks, parallel, state as state_lib, train_logging,
+                     train_step, workdirs)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -69,7 +69,6 @@ def total_steps(config, num_train_examples: int) -> int:
 
 
 def _data_source(config, split, *, train, batch_size, start_batch=0):
-  from p2p_jax import input_pipeline  # pylint: disable=g-import-not-at-top (pulls TensorFlow)
   return input_pipeline.numpy_batches(
       config.data, split, batch_size=batch_size, train=train, seed=config.seed,
       in_channels=config.model.in_channels, out_channels=config.model.out_channels,
@@ -77,7 +76,6 @@ def _data_source(config, split, *, train, batch_size, start_batch=0):
 
 
 def _num_examples(config, split):
-  from p2p_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   return input_pipeline.num_examples(config.data, split, in_channels=config.model.in_channels,
                                      out_channels=config.model.out_channels)
 
@@ -177,7 +175,7 @@ def _run(config, workdir, ckpt, devices, local_batch, train_batches, eval_batche
   # Validation runs on this process's devices: it takes local copies of the global state.
   validator = inference.TrainedGenerator.from_state(config, parallel.to_local(state),
                                                     devices=runner.local_devices)
-  writer = train_logging.Writer(workdir, enabled=main)
+  writer = train_logging.Writer(workdir, enabled=main, config=config, start_step=start)
   progress = train_logging.Progress(start, n_steps, config.batch_size)
 
   def validate_and_sample(step):
@@ -195,6 +193,7 @@ def _run(config, workdir, ckpt, devices, local_batch, train_batches, eval_batche
     writer.scalars(step, scores)
     if first:
       writer.samples(step, *first[0], validator.metadata)
+    writer.plot()
     host_memory.release_free_memory()  # validation's scratch, before the next step's
     return scores
 
@@ -247,6 +246,7 @@ def _run(config, workdir, ckpt, devices, local_batch, train_batches, eval_batche
           writer.scalars(step, {**scalars, 'img_per_s': rate})
           if main:
             progress.report(step, rate, scalars)
+            writer.plot()
         do_ckpt = step % config.checkpoint_every_steps == 0 or final
         if step % config.eval_every_steps == 0 or step % config.sample_every_steps == 0 \
             or do_ckpt:
@@ -263,4 +263,7 @@ def _run(config, workdir, ckpt, devices, local_batch, train_batches, eval_batche
   if main and stop is not None and stop.requested:
     print(f'p2p_jax: stopped by {stop.requested} at step {step}; run the same command to '
           'resume', flush=True)
+  elif main:
+    train_logging.print_summary(workdir, ckpt.latest_step(), ckpt.best_step(),
+                                config.data.eval_split)
   return state

@@ -1,10 +1,11 @@
-"""What the trainer shows: a console progress line with ETA, TensorBoard events, sample PNGs.
+"""What the trainer shows: a console progress line with ETA, TensorBoard events, sample
+PNGs, the loss curves as a PNG, and optionally Weights & Biases.
 
 Only process 0 writes (the writer of other processes is a no-op). TensorBoard files are
-written with tensorboardX, which needs no TensorFlow, so logging works on machines that
-train without it.
+written with tensorboardX, which needs no TensorFlow.
 """
 
+import hashlib
 import logging
 import os
 import sys
@@ -12,7 +13,31 @@ import time
 
 import numpy as np
 
-from p2p_jax import image_io, results_page, workdirs
+from p2p_jax import config_schema, image_io, loss_plot, results_page, workdirs
+
+
+# Library warnings a user cannot act on (TFDS naming our builder configs "custom", the
+# OpenCV it could use instead of Pillow, a version folder it scans before preparing).
+_NOISE = ('Using custom data configuration', 'OpenCV is not installed',
+          'has no dataset_info.json')
+
+
+class _DropNoise(logging.Filter):
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.ERROR or not any(
+        n in record.getMessage() for n in _NOISE)
+
+
+def quiet_console(verbose: bool = False) -> None:
+  """Keeps library chatter off the console: JAX's and absl's INFO lines (Orbax, TFDS) and
+  the warnings in _NOISE. Errors always show; verbose=True (--verbosity >= 0 given by hand)
+  shows everything."""
+  if verbose:
+    return
+  for name in ('absl', 'jax'):
+    logging.getLogger(name).setLevel(logging.WARNING)
+  logging.getLogger('absl').addFilter(_DropNoise())
 
 
 def seconds_since_process_start() -> float:
@@ -71,26 +96,75 @@ class Progress:
     print(self.line(step, img_per_s, scalars), file=self.stream, flush=True)
 
 
-class Writer:
-  """TensorBoard scalars and images plus sample PNGs under the workdir (process 0 only)."""
+def print_summary(workdir: str, latest: int | None, best: int | None, split: str,
+                  stream=None) -> None:
+  """Where a finished run's results are, and the commands that use them."""
+  workdir = os.path.abspath(workdir)
+  samples = sorted(f for f in os.listdir(os.path.join(workdir, workdirs.SAMPLES))
+                   if f.endswith('.png')) if os.path.isdir(
+                       os.path.join(workdir, workdirs.SAMPLES)) else []
+  lines = [f'p2p_jax: finished. In {workdir}:']
+  if samples:
+    lines.append(f'  samples      {workdirs.SAMPLES}/{samples[-1]} (input | output | target, '
+                 f'{split} split; {len(samples)} in all)')
+  lines.append(f'  curves       {loss_plot.PLOT_FILE}')
+  lines.append(f'  checkpoints  {workdirs.CHECKPOINTS}/ (latest {latest}' +
+               (f', best by validation L1 {best})' if best is not None else ')'))
+  lines.append(f'  TensorBoard  tensorboard --logdir {os.path.join(workdir, workdirs.TENSORBOARD)}')
+  which = 'best' if best is not None else 'latest'
+  lines += ['Next:',
+            f'  python -m p2p_jax.evaluate --workdir={workdir} --checkpoint={which}',
+            f'  python -m p2p_jax.translate --workdir={workdir} --checkpoint={which} '
+            '--input=IMAGE_OR_FOLDER --output=OUT']
+  print('\n'.join(lines), file=stream or sys.stdout, flush=True)
 
-  def __init__(self, workdir: str, enabled: bool = True):
+
+class Writer:
+  """What a run leaves to look at, written by process 0 only: TensorBoard scalars, sample
+  grids and the config as hyperparameters (tensorboardX: no TensorFlow needed), sample PNGs,
+  the curves as WORKDIR/losses.png (loss_plot), and optionally Weights & Biases.
+
+  config: the run's config (TensorBoard's hyperparameters; `config.wandb_project` turns W&B
+  on, imported only then). start_step: where the run (re)starts; the scalar log drops what
+  an interrupted earlier run logged past it.
+  """
+
+  def __init__(self, workdir: str, enabled: bool = True, *, config=None, start_step: int = 0):
     self.enabled = enabled
+    self.workdir = workdir
     self.sample_dir = os.path.join(workdir, workdirs.SAMPLES)
-    self._tb = None
-    if enabled:
-      os.makedirs(self.sample_dir, exist_ok=True)
-      try:
-        from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-        self._tb = SummaryWriter(os.path.join(workdir, workdirs.TENSORBOARD))
-      except ImportError:
-        logging.warning('tensorboardX is not installed: no TensorBoard events are written '
-                        '(pip install tensorboardX)')
+    self._tb = self._wandb = self._log = None
+    if not enabled:
+      return
+    os.makedirs(self.sample_dir, exist_ok=True)
+    self._log = loss_plot.ScalarLog(workdir, start_step)
+    self._hparams = {} if config is None else {
+        k: v if isinstance(v, (bool, int, float, str)) else str(v)
+        for k, v in config_schema.flatten(config).items()}
+    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+    self._tb = SummaryWriter(os.path.join(workdir, workdirs.TENSORBOARD))
+    if self._hparams:
+      self._tb.add_hparams(self._hparams, {}, name='hparams')
+    if config is not None and config.wandb_project:
+      self._wandb = _start_wandb(config, workdir, self._hparams)
 
   def scalars(self, step: int, values: dict) -> None:
-    if self._tb is not None:
-      for name, value in values.items():
-        self._tb.add_scalar(name, float(value), step)
+    if not self.enabled:
+      return
+    for name, value in values.items():
+      self._tb.add_scalar(name, float(value), step)
+    self._log.append(step, values)
+    if self._wandb is not None:
+      self._wandb.log({k: float(v) for k, v in values.items()}, step=step)
+    if any(k.startswith('val_') for k in values) and self._hparams:
+      # The hyperparameter table shows each run's latest validation scores.
+      self._tb.add_hparams(self._hparams, {k: float(v) for k, v in values.items()
+                                           if k.startswith('val_')},
+                           name='hparams', global_step=step)
+
+  def plot(self) -> str | None:
+    """Redraws WORKDIR/losses.png from everything logged so far."""
+    return loss_plot.draw(self.workdir) if self.enabled else None
 
   def samples(self, step: int, inputs, outputs, targets, metadata: dict) -> str | None:
     """Writes the grid input | output | target (one row per example) as PNG and image."""
@@ -99,9 +173,12 @@ class Writer:
     triples = [tuple(image_io.to_uint8(a) for a in t) for t in zip(inputs, outputs, targets)]
     path = os.path.join(self.sample_dir, f'step_{step:07d}.png')
     results_page.write_grid(path, triples, metadata)
-    if self._tb is not None:
-      grid = results_page.make_grid(triples)
-      self._tb.add_image('samples/input_output_target', grid, step, dataformats='HWC')
+    grid = results_page.make_grid(triples)
+    self._tb.add_image('samples/input_output_target', grid, step, dataformats='HWC')
+    if self._wandb is not None:
+      import wandb  # pylint: disable=g-import-not-at-top
+      self._wandb.log({'samples': wandb.Image(grid, caption='input | output | target')},
+                      step=step)
     return path
 
   def flush(self) -> None:
@@ -111,3 +188,17 @@ class Writer:
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()
+    if self._wandb is not None:
+      self._wandb.finish()
+
+
+def _start_wandb(config, workdir: str, hparams: dict):
+  """A W&B run for this workdir (one run id per workdir, so a resume continues it)."""
+  try:
+    import wandb  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise ImportError(f'config.wandb_project is {config.wandb_project!r} but wandb is not '
+                      'installed: pip install wandb (or leave wandb_project empty)') from None
+  run_id = 'p2p-' + hashlib.sha256(os.path.abspath(workdir).encode()).hexdigest()[:12]
+  return wandb.init(project=config.wandb_project, id=run_id, resume='allow', config=hparams,
+                    dir=workdir, name=os.path.basename(os.path.abspath(workdir)))

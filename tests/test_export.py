@@ -53,3 +53,12 @@ def test_bad_image_size_is_rejected(tmp_path):
   config = tiny_config('unet_32', width=2)
   with pytest.raises(ValueError, match='multiple of 32'):
     export.export_saved_model(config, {}, str(tmp_path / 'x'), image_size=48)
+
+
+def test_tensorflow_is_kept_off_gpus_and_tpus(monkeypatch):
+  """The export is the only TensorFlow user; it must leave accelerators to JAX."""
+  hidden = []
+  monkeypatch.setattr(tf.config, 'set_visible_devices',
+                      lambda devices, kind: hidden.append((list(devices), kind)))
+  assert export._tensorflow() is tf  # pylint: disable=protected-access
+  assert ([], 'GPU') in hidden and ([], 'TPU') in hidden
