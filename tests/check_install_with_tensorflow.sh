@@ -10,9 +10,9 @@ python3 -m venv "$venv"
 . "$venv/bin/activate"
 python -m pip install -q --upgrade pip
 pip install -q 'tensorflow>=2.16,<2.22'                       # the preinstalled one
-before=$(pip list 2>/dev/null | grep -iE '^tensorflow(-cpu|-intel|-macos)? ' || true)
+before=$(pip list --format=freeze 2>/dev/null | grep -iE '^tensorflow(-cpu|-intel|-macos)?==' || true)
 pip install -q -e "$repo"
-after=$(pip list 2>/dev/null | grep -iE '^tensorflow(-cpu|-intel|-macos)? ' || true)
+after=$(pip list --format=freeze 2>/dev/null | grep -iE '^tensorflow(-cpu|-intel|-macos)?==' || true)
 echo "TensorFlow distributions before: $before"
 echo "TensorFlow distributions after:  $after"
 [ "$before" = "$after" ] || { echo "FAIL: installing p2p_jax changed TensorFlow"; exit 1; }
