@@ -44,6 +44,10 @@ def get_config() -> ml_collections.ConfigDict:
   # 'paper': first three decoder layers (paper, Lua code); 'pytorch': one layer further out,
   # as junyanz/pytorch-CycleGAN-and-pix2pix does.
   config.model.dropout_placement = 'paper'
+  # How G's decoder doubles the resolution: 'transposed' (paper: 4x4 stride-2 transposed
+  # convs) or 'resize_conv' (nearest-neighbour 2x, then a 3x3 conv: no texture fixed to
+  # the pixel grid; other parameter shapes; models/layers.py).
+  config.model.upsample = 'transposed'
   # PatchGAN depth: 0 = 1x1 PixelGAN, 1 = 16x16, 2 = 34x34, 3 = 70x70 (paper), 4 = 142, 5 = 286.
   config.model.d_layers = 3
   # Average BatchNorm statistics over all devices, so N devices x batch b normalise like one
@@ -164,6 +168,7 @@ CHOICES = {
     'model.generator': tuple(GENERATORS),
     'model.norm': layers.NORMS,
     'model.dropout_placement': tuple(DROPOUT_PLACEMENTS),
+    'model.upsample': tuple(layers.UPSAMPLERS),
     'compute.dtype': tuple(networks.DTYPES),
     'compute.conv_impl': kernels.IMPLS,
     'compute.mapping': parallel.MAPPINGS,

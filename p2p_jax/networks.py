@@ -22,10 +22,11 @@ def _bn_axis(config, axis_name):
 
 
 def _layers(config):
-  """(Conv, ConvTranspose4x4) with the convolutions chosen for this backend."""
+  """(Conv, the decoder's upsampling layer) with the convolutions chosen for this backend."""
   convs = kernels.convolutions(config.compute.conv_impl)
+  upsample = layers.UPSAMPLERS[config.model.upsample]
   return (functools.partial(layers.Conv, op=convs.conv2d),
-          functools.partial(layers.ConvTranspose4x4, op=convs.conv_transpose))
+          functools.partial(upsample, op=convs.conv_transpose))
 
 
 def create_generator(config, axis_name: str | None = None) -> UNet:

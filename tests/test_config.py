@@ -70,6 +70,7 @@ def test_missing_key_is_rejected_by_name():
 BAD_VALUES = [
     ('model.generator', 'unet_512', 'model.generator'),
     ('model.norm', 'layer', 'model.norm'),
+    ('model.upsample', 'bilinear', 'model.upsample'),
     ('model.ngf', 0, 'model.ngf'),
     ('model.d_layers', 9, 'model.d_layers'),
     ('data.direction', 'AtoC', 'data.direction'),

@@ -252,3 +252,16 @@ def test_paper_parameter_counts_do_not_depend_on_impl():
     d_vars = jax.eval_shape(lambda x: d.init(jax.random.PRNGKey(0), x, x, train=False), x)
     assert param_count(g_vars['params']) == 54_413_955, impl
     assert param_count(d_vars['params']) == 2_768_705, impl
+
+
+def test_resize_conv_runs_on_every_transposed_form():
+  """ResizeConv3x3 hands its expanded kernel to the same transposed-conv forms: forward and
+  gradients (through the kernel expansion) agree with the plain op."""
+  x, kernel = random_inputs(2, 4, 3, 6, 3, 5)
+  expand = layers.resize_conv_kernel
+  fns = [lambda x, k, f=kernels.FORMS[impl][1]: f(x, expand(k))
+         for impl in ['xla'] + CONVT_ALTERNATIVES]
+  results = values_and_grads(fns, x, kernel)
+  for impl, got in zip(CONVT_ALTERNATIVES, results[1:]):
+    for name, a, b in zip(('forward', 'grad x', 'grad kernel'), got, results[0]):
+      assert_close(a, b, f'resize conv {impl} {name}', rtol_of(impl))

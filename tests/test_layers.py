@@ -1,6 +1,7 @@
 """The paper's layers (models/layers.py) against PyTorch's definitions of them."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -61,3 +62,28 @@ def test_conv_is_pytorch_definition(case):
   x, kernel = random_inputs(n, h, w, cin, k, cout)
   got = jax.jit(layers.conv2d, static_argnums=(2, 3))(x, kernel, s, p)
   assert_close(got, conv_definition(x, kernel, s, p), f'definition {case}')
+
+
+@pytest.mark.parametrize('case', CONVT_CASES, ids=str)
+def test_resize_conv_is_nearest_upsampling_then_a_3x3_conv(case):
+  """model.upsample='resize_conv': the transposed conv with resize_conv_kernel(k) is 2x
+  repetition followed by the 3x3 conv k (padding 1)."""
+  n, h, w, cin, cout = case
+  x, kernel = random_inputs(n, h, w, cin, 3, cout)
+  got = jax.jit(lambda x, k: layers.conv_transpose_4x4_s2(x, layers.resize_conv_kernel(k)))(
+      x, kernel)
+  repeated = np.repeat(np.repeat(x, 2, axis=1), 2, axis=2)
+  assert_close(got, conv_definition(repeated, kernel, 1, 1), f'resize conv {case}')
+
+
+def test_resize_conv_keeps_a_uniform_input_uniform_where_a_transposed_conv_does_not():
+  """Away from the borders a uniform input gives a uniform output: no texture tied to the
+  pixel grid (the reason the option exists)."""
+  x = np.ones((1, 6, 6, 4), np.float32)
+  _, k3 = random_inputs(1, 1, 1, 4, 3, 2, seed=1)
+  _, k4 = random_inputs(1, 1, 1, 4, 4, 2, seed=1)
+  resized = layers.conv_transpose_4x4_s2(x, layers.resize_conv_kernel(jnp.asarray(k3)))
+  transposed = layers.conv_transpose_4x4_s2(x, k4)
+  spread = lambda y: float(np.ptp(np.asarray(y)[0, 2:-2, 2:-2], axis=(0, 1)).max())
+  assert spread(resized) < 1e-5 * float(np.abs(resized).max())
+  assert spread(transposed) > 0.1 * float(np.abs(transposed).max())

@@ -183,3 +183,17 @@ def test_networks_builds_named_generators_and_unconditional_d(config):
   config.model.generator = 'unet_512'
   with pytest.raises(ValueError, match="model.generator must be one of"):
     config_schema.validate(config)
+
+
+def test_resize_conv_decoder_has_3x3_kernels_and_the_same_shapes(config):
+  """model.upsample='resize_conv' swaps the decoder's 4x4 transposed kernels for 3x3 ones;
+  everything else (encoder, shapes in and out) stays."""
+  config.model.upsample = 'resize_conv'
+  g = networks.create_generator(config)
+  x = jnp.zeros((2, 32, 32, 3))
+  variables = jax.eval_shape(lambda: g.init(jax.random.PRNGKey(0), x, train=False))
+  params = variables['params']
+  assert params['dec1']['kernel'].shape == (3, 3, 32, 32)
+  assert params['dec5']['kernel'].shape == (3, 3, 8, 3)
+  assert params['enc1']['kernel'].shape == (4, 4, 3, 4)
+  assert jax.eval_shape(lambda v: g.apply(v, x, train=False), variables).shape == x.shape

@@ -220,6 +220,8 @@ def test_export_refuses_what_the_reference_cannot_hold():
   variables, arch = pw.generator_from_torch(small_g())
   no_skips = model_config(arch, generator='encoder_decoder_32')
   one_line_error(pw.generator_to_torch, variables, no_skips, match='no counterpart')
+  resize_conv = model_config(arch, upsample='resize_conv')
+  one_line_error(pw.generator_to_torch, variables, resize_conv, match='model.upsample')
   del variables['batch_stats']['dec1_norm']
   one_line_error(pw.generator_to_torch, variables, model_config(arch),
                  match='batch_stats/dec1_norm/mean is missing')

@@ -17,6 +17,7 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from p2p_jax.models import batch_norm
 
@@ -100,6 +101,49 @@ class ConvTranspose4x4(nn.Module):
                          ).astype(self.dtype)
     return y
 
+
+# Nearest-neighbour 2x upsampling followed by a 3x3 conv (padding 1) is a 4x4 stride-2
+# transposed conv whose kernel is, along each axis, RESIZE_CONV_TAPS @ the 3x3 kernel: each
+# output phase reads two input pixels with the 3x3 kernel's taps summed in pairs. Run that
+# way it costs what ConvTranspose4x4 costs and uses the same computations (`op`).
+RESIZE_CONV_TAPS = np.array([[1, 0, 0], [1, 1, 0], [0, 1, 1], [0, 0, 1]], np.float32)
+
+
+def resize_conv_kernel(kernel: jax.Array) -> jax.Array:
+  """[3, 3, I, O] kernel -> the [4, 4, I, O] kernel of `conv_transpose_4x4_s2` that computes
+  nearest-neighbour 2x upsampling followed by the 3x3 conv (stride 1, padding 1)."""
+  m = jnp.asarray(RESIZE_CONV_TAPS, kernel.dtype)
+  return jnp.einsum('ai,bj,ijko->abko', m, m, kernel)
+
+
+class ResizeConv3x3(nn.Module):
+  """Nearest-neighbour 2x upsampling, then a 3x3 conv: doubles height and width like
+  ConvTranspose4x4 (not the paper's layer; `model.upsample='resize_conv'`).
+
+  Why offer it: a transposed conv turns a locally uniform input into a pattern fixed to the
+  pixel grid (its phases have independent taps), and a stack of them lets a generator put
+  texture at the same image positions whatever the input (Odena et al. 2016,
+  "Deconvolution and checkerboard artifacts"). Upsampling by repetition keeps a uniform
+  input uniform: detail has to come from the input, through the skips.
+  op: computes conv_transpose_4x4_s2(x, kernel), as ConvTranspose4x4's.
+  """
+  features: int
+  use_bias: bool = True
+  dtype: Any = jnp.float32
+  op: Callable = conv_transpose_4x4_s2
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param('kernel', conv_init, (3, 3, x.shape[-1], self.features), jnp.float32)
+    y = self.op(x.astype(self.dtype), resize_conv_kernel(kernel).astype(self.dtype))
+    if self.use_bias:
+      y = y + self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32
+                         ).astype(self.dtype)
+    return y
+
+
+# config.model.upsample: how G's decoder doubles the resolution.
+UPSAMPLERS = {'transposed': ConvTranspose4x4, 'resize_conv': ResizeConv3x3}
 
 NORMS = ('batch', 'instance', 'none')
 

@@ -295,6 +295,10 @@ def generator_to_torch(variables, model_config, num_batches_tracked: int = 0) ->
   if not skips:
     raise StateDictError(f'generator {name!r} has no counterpart in the reference '
                          '(only the unet_* U-Nets do)')
+  upsample = model_config.get('upsample', 'transposed')
+  if upsample != 'transposed':
+    raise StateDictError(f"model.upsample={upsample!r} has no counterpart in the reference "
+                         "(its decoder uses 4x4 transposed convs: model.upsample='transposed')")
   layout = {'batch': 'batch', 'instance': 'biased'}.get(_get(model_config, 'norm'), 'bare')
   entries = unet_entries(depth, _get(model_config, 'ngf'), _get(model_config, 'in_channels'),
                          _get(model_config, 'out_channels'), layout)
