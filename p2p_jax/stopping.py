@@ -13,8 +13,8 @@ period ends.
 
 Exit codes of `python -m p2p_jax.main` (`exit_code`): 0 when the run reached its last step
 or was stopped by Ctrl-C; EXIT_PREEMPTED (75, EX_TEMPFAIL of sysexits.h: "try again
-later") when SIGTERM stopped it, so that schedulers and retry loops that restart failed
-jobs (Kubernetes `restartPolicy: OnFailure`, `until python -m p2p_jax.main ...; do :; done`)
+later") when SIGTERM stopped it, so that schedulers that restart failed jobs (Kubernetes
+`restartPolicy: OnFailure`) or a loop that reruns the command while it exits with 75
 restart it, and it resumes, while a plain exit 0 would mark an unfinished run complete.
 
 Several processes (multi-host): a signal may reach only some of them, and they must stop at
