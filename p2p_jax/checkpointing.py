@@ -13,15 +13,14 @@ Layout: DIRECTORY/<step>/state (the whole TrainState, OCDBT) and DIRECTORY/<step
 complete (on-disk details and checks: checkpoint_files.py).
 
 Robustness on top of Orbax (each one a pitfall found while writing this file):
-  * Paths are made absolute first: Orbax refuses relative ones, and only in the background
-    thread of its first save (or, reading, with an error that looks like a damaged step).
-  * Steps that cannot be read are never deleted: a truncated `_CHECKPOINT_METADATA` or
-    metrics file makes Orbax's manager fail while opening the directory, so steps are checked
-    before the manager sees them (checkpoint_files.py). A trainer moves a damaged step aside
-    (`<step>.damaged-<time>`), so that training saves the step again when it gets there, and
-    removes the folders of saves that never finished; read-only users hide damaged steps
-    from Orbax and skip them. Truncated array data is only visible when read: `restore` then
-    treats the step the same way and falls back to the previous one.
+  * Paths are made absolute: Orbax refuses relative ones, only in its first save's
+    background thread (or, reading, with an error that looks like a damaged step).
+  * Damaged steps are never deleted: a truncated `_CHECKPOINT_METADATA` or metrics file
+    makes Orbax's manager fail while opening the directory, so steps are checked first
+    (checkpoint_files.py). A trainer moves a damaged step aside (`<step>.damaged-<time>`,
+    so the step is saved again when training gets there) and removes unfinished saves;
+    read-only users hide damaged steps from Orbax. Truncated array data shows only when
+    read: `restore` then does the same and falls back to the previous step.
   * Metrics: Orbax writes them to disk only when `best_fn` is set; without it a reopened
     manager forgets which step was best and `BestN` garbage-collects it. `BestN` keeps the
     LARGEST values unless reverse=True; we keep the smallest validation L1.

@@ -118,18 +118,21 @@ def test_sigkill_and_sigterm_at_chosen_moments_then_resume_is_bit_identical(
           ('validation', signals[0]), ('step', signals[1])]
   rng.shuffle(plan)
   workdir = tmp_path / 'interrupted'
-  happened = []
+  happened, killed = [], False
   for (moment, signum), step in zip(plan, (2, 4, 6, STEPS)):
     run = Run(workdir, blue_marble_data_dir)
     if run.wait_for(MOMENTS[moment](step)):
+      if killed:                          # the lock a SIGKILL left behind
+        assert 'Taking over the stale lock' in run.output, run.output
       time.sleep(rng.uniform(0, 0.05))
       run.process.send_signal(signum)
     rc = run.finish()
     happened.append((signum.name, f'{moment} of step {step}', rc))
+    killed = rc == -signal.SIGKILL
     if rc == 0:
       continue                            # it had finished before the signal came
     if signum == signal.SIGKILL:
-      assert rc == -signal.SIGKILL, run.output
+      assert killed, run.output
       continue
     stopped = re.search(r'stopped by SIGTERM at step (\d+) \(its checkpoint is written\)',
                         run.output)
