@@ -131,12 +131,13 @@ def tidy(directory: epath.Path) -> None:
 # ------------------------------------------------------------------ after a failed read
 
 class _DropOrphanedReads(std_logging.Filter):
-  """asyncio's "Future exception was never retrieved" for TensorStore reads of a damaged
-  step that Orbax gave up on."""
+  """asyncio's "Future/Task exception was never retrieved" for the reads of a damaged step
+  that Orbax gave up on (its coroutines and TensorStore futures)."""
 
   def filter(self, record):
-    message = record.getMessage()
-    return not ('exception was never retrieved' in message and 'tensorstore' in message)
+    message = record.getMessage().lower()
+    return not ('exception was never retrieved' in message and
+                ('tensorstore' in message or 'orbax' in message))
 
 
 def _unraisable_hook(previous):
