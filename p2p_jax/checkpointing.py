@@ -9,15 +9,18 @@ coordinated across processes, and restores onto any sharding. Switching to v1 la
 rewriting this file only.
 
 Layout: DIRECTORY/<step>/state (the whole TrainState, OCDBT) and DIRECTORY/<step>/metrics
-(JSON, e.g. {"val_l1": 0.21}). A save is written into `<step>.orbax-checkpoint-tmp-*` and
-renamed when complete, so a crash leaves a temporary directory, never a half-named step.
+(JSON, e.g. {"val_l1": 0.21}); a save is written into a temporary folder renamed when
+complete (on-disk details and checks: checkpoint_files.py).
 
 Robustness on top of Orbax (each one a pitfall found while writing this file):
-  * Steps that cannot be read are skipped with a warning, never deleted: a truncated
-    `_CHECKPOINT_METADATA` or metrics file makes Orbax's manager fail while opening the
-    directory, so steps are checked before the manager sees them and damaged ones are hidden
-    from it. Truncated array data is only visible when read: `restore` then falls back to the
-    previous step.
+  * Paths are made absolute: Orbax refuses relative ones, only in its first save's
+    background thread (or, reading, with an error that looks like a damaged step).
+  * Damaged steps are never deleted: a truncated `_CHECKPOINT_METADATA` or metrics file
+    makes Orbax's manager fail while opening the directory, so steps are checked first
+    (checkpoint_files.py). A trainer moves a damaged step aside (`<step>.damaged-<time>`,
+    so the step is saved again when training gets there) and removes unfinished saves;
+    read-only users hide damaged steps from Orbax. Truncated array data shows only when
+    read: `restore` then does the same and falls back to the previous step.
   * Metrics: Orbax writes them to disk only when `best_fn` is set; without it a reopened
     manager forgets which step was best and `BestN` garbage-collects it. `BestN` keeps the
     LARGEST values unless reverse=True; we keep the smallest validation L1.
@@ -33,9 +36,9 @@ Multi-host: create the Checkpointer and call `save`, `restore`, `wait` and `clos
 process, with the same arguments; Orbax writes each array once and synchronises processes.
 """
 
-import json
 import logging as std_logging
 import math
+import os
 import warnings
 from typing import Any
 
@@ -45,53 +48,14 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from p2p_jax import parallel
+from p2p_jax import checkpoint_files, parallel
 
-_ITEM = 'state'
-_TMP_MARK = '.orbax-checkpoint-tmp'
+_ITEM = checkpoint_files.ITEM
 _MAX_LISTED = 20
 
 
 class CheckpointError(ValueError):
   """A checkpoint directory that cannot be written, read, or used for this model."""
-
-
-# ---------------------------------------------------------------------------- directory checks
-def _read_json(path: epath.Path) -> Any:
-  return json.loads(path.read_text())
-
-
-def _damage(step_dir: epath.Path) -> str | None:
-  """Why `step_dir` cannot be a complete checkpoint (cheap checks only), or None."""
-  for required in ('_CHECKPOINT_METADATA', f'{_ITEM}/_METADATA'):
-    try:
-      _read_json(step_dir / required)
-    except FileNotFoundError:
-      return f'{required} is missing'
-    except (OSError, ValueError) as e:
-      return f'{required} is unreadable ({e})'
-  metrics = step_dir / 'metrics' / 'metrics'
-  if metrics.exists():
-    try:
-      _read_json(metrics)
-    except (OSError, ValueError) as e:
-      return f'metrics/metrics is unreadable ({e})'
-  return None
-
-
-def _damaged_steps(directory: epath.Path) -> set[int]:
-  """Steps whose folder is not a complete checkpoint; warns about each of them and about
-  temporary folders of unfinished saves."""
-  damaged = set()
-  for path in directory.iterdir() if directory.exists() else ():
-    if _TMP_MARK in path.name:
-      logging.warning('Ignoring %s: a save that did not finish (interrupted run?).', path)
-    elif path.name.isdigit() and path.is_dir():
-      reason = _damage(path)
-      if reason:
-        logging.warning('Skipping damaged checkpoint %s: %s.', path, reason)
-        damaged.add(int(path.name))
-  return damaged
 
 
 class _SkipSteps(ocp.path.step.NameFormat):
@@ -189,12 +153,22 @@ class Checkpointer:
 
   def __init__(self, directory, *, keep: int = 3, keep_best: bool = True,
                best_metric: str = 'val_l1', async_save: bool = True, read_only: bool = False):
-    self.directory = epath.Path(directory)
+    self.directory = _absolute(directory)
     if read_only and not self.directory.is_dir():
       raise CheckpointError(f'no checkpoint in {self.directory}: the folder does not exist')
     self.best_metric = best_metric
+    self.read_only = read_only
     self._score = _score(best_metric)
-    self._names = _SkipSteps(_damaged_steps(self.directory))
+    if not read_only:
+      # A trainer starts from a tidy folder: damaged steps moved aside, unfinished saves
+      # removed (by one process; the others wait, then see the result).
+      if parallel.is_main_process():
+        checkpoint_files.tidy(self.directory)
+      parallel.barrier('p2p_jax_checkpoints_tidied')
+    damaged, unfinished = checkpoint_files.scan(self.directory)
+    if read_only:
+      checkpoint_files.report(damaged, unfinished, self.directory)
+    self._names = _SkipSteps(set(damaged))  # For a trainer: those that could not be moved.
     policy = ocp.checkpoint_managers.LatestN(n=keep)
     if keep_best:
       policy = ocp.checkpoint_managers.AnyPreservationPolicy([policy, ocp.checkpoint_managers.BestN(
@@ -293,18 +267,33 @@ class Checkpointer:
         raise  # does not fit the model: another step would not either
       except Exception as e:  # pylint: disable=broad-except  # Orbax/TensorStore errors
         error = e
+        checkpoint_files.quiet_failed_reads()
       failures.append((step_dir, error))
       if which != 'latest':
         raise CheckpointError(f'cannot read checkpoint {step_dir}: {error}') from error
-      logging.warning('Skipping damaged checkpoint %s (%s: %s); trying the previous one.',
-                      step_dir, type(error).__name__, str(error)[:500])
-      self._names.skip.add(step)
+      reason = f'{type(error).__name__}: {str(error)[:500]}'
+      self._put_aside(step, reason)
       self._mgr.reload()
       earlier = [s for s in self.all_steps() if s < step]
       if not earlier:
         raise CheckpointError(f'no readable checkpoint in {self.directory}: ' + '; '.join(
             f'{d}: {type(e).__name__}' for d, e in failures)) from failures[0][1]
       step = earlier[-1]
+
+  def _put_aside(self, step: int, reason: str) -> None:
+    """A step found damaged while reading: moved aside by a trainer (every process calls
+    this; one renames), hidden from Orbax otherwise (or when it cannot be moved)."""
+    step_dir = self.directory / str(step)
+    if self.read_only:
+      logging.warning('Skipping damaged checkpoint %s (%s); trying the previous one.',
+                      step_dir, reason)
+      self._names.skip.add(step)
+      return
+    if parallel.is_main_process():
+      checkpoint_files.move_aside(step_dir, reason)
+    parallel.barrier(f'p2p_jax_checkpoint_{step}_moved')
+    if step_dir.exists():
+      self._names.skip.add(step)
 
   def restore(self, abstract_state, step: int | None = None):
     """The state saved at `step` (default: the newest readable one), placed as `abstract_state`.
@@ -355,5 +344,15 @@ class Checkpointer:
   def __enter__(self):
     return self
 
-  def __exit__(self, *exc):
+  def __exit__(self, exc_type, *exc):
+    if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+      # Asked to stop at once (a second Ctrl-C): do not wait for the save in progress.
+      # Its unfinished folder is removed by the next trainer.
+      return
     self.close()
+
+
+def _absolute(directory) -> epath.Path:
+  """`directory` as an absolute path (Orbax refuses relative ones); URLs (gs://) as given."""
+  path = os.fspath(directory)
+  return epath.Path(path if '://' in path else os.path.abspath(os.path.expanduser(path)))

@@ -256,6 +256,25 @@ def validate(config) -> None:
       raise ValueError(f'config.{path} must be 1 or 3, got {flat[path]!r}')
 
 
+# ------------------------------------------------------------------ paths
+
+# Fields that name files or folders.
+PATH_FIELDS = ('data.source', 'data.data_dir')
+
+
+def with_absolute_paths(config) -> ml_collections.ConfigDict:
+  """A copy of `config` whose PATH_FIELDS are absolute (relative to the current folder, ~
+  expanded; '' and URLs as given), so that the run's config.json names the same data when
+  evaluate or a resumed run starts from another folder."""
+  config = config.copy_and_resolve_references()
+  for path in PATH_FIELDS:
+    block, key = path.split('.')
+    value = config[block][key]
+    if value and '://' not in value:
+      config[block][key] = os.path.abspath(os.path.expanduser(value))
+  return config
+
+
 # ------------------------------------------------------------------ loading
 
 def migrate(data: dict) -> dict:

@@ -3,6 +3,11 @@
 Override any field with --config.<field>=<value>, e.g. --config.batch_size=4
 --config.loss.recon_weight=10. Everything else lives in train.py, so notebooks call
 `p2p_jax.train.train_and_evaluate(config, workdir)` directly.
+
+Exit status: 0 when the run reached its last step or Ctrl-C stopped it (a checkpoint of the
+step it had reached is written); 75 when SIGTERM (a preemption, a scheduler) stopped it
+the same way, so that it is restarted and resumes (p2p_jax/stopping.py); 1 for an error,
+in one line when it is the user's to fix; 130 after a second Ctrl-C (stopped at once).
 """
 
 if __name__ == '__main__':
@@ -11,7 +16,9 @@ if __name__ == '__main__':
   from p2p_jax import host_memory
   host_memory.reexec_with_hugepage_malloc()
 
+import difflib  # noqa: E402
 import logging  # noqa: E402
+import os  # noqa: E402
 import sys  # noqa: E402
 
 from absl import app, flags  # noqa: E402
@@ -26,10 +33,48 @@ flags.DEFINE_string('compilation_cache', '', "Folder of JAX's persistent compila
                     "(~/.cache/p2p_jax), 'none' to turn it off.")
 flags.mark_flags_as_required(['config', 'workdir'])
 
+_SCHEMA_HINT = '(the fields are those of p2p_jax/config_schema.py)'
+
+
+def _command_line_error(argv) -> str | None:
+  """One line for a --config file that does not exist, or an override of a field the
+  schema does not have (naming the flag and the closest field); None if neither."""
+  args = argv[1:]
+  for i, arg in enumerate(args):
+    path = arg[len('--config='):] if arg.startswith('--config=') else (
+        args[i + 1] if arg == '--config' and i + 1 < len(args) else None)
+    file = path.split(':', 1)[0] if path else None  # config_flags allows PATH:ARGUMENT
+    file = os.path.abspath(os.path.expanduser(file)) if file else None
+    if file and not os.path.isfile(file):
+      return f'p2p_jax: config file {file} not found (--config)'
+  from p2p_jax import config_schema  # pylint: disable=import-outside-toplevel (imports jax)
+  fields = config_schema.flatten(config_schema.get_config())
+  for arg in args:
+    prefix = next((p for p in ('--config.', '--noconfig.') if arg.startswith(p)), None)
+    if prefix is None:
+      continue
+    flag = arg.split('=', 1)[0]
+    field = flag[len(prefix):]
+    if field in fields:
+      continue
+    if field in config_schema.RENAMED:
+      return (f'p2p_jax: bad config override {flag}: renamed: '
+              f'{config_schema.describe_unknown(field)}; use --config.'
+              f'{config_schema.RENAMED[field]} {_SCHEMA_HINT}')
+    close = difflib.get_close_matches(field, list(fields), n=1)
+    hint = f'; did you mean --config.{close[0]}?' if close else ''
+    return (f'p2p_jax: bad config override {flag}: the config has no field '
+            f'{field!r}{hint} {_SCHEMA_HINT}')
+  return None
+
 
 def _parse_flags(argv):
-  """absl's parser, plus a one-line error for --config.<key> overrides of missing keys and
-  exit status 0 for --help."""
+  """absl's parser, with one-line errors for a missing --config file and --config.<key>
+  overrides of missing keys (ml_collections would raise them as traces), and exit status 0
+  for --help."""
+  error = _command_line_error(argv)
+  if error:
+    sys.exit(error)
   try:
     return app.parse_flags_with_usage(argv)
   except SystemExit as e:
@@ -39,34 +84,34 @@ def _parse_flags(argv):
       raise SystemExit(0) from None
     raise
   except (AttributeError, KeyError) as e:
-    # ml_collections raises these from inside flag parsing (a trace, not a flags error).
-    from p2p_jax import config_schema  # pylint: disable=import-outside-toplevel
-    lines = str(e.args[0] if e.args else e).split('\n')
-    key = lines[0].strip('"\'')  # the missing key; a 'Did you mean' line may follow
-    culprits = [a.split('=')[0] for a in argv[1:]
-                if a.startswith('--config.') and key in a.split('=')[0].split('.')]
-    renamed = [config_schema.describe_unknown(c[len('--config.'):]) for c in culprits
-               if c[len('--config.'):] in config_schema.RENAMED]
-    sys.exit(' '.join([f'p2p_jax: bad config override {", ".join(culprits) or "--config"}: '
-                       f'the config has no key {key!r}.', *lines[1:],
-                       *(f'Renamed: {r}.' for r in renamed),
-                       '(The fields are those of p2p_jax/config_schema.py.)']))
+    # Anything the check above did not foresee: still one line.
+    message = str(e.args[0] if e.args else e).splitlines()[0]
+    sys.exit(f'p2p_jax: bad config override: {message} {_SCHEMA_HINT}')
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   logging.getLogger().setLevel(logging.INFO)
-  from p2p_jax import compile_cache, train, train_logging  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top (after flag parsing)
+  from p2p_jax import compile_cache, stopping, train, train_logging
   # Orbax and TFDS (absl's logger) and JAX log at INFO: dozens of lines per checkpoint
   # would bury the progress line. --verbosity=0 (or higher) shows everything.
   train_logging.quiet_console(verbose=FLAGS['verbosity'].present)
   compile_cache.enable(FLAGS.compilation_cache)
   try:
-    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    outcome = train.run_training(FLAGS.config, FLAGS.workdir)
   except (ValueError, FileNotFoundError, FloatingPointError, PermissionError) as e:
     # Our errors name the file or field and what was expected: no stack trace needed.
     sys.exit(f'p2p_jax: {type(e).__name__}: {e}')
+  except KeyboardInterrupt:
+    # A second Ctrl-C: exit now, without waiting for threads (a save in progress stays
+    # unfinished; the next run removes its folder and resumes from the one before).
+    print('p2p_jax: interrupted by a second Ctrl-C; stopped at once without saving',
+          file=sys.stderr, flush=True)
+    os._exit(130)  # pylint: disable=protected-access
+  # 0: done or stopped by Ctrl-C; 75: stopped by SIGTERM, to be restarted (stopping.py).
+  sys.exit(stopping.exit_code(outcome.stopped_by))
 
 
 if __name__ == '__main__':

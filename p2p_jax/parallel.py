@@ -136,6 +136,15 @@ def sum_over_processes(values) -> np.ndarray:
   return np.asarray(multihost_utils.process_allgather(values)).sum(axis=0)
 
 
+def barrier(name: str) -> None:
+  """Waits until every process reaches the barrier `name`; a no-op with one process.
+
+  For file-system changes one process makes that the others must then see (a collective:
+  every process must call it, in the same order)."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)
+
+
 def to_local(tree):
   """Replicated global arrays -> this process's copy on its first device (no transfer).
 

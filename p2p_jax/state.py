@@ -71,3 +71,24 @@ def create_train_state(key: jax.Array, generator, discriminator, tx_g, tx_d,
 def param_count(params) -> int:
   """Number of trainable scalars (BatchNorm scale/bias included, running stats not)."""
   return int(sum(x.size for x in jax.tree.leaves(params)))
+
+
+@jax.jit
+def _finite_flags(leaves):
+  # One program: XLA fuses the per-leaf reductions, and one small vector comes back.
+  return jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])
+
+
+def nonfinite_leaves(tree) -> list[str]:
+  """Paths ('g/batch_stats/...') of the floating-point leaves of `tree` holding NaN or inf.
+
+  One jitted reduction over all leaves on their devices; only one flag per leaf is read
+  back. The trainer calls it at log steps and before saving a checkpoint, never per step.
+  """
+  leaves = [(path, x) for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]
+            if jnp.issubdtype(x.dtype, jnp.inexact)]
+  if not leaves:
+    return []
+  flags = jax.device_get(_finite_flags([x for _, x in leaves]))
+  return [jax.tree_util.keystr(path, simple=True, separator='/')
+          for (path, _), ok in zip(leaves, flags) if not ok]

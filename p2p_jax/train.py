@@ -6,55 +6,51 @@ Metrics stay on the device between log steps, so logging does not stall the step
 
 Resuming is exact: the state holds the step, both networks, their optimisers and the
 dropout key; the data stream is deterministic for a seed and restarts at the batch after
-the checkpoint. A run stopped by SIGTERM or Ctrl-C saves a checkpoint at the step it had
-reached and returns; running the same command again continues it.
+the checkpoint. A stop request (SIGTERM, Ctrl-C; p2p_jax/stopping.py) at any moment, set-up
+and the final save included, ends the run at the step it had completed, with a checkpoint
+of that step written before it returns; running the same command again continues it.
+
+Nothing non-finite is saved: at log steps and before each checkpoint the losses and every
+floating-point leaf of the state (parameters, BatchNorm statistics, optimiser moments) are
+checked, and validation scores when they are computed; the first NaN or inf stops the run
+naming the step, and the newest checkpoint stays the one before it.
+
+Everything that can be checked before the first step is: the config, the devices, both
+data splits, that the workdir is writable, holds the same model and no other trainer
+(WORKDIR/trainer.lock). Paths may be relative to the current folder.
 """
 
+import dataclasses
 import logging
-import signal
-import threading
 import time
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import jax
 import numpy as np
 
 from p2p_jax import (checkpointing, config_schema, evaluation, host_memory, inference,
-                     input_pipeline, networks, parallel, state as state_lib, train_logging,
-                     train_step, workdirs)
+                     input_pipeline, networks, parallel, state as state_lib, stopping,
+                     train_logging, train_step, workdirs)
 
 
-class NonFiniteLossError(FloatingPointError):
-  """A loss became NaN or infinite; the checkpoints on disk are from before it."""
+class NonFiniteError(FloatingPointError):
+  """A loss, a leaf of the state or a validation score became NaN or infinite; the
+  checkpoints on disk are from before it."""
+
+
+NonFiniteLossError = NonFiniteError  # Its name from when only the losses were checked.
+
+
+@dataclasses.dataclass
+class Outcome:
+  """How a run ended: the final state, its step, and the stop request that ended it (the
+  signal's name, or None when the run reached its last step)."""
+  state: Any
+  step: int
+  stopped_by: str | None
 
 
 # ================================================================== set-up
-
-
-class _StopRequest:
-  """Turns SIGTERM / SIGINT into a flag checked between steps (main thread only)."""
-
-  def __init__(self):
-    self.requested = None
-    self._previous = {}
-
-  def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
-      for sig in (signal.SIGTERM, signal.SIGINT):
-        self._previous[sig] = signal.signal(sig, self._handle)
-    return self
-
-  def _handle(self, signum, frame):
-    del frame
-    if self.requested is not None and signum == signal.SIGINT:
-      raise KeyboardInterrupt  # Second Ctrl-C: stop now, without the final checkpoint.
-    self.requested = signal.Signals(signum).name
-    logging.warning('%s received: stopping after this step and saving a checkpoint',
-                    self.requested)
-
-  def __exit__(self, *exc):
-    for sig, handler in self._previous.items():
-      signal.signal(sig, handler)
 
 
 def steps_per_epoch(config, num_train_examples: int) -> int:
@@ -97,27 +93,40 @@ def train_and_evaluate(config, workdir: str, *,
   validation split; num_train_examples sizes an epoch. step_hook(step) runs after each
   step (tests use it to interrupt a run). devices: the devices to train on (default: all
   devices of all processes); a run may resume on another number of devices.
-  Raises ValueError naming the field for a bad config, before anything is touched.
+  Raises ValueError naming the field for a bad config, before anything is touched;
+  `run_training` says in addition whether a stop request ended the run.
   """
+  return run_training(config, workdir, train_batches=train_batches,
+                      eval_batches=eval_batches, num_train_examples=num_train_examples,
+                      step_hook=step_hook, devices=devices).state
+
+
+def run_training(config, workdir: str, **kwargs) -> Outcome:
+  """train_and_evaluate (same arguments), returning how the run ended as well."""
   config_schema.validate(config)
+  config = config_schema.with_absolute_paths(config)
+  workdir = workdirs.absolute_path(workdir)
   parallel.maybe_initialize_distributed(config.distributed)
-  devices = parallel.devices(devices)
+  devices = parallel.devices(kwargs.pop('devices', None))
   local_batch = parallel.local_batch_size(config.batch_size, devices)  # checks divisibility
   workdirs.check_same_model(config, workdir)
   workdirs.check_writable(workdirs.checkpoint_dir(workdir))
-  with checkpointing.Checkpointer(workdirs.checkpoint_dir(workdir),
-                                  keep=config.keep_checkpoints, keep_best=True) as ckpt:
-    # Closed (its pending save finished) however the run ends, set-up errors included.
-    return _run(config, workdir, ckpt, devices, local_batch, train_batches, eval_batches,
-                num_train_examples, step_hook)
+  # The stop request covers everything from here to the last byte of the final checkpoint
+  # (the Checkpointer waits for it when it closes); the lock keeps a second trainer out.
+  with stopping.StopRequest() as stop, workdirs.trainer_lock(workdir), \
+      checkpointing.Checkpointer(workdirs.checkpoint_dir(workdir),
+                                 keep=config.keep_checkpoints, keep_best=True) as ckpt:
+    return _run(config, workdir, ckpt, stop, devices, local_batch, **kwargs)
 
 
-def _run(config, workdir, ckpt, devices, local_batch, train_batches, eval_batches,
-         num_train_examples, step_hook):
-  """The body of train_and_evaluate, once the workdir and its checkpoints are open."""
+def _run(config, workdir, ckpt, stop, devices, local_batch, train_batches=None,
+         eval_batches=None, num_train_examples=None, step_hook=None) -> Outcome:
+  """The body of run_training, once the workdir and its checkpoints are open."""
   main = parallel.is_main_process()
   if num_train_examples is None:
     num_train_examples = _num_examples(config, config.data.train_split)
+  if eval_batches is None:
+    _num_examples(config, config.data.eval_split)  # Missing: found now, not at validation.
   per_epoch = steps_per_epoch(config, num_train_examples)
   n_steps = total_steps(config, num_train_examples)
 
@@ -179,8 +188,8 @@ def _run(config, workdir, ckpt, devices, local_batch, train_batches, eval_batche
   progress = train_logging.Progress(start, n_steps, config.batch_size)
 
   def validate_and_sample(step):
-    """Validation L1 and PSNR (means over the images of all processes), and a sample grid
-    of the first batch."""
+    """Validation L1 and PSNR (means over the images of all processes; NaN or inf stops
+    the run), and a sample grid of the first batch."""
     validator.set_variables(parallel.to_local({'params': state.g.params,
                                                'batch_stats': state.g.batch_stats}), step)
     first = []
@@ -190,80 +199,96 @@ def _run(config, workdir, ckpt, devices, local_batch, train_batches, eval_batche
                               limit=parallel.process_share(config.num_eval_examples),
                               metrics=('l1', 'psnr'), on_batch=keep_first)
     scores = {f'val_{k}': v for k, v in result.items() if k != 'num_images'}
+    bad = {k: v for k, v in scores.items() if not np.isfinite(v)}
+    if bad:
+      raise NonFiniteError(
+          f'validation {", ".join(f"{k} {v}" for k, v in bad.items())} at step {step}; '
+          f'stopped without saving it. The newest checkpoint ({ckpt.latest_step()}) is '
+          'from before it')
     writer.scalars(step, scores)
     if first:
       writer.samples(step, *first[0], validator.metadata)
+    if main and scores:
+      print(f'  validation at step {step}: ' + ', '.join(
+          f'{k} {v:.4f}' for k, v in scores.items()), flush=True)
     writer.plot()
     host_memory.release_free_memory()  # validation's scratch, before the next step's
     return scores
 
   # ---------------------------------------------------------------- loop
   pending = []  # (step, device metrics) not yet read back
-  last_scores = {}
+  checked = [None]  # the step whose state was last found finite
 
   def drain(step):
-    """Reads pending metrics back; stops the run at the first non-finite one."""
+    """Reads pending metrics back and checks the state; stops the run at the first
+    non-finite loss or state leaf. Returns the metrics' means."""
     host = [(s, parallel.fetch(m)) for s, m in pending]
     pending.clear()
     for s, m in host:
       bad = [k for k, v in m.items() if not np.isfinite(v)]
       if bad:
-        raise NonFiniteLossError(
+        raise NonFiniteError(
             f'non-finite {", ".join(bad)} at step {s}; stopped. The newest checkpoint '
             f'({ckpt.latest_step()}) is from before it; lower optim.lr or check the data')
+    if checked[0] != step:
+      bad = state_lib.nonfinite_leaves(parallel.to_local(state))
+      if bad:
+        raise NonFiniteError(
+            f'non-finite values in the training state at step {step} ({len(bad)} '
+            f'arrays, e.g. {", ".join(bad[:3])}); stopped without saving it. The newest '
+            f'checkpoint ({ckpt.latest_step()}) is from before it; lower optim.lr')
+      checked[0] = step
     if not host:
       return {}
     return {k: float(np.mean([m[k] for _, m in host])) for k in host[-1][1]}
 
   step = start
-  data = iter(train_batches(start))
-  stop = None
+  stopped_by = stop.agreed()  # during set-up: nothing new to save
+  data = iter(train_batches(start)) if stopped_by is None else None
   try:
-    with _StopRequest() as stop:
-      while step < n_steps and stop.requested is None:
-        batch = next(data)
-        state, step_metrics = runner(state, {'input': batch['input'],
-                                             'target': batch['target']})
-        step += 1
-        pending.append((step, step_metrics))
-        if step == start + 1 and main:
-          jax.block_until_ready(step_metrics)
-          print(f'p2p_jax: first step done {train_logging.seconds_since_process_start():.1f} s '
-                f'after start (compiling or loading compiled programs: {compile_s:.1f} s)',
-                flush=True)
-        if step_hook is not None:
-          step_hook(step)
-        if parallel.process_count() > 1:
-          # A signal may reach only some hosts: all stop at the same step, or the others
-          # would wait forever in the next collective. Every process takes part each step.
-          anyone = parallel.sum_over_processes(np.int32(stop.requested is not None)) > 0
-          if anyone and stop.requested is None:
-            stop.requested = 'a signal on another host'
-        final = step == n_steps or stop.requested is not None
-        if step % config.log_every_steps == 0 or final:
-          scalars = drain(step)
-          rate = progress.rate(step)
-          writer.scalars(step, {**scalars, 'img_per_s': rate})
-          if main:
-            progress.report(step, rate, scalars)
-            writer.plot()
-        do_ckpt = step % config.checkpoint_every_steps == 0 or final
-        if step % config.eval_every_steps == 0 or step % config.sample_every_steps == 0 \
-            or do_ckpt:
-          last_scores = validate_and_sample(step)
-          if main and last_scores:
-            print(f'  validation at step {step}: ' + ', '.join(
-                f'{k} {v:.4f}' for k, v in last_scores.items()), flush=True)
-        if do_ckpt:
-          drain(step)  # never save a state whose losses were not finite
-          ckpt.save(step, state, last_scores or None)
+    while step < n_steps and stopped_by is None:
+      batch = next(data)
+      state, step_metrics = runner(state, {'input': batch['input'],
+                                           'target': batch['target']})
+      step += 1
+      pending.append((step, step_metrics))
+      if step == start + 1 and main:
+        jax.block_until_ready(step_metrics)
+        print(f'p2p_jax: first step done {train_logging.seconds_since_process_start():.1f} s '
+              f'after start (compiling or loading compiled programs: {compile_s:.1f} s)',
+              flush=True)
+      if step_hook is not None:
+        step_hook(step)
+      stopped_by = stop.agreed()  # every process stops at the same step
+      final = step == n_steps or stopped_by is not None
+      save = step % config.checkpoint_every_steps == 0 or final
+      if step % config.log_every_steps == 0 or final:
+        scalars = drain(step)
+        rate = progress.rate(step)
+        writer.scalars(step, {**scalars, 'img_per_s': rate})
+        if main:
+          progress.report(step, rate, scalars)
+          writer.plot()
+      scores = None
+      if stopped_by is None and (step % config.eval_every_steps == 0 or
+                                 step % config.sample_every_steps == 0 or save):
+        # At a checkpoint step first: a non-finite state is named before validation.
+        if save:
+          drain(step)
+        scores = validate_and_sample(step)
+        stopped_by = stop.agreed()  # a stop request during validation: save this step
+        save = save or stopped_by is not None
+      if save:
+        drain(step)  # never save a state with a non-finite loss or leaf
+        ckpt.save(step, state, scores)
+    ckpt.wait()  # the final checkpoint is on disk before the run says it stopped
   finally:
-    ckpt.wait()
     writer.close()
-  if main and stop is not None and stop.requested:
-    print(f'p2p_jax: stopped by {stop.requested} at step {step}; run the same command to '
-          'resume', flush=True)
+  if main and stopped_by is not None:
+    saved = 'its checkpoint is written' if step > start else 'no new step to save'
+    print(f'p2p_jax: stopped by {stopped_by} at step {step} ({saved}); run the same '
+          'command to resume', flush=True)
   elif main:
     train_logging.print_summary(workdir, ckpt.latest_step(), ckpt.best_step(),
                                 config.data.eval_split)
-  return state
+  return Outcome(state, step, stopped_by)

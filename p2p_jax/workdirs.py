@@ -5,30 +5,50 @@
   WORKDIR/samples/           input | output | target grids written during training
   WORKDIR/tensorboard/       TensorBoard events
   WORKDIR/eval/              what `python -m p2p_jax.evaluate` writes by default
+  WORKDIR/trainer.lock       who trains in it now (host, pid), while a trainer runs
 
 A workdir holds one model: `check_same_model` refuses another architecture before anything
-in it is touched.
+in it is touched. It has one trainer at a time: `TrainerLock` refuses a second one.
+Paths may be relative to the current folder: every function here resolves them first
+(`absolute_path`), since Orbax accepts only absolute ones.
 """
 
+import contextlib
+import fcntl
 import json
+import logging
 import os
 import shutil
 import socket
+import threading
+import time
 from typing import Any
 
 from etils import epath
+import numpy as np
 
-from p2p_jax import checkpointing, config_schema, inference
+from p2p_jax import checkpointing, config_schema, inference, parallel
 
 CONFIG_FILE = 'config.json'
 CHECKPOINTS = 'checkpoints'
 SAMPLES = 'samples'
 TENSORBOARD = 'tensorboard'
 EVAL = 'eval'
+LOCK_FILE = 'trainer.lock'
+# The lock's owner touches it this often; a lock of another host whose file has not been
+# touched for STALE_AFTER_S belongs to a trainer that is gone (see TrainerLock).
+HEARTBEAT_S = 30.0
+STALE_AFTER_S = 300.0
+
+
+def absolute_path(path: str) -> str:
+  """`path` (relative to the current folder, or with ~) as an absolute path; URLs as given."""
+  path = os.fspath(path)
+  return path if '://' in path else os.path.abspath(os.path.expanduser(path))
 
 
 def checkpoint_dir(workdir: str) -> str:
-  return os.path.join(workdir, CHECKPOINTS)
+  return os.path.join(absolute_path(workdir), CHECKPOINTS)
 
 
 def _probe_path(directory: epath.Path) -> epath.Path:
@@ -69,7 +89,7 @@ def check_writable(directory, min_free_bytes: int = 0) -> None:
 
 def save_config(config, workdir: str) -> str:
   """Writes the run's config as JSON into `workdir` (atomically: a kill leaves the old one)."""
-  path = os.path.join(workdir, CONFIG_FILE)
+  path = os.path.join(absolute_path(workdir), CONFIG_FILE)
   tmp = path + '.tmp'
   with open(tmp, 'w') as f:
     f.write(config.to_json_best_effort(indent=2, sort_keys=True))
@@ -80,7 +100,7 @@ def save_config(config, workdir: str) -> str:
 def load_config(workdir: str):
   """The config a workdir was trained with (keys renamed since then moved); raises
   FileNotFoundError naming the file when there is none."""
-  path = os.path.join(workdir, CONFIG_FILE)
+  path = os.path.join(absolute_path(workdir), CONFIG_FILE)
   if not os.path.exists(path):
     raise FileNotFoundError(f'{path} not found: {workdir!r} is not a p2p_jax workdir '
                             '(train into it with python -m p2p_jax.main first)')
@@ -126,10 +146,186 @@ def load_generator(workdir: str, which: Any = 'latest', mode: str | None = None,
   mode: 'paper' or 'eval'; None takes the config's `inference_mode`. Other keyword
   arguments go to inference.TrainedGenerator (bn_scope, devices).
   """
+  workdir = absolute_path(workdir)
   if not os.path.isdir(workdir):
     raise FileNotFoundError(f'workdir {workdir} does not exist')
   config = load_config(workdir)
   step, variables = load_generator_variables(workdir, which)
-  source = os.path.join(os.path.abspath(checkpoint_dir(workdir)), str(step))
+  source = os.path.join(checkpoint_dir(workdir), str(step))
   return inference.TrainedGenerator(config, variables, mode, step=step, source=source,
                                     **kwargs)
+
+
+# ------------------------------------------------------------------ one trainer at a time
+
+class WorkdirLockedError(checkpointing.CheckpointError):
+  """Another trainer that is still running holds the workdir."""
+
+
+def _boot_id() -> str | None:
+  try:
+    with open('/proc/sys/kernel/random/boot_id') as f:
+      return f.read().strip()
+  except OSError:
+    return None
+
+
+def _start_time(pid: int) -> str | None:
+  """When process `pid` started (Linux clock ticks since boot), or None: with the pid and
+  the boot id it names one process, even after its pid is reused."""
+  try:
+    with open(f'/proc/{pid}/stat') as f:
+      return f.read().rsplit(')', 1)[1].split()[19]
+  except (OSError, IndexError):
+    return None
+
+
+def _running(owner: dict) -> bool:
+  """Whether the process `owner` names (on this host) still runs."""
+  pid = owner.get('pid')
+  if not isinstance(pid, int) or pid <= 0:
+    return False
+  if owner.get('boot_id') and _boot_id() and owner['boot_id'] != _boot_id():
+    return False  # The host rebooted since.
+  if owner.get('start_time') and _start_time(pid) is not None:
+    return _start_time(pid) == owner['start_time']
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    pass  # Someone else's process: it exists.
+  return True
+
+
+class TrainerLock:
+  """WORKDIR/trainer.lock: exclusive use of a workdir by one trainer, released at exit.
+
+  The file names its owner (host, pid, start time) and is held with an OS lock (flock),
+  which the kernel releases when the owner dies, so a crashed or killed run never leaves
+  the workdir stuck. Another trainer is refused with a message naming the owner; a lock
+  whose owner is gone is stale, and taken over with a warning:
+    * same host: the owner's pid no longer runs (or is another process now);
+    * another host: its file has not been touched for STALE_AFTER_S (the owner touches it
+      every HEARTBEAT_S), since that host's processes cannot be seen from here. A trainer
+      on another host that died less than STALE_AFTER_S ago therefore still blocks.
+  Where the file system has no flock (some FUSE mounts) only these content checks apply,
+  and two trainers started at the same instant might both start.
+  """
+
+  def __init__(self, workdir: str, *, heartbeat_s: float = HEARTBEAT_S,
+               stale_after_s: float = STALE_AFTER_S):
+    self.path = os.path.join(absolute_path(workdir), LOCK_FILE)
+    self.heartbeat_s, self.stale_after_s = heartbeat_s, stale_after_s
+    self.owner = {'host': socket.gethostname(), 'pid': os.getpid(),
+                  'start_time': _start_time(os.getpid()), 'boot_id': _boot_id(),
+                  'since': time.strftime('%Y-%m-%d %H:%M:%S %Z')}
+    self._fd = None
+    self._stop = threading.Event()
+    self._thread = None
+
+  def _read(self) -> dict:
+    os.lseek(self._fd, 0, os.SEEK_SET)
+    text = os.read(self._fd, 1 << 16).decode('utf-8', 'replace').strip()
+    try:
+      owner = json.loads(text) if text else {}
+    except ValueError:
+      owner = {'host': '?', 'pid': '?', 'unreadable': text[:80]}
+    return owner if isinstance(owner, dict) else {}
+
+  def _describe(self, owner: dict) -> str:
+    age = time.time() - os.stat(self.path).st_mtime
+    return (f'pid {owner.get("pid")} on host {owner.get("host")} (since '
+            f'{owner.get("since", "?")}; lock file {self.path}, touched {age:.0f} s ago)')
+
+  def _fail(self, message: str):
+    os.close(self._fd)
+    self._fd = None
+    raise WorkdirLockedError(message)
+
+  def acquire(self) -> 'TrainerLock':
+    """Takes the lock or raises WorkdirLockedError naming the trainer that holds it."""
+    os.makedirs(os.path.dirname(self.path), exist_ok=True)
+    self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+      fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      self._fail(f'{os.path.dirname(self.path)} is in use by another trainer: '
+                 f'{self._describe(self._read())}. Stop it first, or use another workdir')
+    except OSError:
+      pass  # No flock on this file system: the owner's identity decides alone.
+    owner = self._read()
+    if owner and owner.get('host') == self.owner['host']:
+      alive = _running(owner)
+    elif owner:
+      alive = time.time() - os.stat(self.path).st_mtime < self.stale_after_s
+    else:
+      alive = False
+    if alive:
+      self._fail(f'{os.path.dirname(self.path)} is in use by another trainer: '
+                 f'{self._describe(owner)}. Stop it first, or use another workdir; a lock '
+                 f'of another host counts as stale {self.stale_after_s:.0f} s after its '
+                 'last touch')
+    if owner:
+      logging.warning('Taking over the stale lock of a trainer that is gone: %s.',
+                      self._describe(owner))
+    os.ftruncate(self._fd, 0)
+    os.pwrite(self._fd, json.dumps(self.owner).encode(), 0)
+    os.fsync(self._fd)
+    self._thread = threading.Thread(target=self._heartbeat, name='p2p_jax-lock',
+                                    daemon=True)
+    self._thread.start()
+    return self
+
+  def _heartbeat(self):
+    while not self._stop.wait(self.heartbeat_s):
+      try:
+        os.utime(self.path)
+      except OSError:
+        pass  # A workdir on a flaky file system: the next beat may succeed.
+
+  def release(self) -> None:
+    """Empties the file (a free lock) and lets the OS lock go; idempotent."""
+    if self._fd is None:
+      return
+    self._stop.set()
+    if self._thread is not None:
+      self._thread.join()
+    try:
+      if self._read().get('pid') == os.getpid():
+        os.ftruncate(self._fd, 0)
+    except OSError:
+      pass
+    os.close(self._fd)  # Releases the flock.
+    self._fd = None
+
+  def __enter__(self):
+    return self.acquire()
+
+  def __exit__(self, *exc):
+    self.release()
+
+
+@contextlib.contextmanager
+def trainer_lock(workdir: str, **kwargs):
+  """TrainerLock held by process 0 for the whole run; every process raises if it fails.
+
+  A collective with several processes (all call it): they are one trainer, and one of them
+  holds the lock for all.
+  """
+  lock, error = TrainerLock(workdir, **kwargs), None
+  if parallel.is_main_process():
+    try:
+      lock.acquire()
+    except WorkdirLockedError as e:
+      error = e
+  if parallel.process_count() > 1:
+    if parallel.sum_over_processes(np.int32(error is not None)) and error is None:
+      lock.release()
+      error = WorkdirLockedError(f'process 0 could not lock {workdir}; see its message')
+  if error is not None:
+    raise error
+  try:
+    yield lock
+  finally:
+    lock.release()

@@ -45,3 +45,15 @@ def tiny_config(generator: str = 'unet_32', width: int = 4):
 @pytest.fixture
 def config():
   return tiny_config()
+
+
+@pytest.fixture(scope='session')
+def blue_marble_data_dir(tmp_path_factory):
+  """A TFDS data_dir holding the embedded Blue Marble tiles, prepared once per session."""
+  from p2p_jax import config_schema  # pylint: disable=import-outside-toplevel
+  from p2p_jax.datasets import pix2pix_aligned  # pylint: disable=import-outside-toplevel
+  data_dir = tmp_path_factory.mktemp('tfds')
+  data = config_schema.get_config().data
+  data.dataset, data.data_dir = 'blue_marble', str(data_dir)
+  pix2pix_aligned.prepare(data)
+  return str(data_dir)

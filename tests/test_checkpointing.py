@@ -4,6 +4,8 @@ import glob
 import logging
 import os
 import re
+import sys
+import types
 
 import jax
 import jax.numpy as jnp
@@ -178,31 +180,85 @@ DAMAGE = {
 }
 
 
-# A failed TensorStore read can leave a callback for Orbax's closed event loop: harmless.
-@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
+def _files(folder):
+  """{relative path: bytes} of every file under folder."""
+  out = {}
+  for path in glob.glob(f'{folder}/**', recursive=True):
+    if os.path.isfile(path):
+      with open(path, 'rb') as f:
+        out[os.path.relpath(path, folder)] = f.read()
+  return out
+
+
 @pytest.mark.parametrize('damage', sorted(DAMAGE))
-def test_damaged_newest_checkpoint_is_skipped_with_a_warning(tmp_path, state, other, damage,
-                                                             caplog):
-  second = other
+def test_damaged_newest_checkpoint_is_skipped_then_moved_aside_and_saved_again(
+    tmp_path, state, other, damage, caplog):
   with C.Checkpointer(tmp_path) as ckpt:
     ckpt.save(10, state, {'val_l1': 0.2})
-    ckpt.save(20, second, {'val_l1': 0.1})
+    ckpt.save(20, other, {'val_l1': 0.1})
   DAMAGE[damage](tmp_path / '20')
+  damaged_files = _files(tmp_path / '20')
   os.makedirs(tmp_path / '30.orbax-checkpoint-tmp-1234567' / 'state')   # an interrupted save
+
+  # Read-only users (evaluate, translate, export) skip it and change nothing.
+  listing = sorted(os.listdir(tmp_path))
   with caplog.at_level(logging.WARNING):
-    with C.Checkpointer(tmp_path) as ckpt:
-      assert_same(ckpt.restore(C.abstract_like(state)), state)
-      assert ckpt.latest_step() == 10
-      assert not ckpt.save(20, second)               # the damaged step is not replaced
+    with C.Checkpointer(tmp_path, read_only=True) as ckpt:
       with pytest.raises(C.CheckpointError, match='20'):
         ckpt.restore(C.abstract_like(state), step=20)
       step, variables = ckpt.restore_generator()
       # Reading G alone may succeed when only D's or the optimiser's bytes were cut.
-      expected = {10: state, 20: second}[step].g
+      expected = {10: state, 20: other}[step].g
       assert_same(variables, {'params': expected.params, 'batch_stats': expected.batch_stats})
   assert str(tmp_path / '20') in caplog.text
   assert '30.orbax-checkpoint-tmp-1234567' in caplog.text
-  assert os.path.isdir(tmp_path / '20')                 # skipped, not deleted
+  assert sorted(os.listdir(tmp_path)) == listing
+  caplog.clear()
+
+  # A trainer falls back to step 10, moves step 20 aside (nothing deleted) and removes the
+  # unfinished save, so that the retrained step 20 is saved again.
+  with caplog.at_level(logging.WARNING):
+    with C.Checkpointer(tmp_path) as ckpt:
+      assert_same(ckpt.restore(C.abstract_like(state)), state)
+      assert ckpt.latest_step() == 10
+      assert ckpt.save(20, other, {'val_l1': 0.1})
+  aside = [p for p in os.listdir(tmp_path) if p.startswith('20.damaged-')]
+  assert len(aside) == 1 and aside[0] in caplog.text
+  assert _files(tmp_path / aside[0]) == damaged_files
+  assert sorted(p for p in os.listdir(tmp_path) if p != aside[0]) == ['10', '20']
+  assert 'Removing' in caplog.text and '30.orbax-checkpoint-tmp-1234567' in caplog.text
+  assert 'Not saving' not in caplog.text
+  with C.Checkpointer(tmp_path) as ckpt:
+    assert ckpt.latest_step() == 20
+    assert_same(ckpt.restore(C.abstract_like(state)), other)
+
+
+def test_missing_ocdbt_manifest_is_found_without_reading_the_arrays(tmp_path, state, caplog):
+  """Reading a step without its manifest.ocdbt leaves TensorStore reads behind for an event
+  loop Orbax has closed, which print "Event loop is closed" tracebacks later; the cheap
+  check finds such a step before any array is read."""
+  with C.Checkpointer(tmp_path) as ckpt:
+    ckpt.save(1, state)
+    ckpt.save(2, state)
+  os.remove(tmp_path / '2' / 'state' / 'manifest.ocdbt')
+  with caplog.at_level(logging.DEBUG):
+    with C.Checkpointer(tmp_path, read_only=True) as ckpt:
+      assert ckpt.all_steps() == [1]
+      assert ckpt.restore_generator()[0] == 1
+  assert 'state/manifest.ocdbt is missing' in caplog.text
+  assert 'NOT_FOUND' not in caplog.text           # no array of step 2 was opened
+  assert not [r for r in caplog.records if r.name == 'asyncio' and r.levelno >= logging.WARNING]
+
+
+def test_a_relative_directory_saves_and_restores(tmp_path, state, monkeypatch):
+  """Orbax refuses relative paths (in the background thread of its first save)."""
+  monkeypatch.chdir(tmp_path)
+  with C.Checkpointer('ckpt') as ckpt:
+    assert ckpt.directory == tmp_path / 'ckpt'
+    ckpt.save(1, state)
+  monkeypatch.chdir(tmp_path / 'ckpt')
+  with C.Checkpointer('.', read_only=True) as ckpt:
+    assert ckpt.restore_generator()[0] == 1
 
 
 def test_restore_without_checkpoint_is_a_clear_error(tmp_path, state):
@@ -235,3 +291,28 @@ def test_restore_generator_reads_only_the_generator(tmp_path, state, other):
     with C.Checkpointer(tmp_path / 'empty', read_only=True) as ckpt:
       ckpt.restore_generator()
   assert not os.listdir(tmp_path / 'empty')
+
+
+def test_after_a_failed_read_only_its_orphaned_reads_are_silenced(monkeypatch, caplog):
+  """The reads of a damaged step that Orbax gave up on finish later, after Orbax closed its
+  event loop: "Event loop is closed" (unraisable) and "Future exception was never
+  retrieved" (asyncio's log). Those two are dropped; everything else still shows."""
+  seen = []
+  monkeypatch.setattr(sys, 'unraisablehook', seen.append)
+  C.checkpoint_files.quiet_failed_reads()
+  C.checkpoint_files.quiet_failed_reads()                 # idempotent: one wrapper
+  unraisable = lambda e: types.SimpleNamespace(exc_value=e, exc_type=type(e))
+  sys.unraisablehook(unraisable(RuntimeError('Event loop is closed')))
+  sys.unraisablehook(unraisable(RuntimeError('something else')))
+  assert [str(u.exc_value) for u in seen] == ['something else']
+  with caplog.at_level(logging.ERROR, logger='asyncio'):
+    logging.getLogger('asyncio').error(
+        'Future exception was never retrieved\nfuture: <Future finished exception='
+        "ValueError('NOT_FOUND: ... [tensorstore_spec=...]')>")
+    logging.getLogger('asyncio').error(
+        "Task exception was never retrieved\nfuture: <Task finished coro=<async_deserialize() "
+        "defined at .../orbax/checkpoint/_src/serialization/serialization.py:394> exception="
+        "Exception('Encountered error while reading array index. See full TensorStore "
+        "details')>")
+    logging.getLogger('asyncio').error('Task exception was never retrieved: other')
+  assert 'tensorstore' not in caplog.text.lower() and 'other' in caplog.text

@@ -159,9 +159,13 @@ def _cli(*args, cwd):
 
 
 @pytest.mark.parametrize('override, message', [
-    ('--config.model.nfg=3', "--config.model.nfg: the config has no key 'nfg'"),
+    ('--config.model.ngff=3', "bad config override --config.model.ngff: the config has no "
+     "field 'model.ngff'; did you mean --config.model.ngf?"),
+    ('--config.modell.ngf=3', "--config.modell.ngf: the config has no field 'modell.ngf'; "
+     'did you mean --config.model.ngf?'),
     ('--config.model.norm=batchnorm', "config.model.norm must be one of"),
-    ('--config.model.dtype=bfloat16', 'Renamed: model.dtype (now compute.dtype)'),
+    ('--config.model.dtype=bfloat16', 'renamed: model.dtype (now compute.dtype); use '
+     '--config.compute.dtype'),
 ])
 def test_cli_rejects_a_bad_override_by_name(tmp_path, override, message):
   workdir = tmp_path / 'run'
@@ -169,4 +173,12 @@ def test_cli_rejects_a_bad_override_by_name(tmp_path, override, message):
   assert result.returncode != 0
   assert message in result.stderr, result.stderr
   assert 'Traceback' not in result.stderr, result.stderr
+  assert len([l for l in result.stderr.splitlines() if 'p2p_jax' in l]) == 1, result.stderr
   assert not workdir.exists()
+
+
+def test_cli_names_a_missing_config_file_in_one_line(tmp_path):
+  result = _cli('--config=configs/nope.py', f'--workdir={tmp_path / "run"}', cwd=ROOT)
+  assert result.returncode != 0
+  assert result.stderr.strip() == (f'p2p_jax: config file {ROOT}/configs/nope.py not found '
+                                   '(--config)'), result.stderr

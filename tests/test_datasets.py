@@ -223,6 +223,45 @@ def test_paired_file_without_partner(tmp_path, on_bad_file):
 
 
 @pytest.mark.parametrize('on_bad_file', ['error', 'skip'])
+def test_paired_images_of_different_sizes_are_bad_files(tmp_path, on_bad_file):
+  """Pairs must be pixel-aligned: resizing one image to the other would hide a mismatch."""
+  source = fx.paired_folder(tmp_path / 'pairs', count=3)
+  fx.save(os.path.join(source, 'B', '1.jpg'), fx.texture(101, 48), quality=95)
+  config = fx.data_config(tmp_path / 'tfds', dataset='paired_folders', source=source,
+                          on_bad_file=on_bad_file)
+  if on_bad_file == 'error':
+    with pytest.raises(DataError, match=r'A/1\.png: A is 32x32 but its B image \S+B/1\.jpg '
+                       r'is 48x48; paired images must have the same size'):
+      pix2pix_aligned.prepare(config)
+  else:
+    builder = pix2pix_aligned.prepare(config)
+    assert builder.info.splits['train'].num_examples == 2
+    assert builder.info.metadata['skipped'] == {'train': 1}
+
+
+def test_a_dataset_that_skipped_files_is_not_reused_by_an_error_run(tmp_path):
+  source = fx.aligned_folder(tmp_path / 'mine', {'train': 3}, ext='jpg')
+  _corrupt(os.path.join(source, 'train', '1.jpg'))
+  skip = fx.data_config(tmp_path / 'tfds', dataset='aligned_folder', source=source,
+                        on_bad_file='skip')
+  builder = pix2pix_aligned.prepare(skip)
+  assert builder.info.metadata['on_bad_file'] == 'skip'
+  strict = fx.data_config(tmp_path / 'tfds', dataset='aligned_folder', source=source,
+                          on_bad_file='error')
+  with pytest.raises(DataError, match=r'prepared with on_bad_file=skip and left out 1 bad '
+                     r'file\(s\) \(train: 1; first: \S+1\.jpg'):
+    pix2pix_aligned.prepare(strict)
+  assert pix2pix_aligned.prepare(skip).info.splits['train'].num_examples == 2  # still there
+  # Nothing skipped: the same data under either policy, reused.
+  clean = fx.aligned_folder(tmp_path / 'clean', {'train': 2}, ext='jpg')
+  pix2pix_aligned.prepare(fx.data_config(tmp_path / 'tfds', dataset='aligned_folder',
+                                         source=clean, on_bad_file='skip'))
+  builder = pix2pix_aligned.prepare(fx.data_config(
+      tmp_path / 'tfds', dataset='aligned_folder', source=clean, on_bad_file='error'))
+  assert builder.info.splits['train'].num_examples == 2
+
+
+@pytest.mark.parametrize('on_bad_file', ['error', 'skip'])
 def test_empty_folder_is_an_error_under_both_policies(tmp_path, on_bad_file):
   (tmp_path / 'empty' / 'train').mkdir(parents=True)
   config = fx.data_config(tmp_path / 'tfds', dataset='aligned_folder',

@@ -91,7 +91,7 @@ def test_perfect_outputs_score_the_documented_limits(tmp_path):
   assert abs(summary['ssim'] - 1) < 1e-6
 
 
-def test_cli_on_a_dataset_split(tmp_path, capsys):
+def test_cli_on_a_dataset_split(tmp_path, capsys, monkeypatch):
   config = tiny_config('unet_32', width=2)
   config.data.dataset = 'aligned_folder'
   config.data.source = fx.aligned_folder(tmp_path / 'pairs', {'train': 2, 'test': 3})
@@ -99,7 +99,8 @@ def test_cli_on_a_dataset_split(tmp_path, capsys):
   config.data.direction = 'AtoB'
   workdir, _ = make_workdir(tmp_path / 'run', config, 32)
 
-  rc = evaluate.main(['--workdir', workdir, '--split', 'test', '--mode', 'eval',
+  monkeypatch.chdir(tmp_path)   # a workdir relative to the current folder works too
+  rc = evaluate.main(['--workdir', 'run', '--split', 'test', '--mode', 'eval',
                       '--batch_size', '2'])
   assert rc == 0, capsys.readouterr().err
   out_dir = os.path.join(workdir, 'eval', 'test_step7_eval')

@@ -18,11 +18,12 @@ def _images(n, h, w, seed=0):
   return np.random.default_rng(seed).uniform(-1, 1, (n, h, w, 3)).astype(np.float32)
 
 
-def test_eval_mode_export_from_a_workdir_matches_jax(tmp_path):
+def test_eval_mode_export_from_a_workdir_matches_jax(tmp_path, monkeypatch):
   config = tiny_config('unet_32', width=2)
   workdir, _ = make_workdir(tmp_path / 'run', config, 32)
   out_dir = str(tmp_path / 'saved')
-  assert export.main(['--workdir', workdir, '--out_dir', out_dir]) == 0
+  monkeypatch.chdir(tmp_path)   # paths relative to the current folder
+  assert export.main(['--workdir', 'run', '--out_dir', 'saved']) == 0
 
   model = tf.saved_model.load(out_dir)
   meta = json.loads(model.metadata.numpy())

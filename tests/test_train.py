@@ -64,9 +64,9 @@ def eval_batches():
 
 
 def run(config, workdir, *, data=None, devices=ONE_DEVICE, **kwargs):
+  kwargs.setdefault('eval_batches', eval_batches)
   return train.train_and_evaluate(config, str(workdir), train_batches=data or synthetic(),
-                                  eval_batches=eval_batches, num_train_examples=64,
-                                  devices=devices, **kwargs)
+                                  num_train_examples=64, devices=devices, **kwargs)
 
 
 def host(tree):
@@ -86,10 +86,11 @@ def steps_on_disk(workdir):
 
 
 def snapshot(workdir):
-  """{relative path: (sha1 of the bytes, mtime)} of every file under workdir."""
+  """{relative path: (sha1 of the bytes, mtime)} of every file under workdir but the lock
+  (which a trainer takes, and empties when it leaves, whatever happens)."""
   out = {}
   for path in glob.glob(f'{workdir}/**', recursive=True):
-    if os.path.isfile(path):
+    if os.path.isfile(path) and os.path.basename(path) != workdirs.LOCK_FILE:
       with open(path, 'rb') as f:
         out[os.path.relpath(path, workdir)] = (hashlib.sha1(f.read()).hexdigest(),
                                                os.stat(path).st_mtime_ns)
@@ -106,10 +107,11 @@ def reference(tmp_path_factory):
 
 # ---------------------------------------------------------------------------- outputs
 
-def test_real_data_run_writes_checkpoints_samples_events_and_config(tmp_path, capsys):
+def test_real_data_run_writes_checkpoints_samples_events_and_config(tmp_path, capsys,
+                                                                   blue_marble_data_dir):
   config = make_config(num_train_steps=6)
   config.data.dataset = 'blue_marble'           # embedded in the package: prepares offline
-  config.data.data_dir = str(tmp_path / 'tfds')
+  config.data.data_dir = blue_marble_data_dir
   config.data.eval_split = 'test'
   workdir = tmp_path / 'run'
   state = train.train_and_evaluate(config, str(workdir), devices=ONE_DEVICE)
@@ -180,10 +182,15 @@ def test_truncated_newest_checkpoint_is_skipped_and_the_run_still_exact(tmp_path
   with caplog.at_level(logging.WARNING):
     from_2 = run(config, damaged)
   assert f'{damaged}/checkpoints/4' in caplog.text
-  assert os.path.isdir(damaged / 'checkpoints' / '4')        # kept for a human to look at
+  # Kept for a human to look at, out of the way: the retrained step 4 replaced it.
+  assert len(glob.glob(f'{damaged}/checkpoints/4.damaged-*/state')) == 1
+  assert 'Not saving step 4' not in caplog.text
   from_4 = run(config, intact)
   assert int(from_2.step) == int(from_4.step) == 6
   assert_bit_equal(from_2, from_4)
+  assert steps_on_disk(damaged) == steps_on_disk(intact)
+  assert_bit_equal(workdirs.load_generator_variables(str(damaged), 4)[1],
+                   workdirs.load_generator_variables(str(intact), 4)[1])
 
 
 @pytest.mark.skipif(jax.device_count() < 8, reason='needs 8 (fake) devices')

@@ -90,11 +90,13 @@ def test_folder_run_keeps_sizes_and_reports_skipped_files(workdir, tmp_path, cap
   assert meta['p2p_jax.input_channels'] == '1'
 
 
-def test_single_file_to_a_png_path(workdir, tmp_path):
-  src = fx.save(str(tmp_path / 'x.jpg'), fx.texture(3, 40))
+def test_single_file_to_a_png_path(workdir, tmp_path, monkeypatch, capsys):
+  fx.save(str(tmp_path / 'x.jpg'), fx.texture(3, 40))
   dst = str(tmp_path / 'sub' / 'y.png')
-  assert translate.main(['--workdir', workdir, '--input', src, '--output', dst,
-                         '--mode', 'eval']) == 0
+  monkeypatch.chdir(tmp_path)   # every path relative to the current folder
+  rel_workdir = os.path.relpath(workdir, tmp_path)
+  assert translate.main(['--workdir', rel_workdir, '--input', 'x.jpg', '--output',
+                         'sub/y.png', '--mode', 'eval']) == 0, capsys.readouterr().err
   with Image.open(dst) as im:
     assert im.size == (40, 40) and im.text['p2p_jax.mode'] == 'eval'
 

@@ -1,6 +1,13 @@
-"""Workdirs: a writable folder is proven before training, not at the first save."""
+"""Workdirs: a writable folder is proven before training, not at the first save; one
+trainer at a time (the lock)."""
 
+import json
+import logging
 import os
+import re
+import socket
+import subprocess
+import time
 
 import pytest
 
@@ -23,3 +30,59 @@ def test_check_writable(tmp_path):
     workdirs.check_writable(target, min_free_bytes=2**60)
   with pytest.raises(C.CheckpointError, match='not writable'):
     workdirs.check_writable(tmp_path / 'file' / 'ckpt')
+
+
+# ---------------------------------------------------------------------------- the lock
+
+def _owner(lock_file, **fields):
+  lock_file.parent.mkdir(parents=True, exist_ok=True)
+  lock_file.write_text(json.dumps({'host': socket.gethostname(), 'since': 'then', **fields}))
+
+
+def _dead_pid():
+  """The pid of a process that has exited."""
+  process = subprocess.Popen(['true'])
+  process.wait()
+  return process.pid
+
+
+def test_a_second_trainer_is_refused_naming_the_first(tmp_path):
+  with workdirs.TrainerLock(tmp_path / 'run') as first:
+    owner = json.loads((tmp_path / 'run' / 'trainer.lock').read_text())
+    assert owner['pid'] == os.getpid() and owner['host'] == socket.gethostname()
+    with pytest.raises(workdirs.WorkdirLockedError,
+                       match=rf'in use by another trainer: pid {os.getpid()} on host '
+                       rf'{re.escape(socket.gethostname())}'):
+      workdirs.TrainerLock(tmp_path / 'run').acquire()
+    assert isinstance(workdirs.WorkdirLockedError('x'), ValueError)  # one line in main
+  assert (tmp_path / 'run' / 'trainer.lock').read_text() == ''      # released: free
+  workdirs.TrainerLock(tmp_path / 'run').acquire().release()           # and free again
+  del first
+
+
+def test_the_lock_of_a_trainer_that_is_gone_is_taken_over(tmp_path, caplog):
+  lock_file = tmp_path / 'trainer.lock'
+  # Same host: its pid no longer runs (a crash or SIGKILL leaves the file behind).
+  _owner(lock_file, pid=_dead_pid())
+  with caplog.at_level(logging.WARNING):
+    with workdirs.TrainerLock(tmp_path):
+      assert json.loads(lock_file.read_text())['pid'] == os.getpid()
+  assert 'stale lock' in caplog.text
+  # The pid runs, but it is another process than the one that locked (pid reused).
+  _owner(lock_file, pid=os.getpid(), start_time='1')
+  with workdirs.TrainerLock(tmp_path):
+    pass
+
+
+def test_another_hosts_lock_is_stale_only_without_heartbeat(tmp_path, caplog):
+  lock_file = tmp_path / 'trainer.lock'
+  _owner(lock_file, host='elsewhere', pid=1)                     # touched just now
+  with pytest.raises(workdirs.WorkdirLockedError, match='pid 1 on host elsewhere'):
+    workdirs.TrainerLock(tmp_path, stale_after_s=60).acquire()
+  old = time.time() - 120
+  os.utime(lock_file, (old, old))                                  # no heartbeat for 2 min
+  with caplog.at_level(logging.WARNING):
+    with workdirs.TrainerLock(tmp_path, stale_after_s=60, heartbeat_s=0.05):
+      time.sleep(0.3)
+      assert time.time() - os.stat(lock_file).st_mtime < 1        # its own heartbeat
+  assert 'host elsewhere' in caplog.text

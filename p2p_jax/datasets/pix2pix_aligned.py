@@ -99,7 +99,9 @@ class Pix2PixAligned(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         }),
         homepage='https://phillipi.github.io/pix2pix/',
         citation=_CITATION,
-        # Filled during preparation: how many bad files were skipped in each split.
+        # Filled during preparation: the on_bad_file policy, and how many bad files were
+        # skipped in each split (`prepare` refuses to reuse a dataset that skipped files
+        # for a run that says on_bad_file='error').
         metadata=tfds.core.MetadataDict(),
     )
 
@@ -131,6 +133,7 @@ class Pix2PixAligned(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     if not count:
       raise DataError(f'{dirs[0]}: every file of split {split!r} was bad ({len(bad.skipped)} '
                       f'skipped; first: {bad.skipped[0] if bad.skipped else "-"})')
+    self.info.metadata['on_bad_file'] = self._on_bad_file
     self.info.metadata.setdefault('skipped', {})[split] = len(bad.skipped)
     if bad.skipped:
       self.info.metadata.setdefault('skipped_files', {})[split] = bad.skipped[:100]
@@ -236,4 +239,24 @@ def prepare(data_config, *, in_channels: int = 3, out_channels: int = 3) -> Pix2
     finally:
       tfds.display_progress_bar(True)
       shutil.rmtree(extract_dir, ignore_errors=True)
+  _check_bad_file_policy(builder, data_config.on_bad_file)
   return builder
+
+
+def _check_bad_file_policy(builder: Pix2PixAligned, on_bad_file: str) -> None:
+  """Refuses a dataset prepared with on_bad_file='skip' that left files out, for a run that
+  says 'error' (it would train on less data than it asked for, without a word). One that
+  skipped nothing is the same data either way and is reused."""
+  skipped = builder.info.metadata.get('skipped', {}) or {}
+  total = sum(int(n) for n in skipped.values())
+  if on_bad_file != 'error' or not total:
+    return
+  files = builder.info.metadata.get('skipped_files', {}) or {}
+  first = next((f[0] for f in files.values() if f), '-')
+  raise DataError(
+      f'{builder.builder_config.name} in {builder.data_dir} was prepared with '
+      f'on_bad_file=skip and left out {total} bad file(s) ('
+      + ', '.join(f'{s}: {n}' for s, n in sorted(skipped.items()) if n)
+      + f'; first: {first}), but this run says config.data.on_bad_file=error. Set it to '
+      f'skip to use that data, or fix the files and delete {builder.data_dir} to prepare '
+      'it again')

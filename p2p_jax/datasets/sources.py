@@ -10,7 +10,9 @@ when there are no sub-folders, a single 'train' split:
   paired:  `A/` and `B/` folders (each with the same split sub-folders), where the files that
            belong together have the same name up to the extension (A/train/1.png, B/train/1.jpg).
 
-Images may be any size; the input pipeline resizes them. Colour images are decoded as RGB
+Images may be any size; the input pipeline resizes them. The two images of a pair must have
+the same size (a different one is a bad file: pix2pix needs pixel-aligned pairs, and
+resizing one of them would hide a mismatched pair). Colour images are decoded as RGB
 (alpha dropped, palettes expanded). Where a config wants 1 channel, RGB becomes luma
 (ITU-R 601 weights). Where it wants 3, a grayscale image is a bad file: repeating the gray
 channel three times would silently hide a wrong dataset or a wrong `model.in_channels`.
@@ -196,6 +198,10 @@ def paired_examples(a_folder: str, b_folder: str, a_channels: int, b_channels: i
     try:
       a = to_channels(open_image(a_path), a_channels, a_path, 'A image')
       b = to_channels(open_image(b_path), b_channels, b_path, 'B image')
+      if a.size != b.size:
+        # Pairs must be pixel-aligned; resizing one would hide a mismatched pair.
+        raise DataError(f'{a_path}: A is {a.size[0]}x{a.size[1]} but its B image {b_path} '
+                        f'is {b.size[0]}x{b.size[1]}; paired images must have the same size')
     except DataError as e:
       bad(e)
       continue

@@ -1,0 +1,161 @@
+"""What a checkpoint folder holds on disk: complete steps, damaged ones, unfinished saves.
+
+Orbax's API stays in checkpointing.py; this module knows only the files Orbax (0.12) leaves:
+
+  DIRECTORY/<step>/_CHECKPOINT_METADATA           written when the step is finalised
+  DIRECTORY/<step>/state/_METADATA                the tree of arrays (JSON, says use_ocdbt)
+  DIRECTORY/<step>/state/manifest.ocdbt           the OCDBT root: without it no array opens
+  DIRECTORY/<step>/metrics/metrics                JSON, when metrics were given
+  DIRECTORY/<step>.orbax-checkpoint-tmp*/         a save in progress, or one never finished
+
+The checks are cheap (a few small files per step, no array data), so a damaged step is
+found before Orbax tries to read it: a failed read leaves TensorStore reads running for an
+event loop Orbax has already closed, which print dozens of "Event loop is closed" tracebacks
+later. Damage only the data itself shows (truncated array files) still needs a failed read;
+`quiet_failed_reads` then drops those tracebacks, and nothing else.
+
+A trainer tidies the folder before it starts (`tidy`): a damaged step is moved aside to
+`<step>.damaged-<UTC time>` (kept for a human, and out of the way, so that the step can be
+saved again when training reaches it), and the folder of an unfinished save is removed (it
+never was a checkpoint). Read-only users (evaluate, translate, export) only skip them.
+"""
+
+import json
+import logging as std_logging
+import sys
+import time
+
+from absl import logging
+from etils import epath
+
+TMP_MARK = '.orbax-checkpoint-tmp'
+DAMAGED_MARK = '.damaged-'
+ITEM = 'state'  # The item of the training state inside a step folder.
+
+
+def _read_json(path: epath.Path):
+  return json.loads(path.read_text())
+
+
+def damage(step_dir: epath.Path) -> str | None:
+  """Why `step_dir` cannot be a complete checkpoint (cheap checks only), or None."""
+  found = {}
+  for required in ('_CHECKPOINT_METADATA', f'{ITEM}/_METADATA'):
+    try:
+      found[required] = _read_json(step_dir / required)
+    except FileNotFoundError:
+      return f'{required} is missing'
+    except (OSError, ValueError) as e:
+      return f'{required} is unreadable ({e})'
+  array_metadata = found[f'{ITEM}/_METADATA']
+  if isinstance(array_metadata, dict) and array_metadata.get('use_ocdbt'):
+    manifest = step_dir / ITEM / 'manifest.ocdbt'
+    try:
+      if not manifest.stat().length:
+        return f'{ITEM}/manifest.ocdbt is empty'
+    except (FileNotFoundError, OSError):
+      return f'{ITEM}/manifest.ocdbt is missing'
+  metrics = step_dir / 'metrics' / 'metrics'
+  if metrics.exists():
+    try:
+      _read_json(metrics)
+    except (OSError, ValueError) as e:
+      return f'metrics/metrics is unreadable ({e})'
+  return None
+
+
+def scan(directory: epath.Path) -> tuple[dict[int, str], list[epath.Path]]:
+  """({damaged step: why}, [folders of unfinished saves]) in `directory` (no logging)."""
+  damaged, unfinished = {}, []
+  for path in directory.iterdir() if directory.exists() else ():
+    if TMP_MARK in path.name:
+      unfinished.append(path)
+    elif path.name.isdigit() and path.is_dir():
+      reason = damage(path)
+      if reason:
+        damaged[int(path.name)] = reason
+  return damaged, sorted(unfinished)
+
+
+def report(damaged: dict[int, str], unfinished: list[epath.Path],
+           directory: epath.Path) -> None:
+  """Warns about what a read-only user skips."""
+  for path in unfinished:
+    logging.warning('Ignoring %s: a save in progress or one that did not finish.', path)
+  for step, reason in sorted(damaged.items()):
+    logging.warning('Skipping damaged checkpoint %s: %s.', directory / str(step), reason)
+
+
+def move_aside(step_dir: epath.Path, reason: str) -> epath.Path | None:
+  """Renames a damaged step to `<step>.damaged-<UTC time>`; returns the new path, or None
+  (with a warning) when it cannot be renamed."""
+  stamp = time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())
+  target = step_dir.parent / f'{step_dir.name}{DAMAGED_MARK}{stamp}'
+  k = 1
+  while target.exists():
+    k += 1
+    target = step_dir.parent / f'{step_dir.name}{DAMAGED_MARK}{stamp}-{k}'
+  try:
+    step_dir.rename(target)
+  except OSError as e:
+    logging.warning('Skipping damaged checkpoint %s (%s); it could not be moved aside (%s).',
+                    step_dir, reason, e)
+    return None
+  logging.warning('Damaged checkpoint %s (%s) moved aside to %s; the step is saved again '
+                  'when training reaches it.', step_dir, reason, target.name)
+  return target
+
+
+def remove_unfinished(path: epath.Path) -> None:
+  """Deletes the folder of a save that never finished (never a checkpoint), with a warning."""
+  logging.warning('Removing %s: a save that did not finish (the run was stopped while '
+                  'writing it); the step is saved again when training reaches it.', path)
+  try:
+    if path.is_dir():
+      path.rmtree()
+    else:
+      path.unlink()
+  except OSError as e:
+    logging.warning('Could not remove %s (%s); it is ignored.', path, e)
+
+
+def tidy(directory: epath.Path) -> None:
+  """A trainer's start: damaged steps moved aside, unfinished saves removed (one process)."""
+  damaged, unfinished = scan(directory)
+  for path in unfinished:
+    remove_unfinished(path)
+  for step, reason in sorted(damaged.items()):
+    move_aside(directory / str(step), reason)
+
+
+# ------------------------------------------------------------------ after a failed read
+
+class _DropOrphanedReads(std_logging.Filter):
+  """asyncio's "Future/Task exception was never retrieved" for the reads of a damaged step
+  that Orbax gave up on (its coroutines and TensorStore futures)."""
+
+  def filter(self, record):
+    message = record.getMessage().lower()
+    return not ('exception was never retrieved' in message and
+                ('tensorstore' in message or 'orbax' in message))
+
+
+def _unraisable_hook(previous):
+  def hook(unraisable):
+    error = unraisable.exc_value
+    if isinstance(error, RuntimeError) and str(error) == 'Event loop is closed':
+      return  # A TensorStore read of the damaged step finished after Orbax closed its loop.
+    previous(unraisable)
+  hook.p2p_jax_quiet = True
+  return hook
+
+
+def quiet_failed_reads() -> None:
+  """Silences, from now on, the two kinds of noise that the reads of a step Orbax failed
+  to restore print when they finish after it gave up (they can finish at any later time,
+  so the filters stay). Idempotent; other errors pass as before."""
+  if not getattr(sys.unraisablehook, 'p2p_jax_quiet', False):
+    sys.unraisablehook = _unraisable_hook(sys.unraisablehook)
+  asyncio_logger = std_logging.getLogger('asyncio')
+  if not any(isinstance(f, _DropOrphanedReads) for f in asyncio_logger.filters):
+    asyncio_logger.addFilter(_DropOrphanedReads())
