@@ -187,6 +187,11 @@ def _run(config, workdir, ckpt, stop, devices, local_batch, train_batches=None,
   writer = train_logging.Writer(workdir, enabled=main, config=config, start_step=start)
   progress = train_logging.Progress(start, n_steps, config.batch_size)
 
+  def newest_checkpoint():
+    latest = ckpt.latest_step()
+    return ('No checkpoint was saved before it' if latest is None else
+            f'The newest checkpoint (step {latest}) is from before it')
+
   def validate_and_sample(step):
     """Validation L1 and PSNR (means over the images of all processes; NaN or inf stops
     the run), and a sample grid of the first batch."""
@@ -203,8 +208,7 @@ def _run(config, workdir, ckpt, stop, devices, local_batch, train_batches=None,
     if bad:
       raise NonFiniteError(
           f'validation {", ".join(f"{k} {v}" for k, v in bad.items())} at step {step}; '
-          f'stopped without saving it. The newest checkpoint ({ckpt.latest_step()}) is '
-          'from before it')
+          f'stopped without saving it. {newest_checkpoint()}')
     writer.scalars(step, scores)
     if first:
       writer.samples(step, *first[0], validator.metadata)
@@ -228,15 +232,15 @@ def _run(config, workdir, ckpt, stop, devices, local_batch, train_batches=None,
       bad = [k for k, v in m.items() if not np.isfinite(v)]
       if bad:
         raise NonFiniteError(
-            f'non-finite {", ".join(bad)} at step {s}; stopped. The newest checkpoint '
-            f'({ckpt.latest_step()}) is from before it; lower optim.lr or check the data')
+            f'non-finite {", ".join(bad)} at step {s}; stopped. {newest_checkpoint()}; '
+            'lower optim.lr or check the data')
     if checked[0] != step:
       bad = state_lib.nonfinite_leaves(parallel.to_local(state))
       if bad:
         raise NonFiniteError(
             f'non-finite values in the training state at step {step} ({len(bad)} '
-            f'arrays, e.g. {", ".join(bad[:3])}); stopped without saving it. The newest '
-            f'checkpoint ({ckpt.latest_step()}) is from before it; lower optim.lr')
+            f'arrays, e.g. {", ".join(bad[:3])}); stopped without saving it. '
+            f'{newest_checkpoint()}; lower optim.lr')
       checked[0] = step
     if not host:
       return {}
