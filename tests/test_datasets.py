@@ -40,7 +40,7 @@ def prepared_dirs(data_dir):
   return glob.glob(os.path.join(data_dir, 'pix2pix_aligned', '*', str(pix2pix_aligned.Pix2PixAligned.VERSION), 'dataset_info.json'))
 
 
-def test_blue_marble_prepares_offline_from_the_shipped_tiles(tmp_path):
+def test_blue_marble_prepares_offline_from_the_shipped_tiles(tmp_path, capsys):
   shipped = {s: len(sources.list_images(os.path.join(pix2pix_aligned.EMBEDDED_DIR, s)))
              for s in ('train', 'test')}
   size = sum(os.path.getsize(f) for f in glob.glob(
@@ -49,6 +49,9 @@ def test_blue_marble_prepares_offline_from_the_shipped_tiles(tmp_path):
   assert os.path.exists(os.path.join(pix2pix_aligned.EMBEDDED_DIR, 'PROVENANCE.md'))
   builder = pix2pix_aligned.prepare(fx.data_config(tmp_path, dataset='blue_marble'))
   assert {s: builder.info.splits[s].num_examples for s in shipped} == shipped
+  said = capsys.readouterr().out
+  assert 'preparing blue_marble' in said and 'Subsequent calls' not in said, said
+  assert 'Downloading and preparing' not in said, said
   example = examples(builder, 'test')[0]
   assert example['a'].shape == example['b'].shape == (256, 256, 3)
   assert example['name'].decode().endswith('.jpg')

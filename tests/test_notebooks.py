@@ -117,6 +117,22 @@ def test_notebook_is_stored_without_outputs(name):
   assert f'notebooks/{name})' in nb.cells[0].source, 'Colab badge of the wrong notebook'
 
 
+
+def test_pictures_in_the_readme_and_notebooks_are_in_the_repository():
+  """Every image a README or notebook markdown cell shows by relative path is committed next
+  to it (the demo's result is what a reader sees before running anything)."""
+  pages = [(ROOT, _read(os.path.join(ROOT, 'README.md')))]
+  for name in NOTEBOOKS:
+    nb = nbformat.read(os.path.join(NOTEBOOK_DIR, name), as_version=4)
+    pages += [(NOTEBOOK_DIR, c.source) for c in nb.cells if c.cell_type == 'markdown']
+  shown = [(folder, path) for folder, text in pages
+           for path in re.findall(r'!\[[^\]]*\]\(([^)\s]+)\)', text)
+           if '://' not in path]
+  assert len(shown) >= 4, shown  # README: result + comparison; quickstart: result + curves
+  for folder, path in shown:
+    assert os.path.isfile(os.path.join(folder, path)), f'{path} (from {folder}) is missing'
+
+
 def test_quickstart_runs(tmp_path, kernel_spec):
   nb, out = _run('quickstart.ipynb', tmp_path, kernel_spec)
   text = ''.join(_outputs(nb, 'text'))

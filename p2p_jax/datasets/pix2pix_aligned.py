@@ -105,6 +105,15 @@ class Pix2PixAligned(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         metadata=tfds.core.MetadataDict(),
     )
 
+  # TFDS prints "Downloading and preparing dataset Unknown size ..." and "... Subsequent
+  # calls will reuse this data." around a preparation; `prepare` says it in one line of its
+  # own (where, and that it happens once), so these two stay quiet.
+  def _log_download_bytes(self) -> None:
+    pass
+
+  def _log_download_done(self) -> None:
+    pass
+
   def _split_generators(self, dl_manager):
     root = self._locate(dl_manager)
     if self.builder_config.layout == 'paired':
