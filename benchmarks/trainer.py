@@ -11,6 +11,8 @@ same configuration with the cache the first one filled. The trainer's memory is 
 every 0.1 s (VmRSS of the process) and tagged with the phase its output says it is in.
 Prints one JSON line:
   first_start_s, second_start_s   seconds from the command to the end of the first step
+  trace_s_first/second            of those, tracing and lowering the step and the init
+                                  (Python: JAX caches no trace across processes)
   compile_s_first/second          of those, compiling (or loading compiled programs)
   img_per_s                       median of the trainer's own logged rates, first run,
                                   after its first log interval (steady state)
@@ -95,9 +97,9 @@ def parse(run) -> dict:
   first = [l for _, l in run['lines'] if 'first step done' in l]
   if not first:
     return {}
-  start_s, compile_s = map(float, re.findall(r'([\d.]+) s', first[0])[:2])
+  start_s, trace_s, compile_s = map(float, re.findall(r'([\d.]+) s\b', first[0])[:3])
   rates = [float(m) for _, l in run['lines'] for m in re.findall(r'([\d.]+) img/s', l)]
-  return {'start_s': start_s, 'compile_s': compile_s, 'rates': rates}
+  return {'start_s': start_s, 'trace_s': trace_s, 'compile_s': compile_s, 'rates': rates}
 
 
 def main():
@@ -121,8 +123,10 @@ def main():
   result = {
       'bench': 'trainer', 'batch': args.batch, 'image_size': args.size,
       'generator': args.generator, 'steps': args.steps,
-      'first_start_s': a['start_s'], 'compile_s_first': a['compile_s'],
-      'second_start_s': b['start_s'], 'compile_s_second': b['compile_s'],
+      'first_start_s': a['start_s'], 'trace_s_first': a['trace_s'],
+      'compile_s_first': a['compile_s'],
+      'second_start_s': b['start_s'], 'trace_s_second': b['trace_s'],
+      'compile_s_second': b['compile_s'],
       'img_per_s': round(statistics.median(rates), 3),
       'peak_rss_mb': round(before),
       'rss_mb_by_phase': first['rss_by_phase'],

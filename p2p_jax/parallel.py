@@ -19,6 +19,7 @@ exactly as 1 process x 4 devices.
 """
 
 import os
+import time
 from typing import Any, Callable
 
 import jax
@@ -259,14 +260,19 @@ class DataParallel:
     """
     return self._fn.lower(self.abstract_state(state), self._split(batch))
 
-  def precompile(self, abstract_state, batch) -> bool:
+  def precompile(self, abstract_state, batch) -> tuple[float, float] | None:
     """Compiles for a state of this shape (jax.ShapeDtypeStruct leaves) before one exists;
-    later calls reuse the executable. False where that is not possible (pmap over several
-    processes takes concrete arrays only; it compiles at its first call instead)."""
+    later calls reuse the trace and the executable. Returns the seconds spent tracing and
+    lowering (Python; no cache skips it) and compiling (or loading from the persistent
+    cache), or None where that is not possible (pmap over several processes takes
+    concrete arrays only; it compiles at its first call instead)."""
     if self.mapping == 'pmap' and self.spans_processes:
-      return False
-    self.lower(abstract_state, batch).compile()
-    return True
+      return None
+    start = time.perf_counter()
+    lowered = self.lower(abstract_state, batch)
+    traced = time.perf_counter()
+    lowered.compile()
+    return traced - start, time.perf_counter() - traced
 
 
 def fetch(tree):

@@ -147,14 +147,21 @@ def _run(config, workdir, ckpt, stop, devices, local_batch, train_batches=None,
   # buffers (1.8 -> 1.4 GB after compile + init at 256 px; benchmarks/README.md). The jitted
   # step reuses this executable.
   resume = ckpt.latest_step() is not None
-  compile_start = time.perf_counter()
-  make_state = None if resume else jax.jit(init).lower().compile()
+  trace_s = compile_s = 0.0
+  make_state = None
+  if not resume:
+    start_s = time.perf_counter()
+    lowered_init = jax.jit(init).lower()
+    trace_s = time.perf_counter() - start_s
+    make_state = lowered_init.compile()
+    compile_s = time.perf_counter() - start_s - trace_s
   channels = {'input': config.model.in_channels, 'target': config.model.out_channels}
-  if runner.precompile(abstract, {k: np.zeros((local_batch, config.data.crop_size,
-                                               config.data.crop_size, c), np.float32)
-                                  for k, c in channels.items()}):
+  seconds = runner.precompile(abstract, {k: np.zeros((local_batch, config.data.crop_size,
+                                                      config.data.crop_size, c), np.float32)
+                                         for k, c in channels.items()})
+  if seconds is not None:
+    trace_s, compile_s = trace_s + seconds[0], compile_s + seconds[1]
     host_memory.release_free_memory()
-  compile_s = time.perf_counter() - compile_start
   if resume:
     state = ckpt.restore(abstract)
     logging.info('resumed from step %d in %s', int(state.step), workdir)
@@ -259,7 +266,8 @@ def _run(config, workdir, ckpt, stop, devices, local_batch, train_batches=None,
       if step == start + 1 and main:
         jax.block_until_ready(step_metrics)
         print(f'p2p_jax: first step done {train_logging.seconds_since_process_start():.1f} s '
-              f'after start (compiling or loading compiled programs: {compile_s:.1f} s)',
+              f'after start (tracing {trace_s:.1f} s, compiling or loading compiled '
+              f'programs {compile_s:.1f} s)',
               flush=True)
       if step_hook is not None:
         step_hook(step)

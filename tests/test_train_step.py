@@ -163,7 +163,7 @@ def test_step_compiled_before_the_state_exists_is_the_one_that_runs(config, mode
   init = lambda: state_lib.create_train_state(jax.random.PRNGKey(config.seed), g, d, tx_g,
                                               tx_d, config.data.crop_size)
   batch = random_batch(2)
-  assert runner.precompile(jax.eval_shape(init), batch)
+  assert runner.precompile(jax.eval_shape(init), batch) is not None
   assert len(traces) == 1
   state, _ = runner(runner.put_state(jax.jit(init)()), batch)
   runner(state, random_batch(2, seed=1))
