@@ -150,11 +150,11 @@ def _run(config, workdir, ckpt, stop, devices, local_batch, train_batches=None,
   trace_s = compile_s = 0.0
   make_state = None
   if not resume:
-    start_s = time.perf_counter()
+    t0 = time.perf_counter()
     lowered_init = jax.jit(init).lower()
-    trace_s = time.perf_counter() - start_s
+    t1 = time.perf_counter()
     make_state = lowered_init.compile()
-    compile_s = time.perf_counter() - start_s - trace_s
+    trace_s, compile_s = t1 - t0, time.perf_counter() - t1
   channels = {'input': config.model.in_channels, 'target': config.model.out_channels}
   seconds = runner.precompile(abstract, {k: np.zeros((local_batch, config.data.crop_size,
                                                       config.data.crop_size, c), np.float32)

@@ -117,7 +117,6 @@ def test_notebook_is_stored_without_outputs(name):
   assert f'notebooks/{name})' in nb.cells[0].source, 'Colab badge of the wrong notebook'
 
 
-
 def test_pictures_in_the_readme_and_notebooks_are_in_the_repository():
   """Every image a README or notebook markdown cell shows by relative path is committed next
   to it (the demo's result is what a reader sees before running anything)."""
