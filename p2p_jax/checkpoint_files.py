@@ -132,12 +132,21 @@ def tidy(directory: epath.Path) -> None:
 
 class _DropOrphanedReads(std_logging.Filter):
   """asyncio's "Future/Task exception was never retrieved" for the reads of a damaged step
-  that Orbax gave up on (its coroutines and TensorStore futures)."""
+  that Orbax gave up on (its coroutines and TensorStore futures). A TensorStore future's
+  error may name only the step's folder ('OUT_OF_RANGE: Error reading ... in OCDBT database
+  at local file ".../20/state/"'), so the folders of failed reads are matched too."""
+
+  def __init__(self):
+    super().__init__()
+    self.folders = set()
 
   def filter(self, record):
-    message = record.getMessage().lower()
-    return not ('exception was never retrieved' in message and
-                ('tensorstore' in message or 'orbax' in message))
+    message = record.getMessage()
+    if 'exception was never retrieved' not in message.lower():
+      return True
+    lower = message.lower()
+    return not ('tensorstore' in lower or 'orbax' in lower or
+                any(folder in message for folder in self.folders))
 
 
 def _unraisable_hook(previous):
@@ -150,12 +159,17 @@ def _unraisable_hook(previous):
   return hook
 
 
-def quiet_failed_reads() -> None:
+def quiet_failed_reads(step_dir=None) -> None:
   """Silences, from now on, the two kinds of noise that the reads of a step Orbax failed
   to restore print when they finish after it gave up (they can finish at any later time,
-  so the filters stay). Idempotent; other errors pass as before."""
+  so the filters stay): for reads of TensorStore/Orbax, and for any read naming `step_dir`.
+  Idempotent; other errors pass as before."""
   if not getattr(sys.unraisablehook, 'p2p_jax_quiet', False):
     sys.unraisablehook = _unraisable_hook(sys.unraisablehook)
   asyncio_logger = std_logging.getLogger('asyncio')
-  if not any(isinstance(f, _DropOrphanedReads) for f in asyncio_logger.filters):
-    asyncio_logger.addFilter(_DropOrphanedReads())
+  drop = next((f for f in asyncio_logger.filters if isinstance(f, _DropOrphanedReads)), None)
+  if drop is None:
+    drop = _DropOrphanedReads()
+    asyncio_logger.addFilter(drop)
+  if step_dir is not None:
+    drop.folders.add(str(step_dir))

@@ -267,7 +267,7 @@ class Checkpointer:
         raise  # does not fit the model: another step would not either
       except Exception as e:  # pylint: disable=broad-except  # Orbax/TensorStore errors
         error = e
-        checkpoint_files.quiet_failed_reads()
+        checkpoint_files.quiet_failed_reads(step_dir)
       failures.append((step_dir, error))
       if which != 'latest':
         raise CheckpointError(f'cannot read checkpoint {step_dir}: {error}') from error
