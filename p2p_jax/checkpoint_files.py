@@ -142,11 +142,12 @@ class _DropOrphanedReads(std_logging.Filter):
 
   def filter(self, record):
     message = record.getMessage()
-    if 'exception was never retrieved' not in message.lower():
-      return True
     lower = message.lower()
+    if 'exception was never retrieved' not in lower:
+      return True
+    # With the separator: step 2's folder must not match step 20's reads.
     return not ('tensorstore' in lower or 'orbax' in lower or
-                any(folder in message for folder in self.folders))
+                any(folder + '/' in message for folder in self.folders))
 
 
 def _unraisable_hook(previous):
