@@ -4,8 +4,8 @@
   PYTHONPATH=. python benchmarks/train_step.py --batch 4 --conv-impl xla --steps 5
 
 Paper setup: unet_256 + 70x70 PatchGAN, batch norm, 256x256, random data in [-1, 1].
-The step is assembled exactly as the trainer does (models.create_*, state.create_optimizers,
-state.create_train_state, train_step.make_train_step, parallel.DataParallel with donation),
+The step is assembled exactly as the trainer does (the method's setup, p2p_jax/methods,
+and parallel.DataParallel with donation),
 on `--devices` devices (default 1). The compiled executable's XLA cost analysis gives the
 FLOPs per step. Prints one JSON line; see benchmarks/README.md for the numbers measured.
 
@@ -129,16 +129,14 @@ def run_description(config, args, image_size: int, device) -> dict:
 
 
 def build_step(config, image_size: int):
-  """(train_step, init) for one replica, assembled as the trainer assembles them."""
-  from p2p_jax import networks, parallel, state as state_lib, train_step as train_step_lib
-  generator = networks.create_generator(config, parallel.AXIS)
-  discriminator = networks.create_discriminator(config, parallel.AXIS)
-  tx_g, tx_d, schedule = state_lib.create_optimizers(config, steps_per_epoch=1000)
-  step = train_step_lib.make_train_step(generator, discriminator, tx_g, tx_d, config.loss,
-                                        schedule, axis_name=parallel.AXIS)
-  init = lambda: state_lib.create_train_state(jax.random.PRNGKey(config.seed), generator,
-                                              discriminator, tx_g, tx_d, image_size)
-  return step, init
+  """(train_step, init) for one replica, assembled as the trainer assembles them (the
+  step of the config's method, p2p_jax/methods)."""
+  import copy
+  from p2p_jax import methods, parallel
+  config = copy.deepcopy(config)
+  config.data.crop_size = image_size
+  setup = methods.get(config).setup(config, 1000, parallel.AXIS)
+  return setup.step, setup.init
 
 
 def with_plain_convs(config):

@@ -13,7 +13,7 @@ from typing import Callable
 
 from absl import flags
 
-from p2p_jax import compile_cache, inference, train_logging, workdirs
+from p2p_jax import compile_cache, inference, methods, train_logging, workdirs
 from p2p_jax.pytorch import pretrained
 
 USAGE_ERROR = 2
@@ -37,6 +37,10 @@ def define_generator_flags(fv: flags.FlagValues, *, mode_default: str | None = N
   """--workdir or --pretrained (+ --pretrained_dir), --checkpoint, --mode and, for tools
   that run the generator (`sampling`), --bn_scope, --seed and --compilation_cache."""
   define_model_flags(fv)
+  flags.DEFINE_enum('direction', 'AtoB', methods.DIRECTIONS,
+                    "which generator: 'AtoB' (the trained input -> target map; pix2pix has "
+                    "only this one) or 'BtoA' (CycleGAN's G_B, target domain -> input "
+                    'domain)', flag_values=fv)
   flags.DEFINE_string('checkpoint', 'latest', "which checkpoint: 'latest', 'best' (lowest "
                       'validation L1) or a step number', flag_values=fv)
   flags.DEFINE_enum('mode', mode_default, inference.MODES,
@@ -89,7 +93,8 @@ def load_generator(args, workdir: str | None = None) -> inference.TrainedGenerat
   compile_cache.enable(args.compilation_cache)
   kwargs = {'bn_scope': args.bn_scope} if 'bn_scope' in args else {}
   return workdirs.load_generator(workdir or workdir_of(args),
-                                 checkpoint_choice(args.checkpoint), args.mode, **kwargs)
+                                 checkpoint_choice(args.checkpoint), args.mode,
+                                 direction=args.direction, **kwargs)
 
 
 def parse(argv: list[str], define: Callable[[flags.FlagValues], None], prog: str,

@@ -1,4 +1,4 @@
-"""The config of a pix2pix run: every field with its default (the paper's) and its meaning.
+"""The config of a run: every field with its default (pix2pix as the paper) and its meaning.
 
 `get_config()` is the schema: every config file in `configs/` starts from it and changes
 only what differs, so a key it does not have is a typo (`--config.optim.lr_decay=...`) and
@@ -14,9 +14,10 @@ import os
 
 import ml_collections
 
-from p2p_jax import inference, input_pipeline, kernels, losses, networks, parallel, schedules
+from p2p_jax import (inference, input_pipeline, kernels, losses, methods, networks, parallel,
+                     schedules)
 from p2p_jax.datasets import catalog
-from p2p_jax.models import DROPOUT_PLACEMENTS, GENERATORS, layers
+from p2p_jax.models import DROPOUT_PLACEMENTS, layers
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -25,11 +26,16 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Seed of everything random: init, dropout, data order, jitter. Same seed, same run.
   config.seed = 0
+  # What is trained (p2p_jax/methods): 'pix2pix' (paired data; U-Net G + PatchGAN D on
+  # (x, y); this file's defaults are its paper's) or 'cyclegan' (unpaired data; two
+  # generators and two discriminators; configs/cyclegan.py sets the reference's choices).
+  config.method = 'pix2pix'
 
   # ---------------------------------------------------------------- model (architecture)
   config.model = ml_collections.ConfigDict()
-  # Generator: 'unet_256' (8 downsamplings), 'unet_128' (7), or 'encoder_decoder_256' /
-  # 'encoder_decoder_128' (the paper's no-skip ablation, Table 2).
+  # Generator: 'unet_256' (8 downsamplings), 'unet_128' (7), 'encoder_decoder_256' /
+  # 'encoder_decoder_128' (the paper's no-skip ablation, Table 2), or CycleGAN's
+  # 'resnet_9blocks' / 'resnet_6blocks' (models/resnet.py).
   config.model.generator = 'unet_256'
   # Filters in the generator's first / discriminator's first conv layer (paper: 64).
   config.model.ngf = 64
@@ -80,6 +86,20 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss.recon = 'l1'
   # lambda in G* = arg min max cGAN + lambda * L1 (paper: 100); 0 disables the term.
   config.loss.recon_weight = 100.0
+
+  # ---------------------------------------------------------------- CycleGAN's objective
+  # Used when method = 'cyclegan' (the reference's defaults; Zhu et al. 2017, Section 4).
+  config.cyclegan = ml_collections.ConfigDict()
+  # Weights of the cycle-consistency L1 terms: A -> B -> A (lambda_a) and B -> A -> B.
+  config.cyclegan.lambda_a = 10.0
+  config.cyclegan.lambda_b = 10.0
+  # Identity term ||G_A(b) - b|| + ||G_B(a) - a||, weighted by this fraction of the lambda
+  # of the image's domain (0.5: weight 5); 0 turns it off. Needs in_channels == out_channels.
+  config.cyclegan.lambda_identity = 0.5
+  # The discriminators learn from a pool of this many earlier fakes (Shrivastava et al.
+  # 2017): once full, each new fake replaces a random stored one half of the time, and D
+  # sees the stored one instead. 0: D sees only the newest fakes.
+  config.cyclegan.pool_size = 50
 
   # ---------------------------------------------------------------- optimiser
   config.optim = ml_collections.ConfigDict()
@@ -165,7 +185,8 @@ def get_config() -> ml_collections.ConfigDict:
 
 # Allowed values, each list defined by the module that uses the field.
 CHOICES = {
-    'model.generator': tuple(GENERATORS),
+    'method': tuple(methods.METHODS),
+    'model.generator': networks.GENERATOR_NAMES,
     'model.norm': layers.NORMS,
     'model.dropout_placement': tuple(DROPOUT_PLACEMENTS),
     'model.upsample': tuple(layers.UPSAMPLERS),
@@ -185,7 +206,8 @@ _POSITIVE = ('model.ngf', 'model.ndf', 'model.in_channels', 'model.out_channels'
              'optim.lr', 'data.load_size', 'data.crop_size', 'batch_size',
              'log_every_steps', 'sample_every_steps', 'eval_every_steps',
              'checkpoint_every_steps', 'keep_checkpoints')
-_NON_NEGATIVE = ('loss.gan_weight', 'loss.recon_weight')
+_NON_NEGATIVE = ('loss.gan_weight', 'loss.recon_weight', 'cyclegan.lambda_a',
+                 'cyclegan.lambda_b', 'cyclegan.lambda_identity', 'cyclegan.pool_size')
 
 # Old key -> new key. Configs saved before a rename are moved on load (`migrate`).
 RENAMED = {
@@ -247,13 +269,14 @@ def validate(config) -> None:
   if flat['data.load_size'] < flat['data.crop_size']:
     raise ValueError(f'config.data.load_size ({flat["data.load_size"]}) must be >= '
                      f'config.data.crop_size ({flat["data.crop_size"]})')
-  side = 2 ** GENERATORS[flat['model.generator']][0]
+  side = networks.size_multiple(flat['model.generator'])
   if flat['data.crop_size'] % side:
     raise ValueError(f'config.data.crop_size ({flat["data.crop_size"]}) must be a multiple '
                      f'of {side} for model.generator={flat["model.generator"]!r}')
   for path in ('model.in_channels', 'model.out_channels'):
     if flat[path] not in (1, 3):
       raise ValueError(f'config.{path} must be 1 or 3, got {flat[path]!r}')
+  methods.get(flat['method']).validate(config)
 
 
 # ------------------------------------------------------------------ paths

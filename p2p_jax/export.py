@@ -29,8 +29,7 @@ from absl import flags
 import jax
 import jax.numpy as jnp
 
-from p2p_jax import cli, inference, networks, workdirs
-from p2p_jax.models import GENERATORS
+from p2p_jax import cli, inference, methods, workdirs
 
 METADATA_FILE = 'p2p_jax_export.json'
 DEFAULT_PLATFORMS = ('cpu', 'cuda')
@@ -53,19 +52,19 @@ def _tensorflow():
 
 def export_saved_model(config, variables, out_dir: str, mode: str = 'eval',
                        image_size: int | None = None, *, step: int | None = None,
-                       platforms=DEFAULT_PLATFORMS) -> str:
+                       platforms=DEFAULT_PLATFORMS, direction: str = 'AtoB') -> str:
   """Writes a SavedModel of the generator into `out_dir`; returns out_dir.
 
   config: the run's config (its `model` and `compute` blocks build the generator).
-  variables: {'params', 'batch_stats'} of the generator (workdirs.load_generator_variables).
+  variables: {'params', 'batch_stats'} of the generator of `direction` (for CycleGAN,
+    methods.get(config).generator_variables of workdirs.load_generator_variables).
   image_size: fix height = width = image_size; None leaves them polymorphic.
   """
   tf = _tensorflow()
   from jax.experimental import jax2tf  # pylint: disable=import-outside-toplevel
 
-  generator = networks.create_generator(config)
-  depth = GENERATORS[config.model.generator][0]
-  m, cin = 2 ** depth, config.model.in_channels
+  generator = methods.get(config).generator(config, direction)
+  m, cin = generator.size_multiple, generator.in_channels
   if image_size is not None and image_size % m:
     raise ValueError(f'image_size {image_size} must be a multiple of {m} for '
                      f'{config.model.generator}')
@@ -77,7 +76,7 @@ def export_saved_model(config, variables, out_dir: str, mode: str = 'eval',
         jnp.arange(x.shape[0], dtype=jnp.uint32))
     return fn(variables, x, keys)
 
-  # Height and width as multiples of 2**depth, so the U-Net's checks hold symbolically.
+  # Height and width as multiples of `m`, so the generator's checks hold symbolically.
   space = f'{image_size}, {image_size}' if image_size else f'{m}*h, {m}*w'
   tf_generate = jax2tf.convert(
       generate, polymorphic_shapes=[None, f'(b, {space}, {cin})', None],
@@ -107,9 +106,10 @@ def export_saved_model(config, variables, out_dir: str, mode: str = 'eval',
       'format': 'p2p_jax generator SavedModel', 'mode': mode,
       'bn_scope': 'image' if mode == 'paper' else 'running_average',
       'generator': config.model.generator, 'in_channels': cin,
-      'out_channels': config.model.out_channels, 'size_multiple': m,
+      'out_channels': generator.out_channels, 'size_multiple': m,
       'image_size': image_size, 'checkpoint_step': step,
       'platforms': list(platforms), 'value_range': '[-1, 1] in and out',
+      'method': config.method, 'direction': direction,
       'inputs': 'images float32 [N, H, W, C]' + (', seed int32 []' if mode == 'paper' else ''),
   }
   module.metadata = tf.Variable(json.dumps(metadata, sort_keys=True), trainable=False)
@@ -139,11 +139,15 @@ def main(argv=None) -> int:
   def run():
     workdir = cli.workdir_of(args)
     config = workdirs.load_config(workdir)
+    method = methods.get(config)
+    method.check_direction(args.direction)
     step, variables = workdirs.load_generator_variables(
         workdir, cli.checkpoint_choice(args.checkpoint))
-    out_dir = args.out_dir or os.path.join(workdir, f'saved_model_{args.mode}')
+    variables = method.generator_variables(variables, args.direction)
+    suffix = '' if method.directions == ('AtoB',) else f'_{args.direction}'
+    out_dir = args.out_dir or os.path.join(workdir, f'saved_model_{args.mode}{suffix}')
     export_saved_model(config, variables, out_dir, args.mode, args.image_size, step=step,
-                       platforms=tuple(args.platforms))
+                       platforms=tuple(args.platforms), direction=args.direction)
     print(f'SavedModel ({args.mode} mode, checkpoint step {step}) written to {out_dir}')
     return 0
   return cli.run('p2p_jax.export', run)

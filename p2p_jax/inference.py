@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from p2p_jax import networks, parallel
+from p2p_jax import methods, parallel
 
 MODES = ('paper', 'eval')
 BN_SCOPES = ('image', 'batch')
@@ -84,16 +84,18 @@ class TrainedGenerator:
   """A generator with its variables and an inference mode: G(x) for model-space batches.
 
   Attributes:
-    config: the run's config (its `model` and `compute` blocks build the generator).
+    config: the run's config (its method, `model` and `compute` blocks build the generator).
     mode: 'paper' or 'eval' (see module docstring); None takes config.inference_mode.
     bn_scope: 'image' or 'batch' (paper mode only).
+    direction: which of the method's generators: 'AtoB' (the trained input -> target map;
+      pix2pix has only this one) or 'BtoA' (CycleGAN's G_B).
     step: training step of the checkpoint (metadata only), or None.
     metadata: dict written next to every output (mode, scope, generator, step).
   """
 
   def __init__(self, config, variables, mode: str | None = None, *,
                bn_scope: str = 'image', devices=None, step: int | None = None,
-               source: str | None = None):
+               source: str | None = None, direction: str = 'AtoB'):
     mode = config.inference_mode if mode is None else mode
     if mode not in MODES:
       raise ValueError(f"inference mode must be 'paper' or 'eval', got {mode!r}")
@@ -105,7 +107,9 @@ class TrainedGenerator:
     # Only 'batch' scope shares statistics across devices; per-image statistics must not
     # be averaged over the device axis.
     axis = parallel.AXIS if (mode == 'paper' and bn_scope == 'batch') else None
-    self.generator = networks.create_generator(config, axis_name=axis)
+    self.method = methods.get(config)
+    self.direction = direction
+    self.generator = self.method.generator(config, direction, axis_name=axis)
     self.variables = jax.tree.map(jnp.asarray, apply_variables(variables))
     self._fn = make_generator_fn(self.generator, mode, bn_scope)
     self._mapped = {}
@@ -113,16 +117,25 @@ class TrainedGenerator:
         'p2p_jax.mode': mode,
         'p2p_jax.bn_scope': bn_scope if mode == 'paper' else 'running_average',
         'p2p_jax.generator': config.model.generator,
+        **({} if self.method.name == 'pix2pix' else
+           {'p2p_jax.method': self.method.name, 'p2p_jax.direction': direction}),
         'p2p_jax.checkpoint_step': '' if step is None else str(int(step)),
         'p2p_jax.checkpoint': source or '',
     }
 
   @classmethod
   def from_state(cls, config, state, mode: str | None = None, **kwargs):
-    """From a full config and a TrainState (e.g. inside the trainer)."""
+    """From a full config and a training state (e.g. inside the trainer)."""
     kwargs.setdefault('step', int(state.step))
-    return cls(config, {'params': state.g.params, 'batch_stats': state.g.batch_stats},
-               mode, **kwargs)
+    variables = methods.get(config).generator_variables(
+        {'params': state.g.params, 'batch_stats': state.g.batch_stats},
+        kwargs.get('direction', 'AtoB'))
+    return cls(config, variables, mode, **kwargs)
+
+  def set_state(self, state, step: int | None = None) -> None:
+    """`set_variables` with this generator's variables taken from a training state."""
+    self.set_variables(self.method.generator_variables(
+        {'params': state.g.params, 'batch_stats': state.g.batch_stats}, self.direction), step)
 
   def set_variables(self, variables, step: int | None = None) -> None:
     """Swaps in new weights (same architecture), keeping the compiled functions."""
@@ -134,8 +147,8 @@ class TrainedGenerator:
 
   @property
   def multiple(self) -> int:
-    """Height and width of `apply`'s inputs must be multiples of this (2**depth)."""
-    return 2 ** self.generator.depth
+    """Height and width of `apply`'s inputs must be multiples of this (2**depth for U-Nets)."""
+    return self.generator.size_multiple
 
   @property
   def in_channels(self) -> int:

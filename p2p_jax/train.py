@@ -1,11 +1,16 @@
-"""pix2pix training loop: `train_and_evaluate(config, workdir)`, importable from notebooks.
+"""The training loop of every method: `train_and_evaluate(config, workdir)`, importable
+from notebooks.
+
+The loop knows no method: `config.method` names one (p2p_jax/methods), which supplies its
+networks, state, train step and the batches it needs; everything here (devices, resume,
+stopping, the non-finite guard, validation, logging, checkpoints) is the same for all.
 
 Read top to bottom: set-up (config, devices, data), state (init or resume), the loop
 (train step, then periodic logging, samples, validation and checkpoints), and the end.
 Metrics stay on the device between log steps, so logging does not stall the step.
 
-Resuming is exact: the state holds the step, both networks, their optimisers and the
-dropout key; the data stream is deterministic for a seed and restarts at the batch after
+Resuming is exact: the state holds the step, the networks, their optimisers and the
+random key (and whatever else the method keeps, e.g. CycleGAN's image pools); the data stream is deterministic for a seed and restarts at the batch after
 the checkpoint. A stop request (SIGTERM, Ctrl-C; p2p_jax/stopping.py) at any moment, set-up
 and the final save included, ends the run at the step it had completed, with a checkpoint
 of that step written before it returns; running the same command again continues it.
@@ -29,8 +34,8 @@ import jax
 import numpy as np
 
 from p2p_jax import (checkpointing, config_schema, evaluation, host_memory, inference,
-                     input_pipeline, networks, parallel, state as state_lib, stopping,
-                     train_logging, train_step, workdirs)
+                     input_pipeline, methods, parallel, state as state_lib, stopping,
+                     train_logging, workdirs)
 
 
 class NonFiniteError(FloatingPointError):
@@ -85,7 +90,7 @@ def train_and_evaluate(config, workdir: str, *,
                        num_train_examples: int | None = None,
                        step_hook: Callable[[int], None] | None = None,
                        devices=None):
-  """Trains pix2pix as `config` says, in `workdir`; returns the final TrainState.
+  """Trains the method `config` names as it says, in `workdir`; returns the final state.
 
   Resumes from the newest good checkpoint in workdir/checkpoints. The data comes from the
   config's dataset unless given: train_batches(start_batch) -> endless iterator of
@@ -131,16 +136,11 @@ def _run(config, workdir, ckpt, stop, devices, local_batch, train_batches=None,
   n_steps = total_steps(config, num_train_examples)
 
   # ---------------------------------------------------------------- state
-  generator = networks.create_generator(config, parallel.AXIS)
-  discriminator = networks.create_discriminator(config, parallel.AXIS)
-  tx_g, tx_d, schedule = state_lib.create_optimizers(config, per_epoch)
-  step_fn = train_step.make_train_step(generator, discriminator, tx_g, tx_d, config.loss,
-                                       schedule, parallel.AXIS)
-  runner = parallel.DataParallel(step_fn, config.compute.mapping, devices=devices,
+  method = methods.get(config)
+  setup = method.setup(config, per_epoch, parallel.AXIS)
+  runner = parallel.DataParallel(setup.step, config.compute.mapping, devices=devices,
                                  donate=True)
-  init = lambda: state_lib.create_train_state(
-      jax.random.PRNGKey(config.seed), generator, discriminator, tx_g, tx_d,
-      config.data.crop_size)
+  init = setup.init
   abstract = runner.abstract_state(jax.eval_shape(init))
   # Compile the step (and the init) before any state exists and hand the compiler's leftover
   # memory back to the OS, so that it does not stay resident under the state and the step's
@@ -155,10 +155,7 @@ def _run(config, workdir, ckpt, stop, devices, local_batch, train_batches=None,
     t1 = time.perf_counter()
     make_state = lowered_init.compile()
     trace_s, compile_s = t1 - t0, time.perf_counter() - t1
-  channels = {'input': config.model.in_channels, 'target': config.model.out_channels}
-  seconds = runner.precompile(abstract, {k: np.zeros((local_batch, config.data.crop_size,
-                                                      config.data.crop_size, c), np.float32)
-                                         for k, c in channels.items()})
+  seconds = runner.precompile(abstract, setup.example_batch(local_batch))
   if seconds is not None:
     trace_s, compile_s = trace_s + seconds[0], compile_s + seconds[1]
     host_memory.release_free_memory()
@@ -174,9 +171,7 @@ def _run(config, workdir, ckpt, stop, devices, local_batch, train_batches=None,
   if main:
     # Only now: a checkpoint that does not fit the config must leave config.json as it is.
     workdirs.save_config(config, workdir)
-    print(f'p2p_jax: {config.model.generator} G ({state_lib.param_count(state.g.params):,} '
-          f'params) + {config.model.d_layers}-layer PatchGAN D '
-          f'({state_lib.param_count(state.d.params):,}) on {len(devices)} '
+    print(f'p2p_jax: {method.name}: {method.describe(config, state)} on {len(devices)} '
           f'{devices[0].platform} device(s); steps {start} -> {n_steps} '
           f'({per_epoch} per epoch, batch {config.batch_size})', flush=True)
 
@@ -202,8 +197,7 @@ def _run(config, workdir, ckpt, stop, devices, local_batch, train_batches=None,
   def validate_and_sample(step):
     """Validation L1 and PSNR (means over the images of all processes; NaN or inf stops
     the run), and a sample grid of the first batch."""
-    validator.set_variables(parallel.to_local({'params': state.g.params,
-                                               'batch_stats': state.g.batch_stats}), step)
+    validator.set_state(parallel.to_local(state), step)
     first = []
     keep_first = lambda i, batch, out, _: first or first.append(
         (batch['input'], out, batch['target']))
@@ -259,8 +253,7 @@ def _run(config, workdir, ckpt, stop, devices, local_batch, train_batches=None,
   try:
     while step < n_steps and stopped_by is None:
       batch = next(data)
-      state, step_metrics = runner(state, {'input': batch['input'],
-                                           'target': batch['target']})
+      state, step_metrics = runner(state, {k: batch[k] for k in method.batch_keys})
       step += 1
       pending.append((step, step_metrics))
       if step == start + 1 and main:

@@ -27,7 +27,7 @@ from typing import Any
 from etils import epath
 import numpy as np
 
-from p2p_jax import checkpointing, config_schema, inference, parallel
+from p2p_jax import checkpointing, config_schema, inference, methods, parallel
 
 CONFIG_FILE = 'config.json'
 CHECKPOINTS = 'checkpoints'
@@ -109,19 +109,23 @@ def load_config(workdir: str):
 
 
 def check_same_model(config, workdir: str) -> None:
-  """Raises CheckpointError if `workdir` holds a run of another architecture.
+  """Raises CheckpointError if `workdir` holds a run of another method or architecture.
 
-  The architecture is `config.model` and whether D sees x (`loss.conditional`); everything
-  else (`compute`, the objective's weights, the data, the schedule) may change on resume.
+  The architecture is what the method says fixes its networks (`Method.architecture`; for
+  pix2pix `config.model` and whether D sees x); everything else (`compute`, the objective's
+  weights, the data, the schedule) may change on resume.
   """
   if not os.path.exists(os.path.join(workdir, CONFIG_FILE)):
     return
   saved = load_config(workdir)
-  differ = [f'model.{k}: {saved.model[k]!r} in the workdir, {config.model[k]!r} now'
-            for k in config.model if saved.model.get(k) != config.model[k]]
-  if saved.loss.conditional != config.loss.conditional:
-    differ.append(f'loss.conditional: {saved.loss.conditional} in the workdir, '
-                  f'{config.loss.conditional} now')
+  if saved.method != config.method:
+    raise checkpointing.CheckpointError(
+        f'{workdir} holds a {saved.method} run, not {config.method} (config.method); use a '
+        'new --workdir')
+  method = methods.get(config)
+  before, now = method.architecture(saved), method.architecture(config)
+  differ = [f'{k}: {before.get(k)!r} in the workdir, {v!r} now'
+            for k, v in now.items() if before.get(k) != v]
   if differ:
     raise checkpointing.CheckpointError(
         f'{workdir} holds a run with another architecture ({"; ".join(differ)}); use a new '
@@ -140,19 +144,23 @@ def load_generator_variables(workdir: str, which: Any = 'latest') -> tuple[int, 
 
 
 def load_generator(workdir: str, which: Any = 'latest', mode: str | None = None,
-                   **kwargs) -> inference.TrainedGenerator:
+                   direction: str = 'AtoB', **kwargs) -> inference.TrainedGenerator:
   """The trained generator of a workdir (its config + a checkpoint), ready for inference.
 
-  mode: 'paper' or 'eval'; None takes the config's `inference_mode`. Other keyword
+  mode: 'paper' or 'eval'; None takes the config's `inference_mode`. direction: which of
+  the method's generators ('AtoB', or 'BtoA' for CycleGAN's G_B). Other keyword
   arguments go to inference.TrainedGenerator (bn_scope, devices).
   """
   workdir = absolute_path(workdir)
   if not os.path.isdir(workdir):
     raise FileNotFoundError(f'workdir {workdir} does not exist')
   config = load_config(workdir)
+  method = methods.get(config)
+  method.check_direction(direction)  # before reading any checkpoint
   step, variables = load_generator_variables(workdir, which)
   source = os.path.join(checkpoint_dir(workdir), str(step))
-  return inference.TrainedGenerator(config, variables, mode, step=step, source=source,
+  return inference.TrainedGenerator(config, method.generator_variables(variables, direction),
+                                    mode, step=step, source=source, direction=direction,
                                     **kwargs)
 
 

@@ -144,7 +144,8 @@ def test_winograd_multiplies_in_the_transformed_domain_and_only_in_float32():
 def test_auto_choice_per_backend_and_shape():
   for backend in ('gpu', 'tpu'):
     assert kernels.convolutions('auto', backend) == kernels.convolutions('xla')
-  assert kernels.convolutions('xla') == (layers.conv2d, layers.conv_transpose_4x4_s2)
+  assert kernels.convolutions('xla') == (layers.conv2d, layers.conv_transpose_4x4_s2,
+                                         layers.conv_transpose_3x3_s2)
 
   def conv(inp, out, size, batch=1, stride=2):  # a 4x4 conv, padding 1
     return kernels.cpu_conv_form((batch, size, size, inp), (4, 4, inp, out), stride, 1)
@@ -172,7 +173,8 @@ def test_auto_choice_per_backend_and_shape():
   assert kernels.cpu_conv_form((b, h, h, 512), (4, 4, 512, 512), 1, 1) == 'xla_gemmgrad'
   assert kernels.cpu_conv_transpose_form((b, h, h, 512), (4, 4, 512, 512)) == 'gemm'
   # Explicit choices are kept on every backend.
-  assert kernels.convolutions('gemm', 'gpu') == kernels.FORMS['gemm']
+  assert kernels.convolutions('gemm', 'gpu')[:2] == kernels.FORMS['gemm']
+  assert kernels.convolutions('gemm', 'gpu')[2] == kernels.FORMS_3X3['gemm']
 
 
 def test_auto_under_shape_polymorphic_export():

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from p2p_jax import networks, parallel, state as state_lib, train_step
+from p2p_jax import networks, parallel, state as state_lib
+from p2p_jax.methods import pix2pix
 
 CONV_PRIMITIVES = ('conv_general_dilated', 'dot_general')
 
@@ -68,7 +69,7 @@ def run_steps(dtype, steps=3):
   # jitted: one compilation instead of one per operation of the eager init
   state = jax.jit(state_lib.create_train_state, static_argnums=(1, 2, 3, 4, 5))(
       jax.random.PRNGKey(0), g, d, tx_g, tx_d, 32)
-  step = train_step.make_train_step(g, d, tx_g, tx_d, config.loss, schedule)
+  step = pix2pix.make_train_step(g, d, tx_g, tx_d, config.loss, schedule)
   runner = parallel.DataParallel(step, 'pmap', devices=jax.devices()[:1])
   state = runner.put_state(state)
   initial = state.g.params

@@ -1,7 +1,7 @@
 """p2p_jax's training step and the PyTorch reference's follow the same trajectory.
 
 From the same weights (converted from torch), on the same batches, with dropout off (its
-masks cannot be shared), p2p_jax's real step (train_step.make_train_step, Adam from
+masks cannot be shared), p2p_jax's real step (pix2pix.make_train_step, Adam from
 state.create_optimizers, run through parallel.DataParallel) and a PyTorch step written with
 the reference's conventions (pix2pix_model.optimize_parameters: G forward once; D step on
 0.5 * (BCE(D(x, G(x).detach()), 0) + BCE(D(x, y), 1)); G step on BCE(D(x, G(x)), 1) +
@@ -17,7 +17,8 @@ torch = pytest.importorskip('torch')
 # pylint: disable=g-import-not-at-top,wrong-import-position  (after importorskip)
 import jax
 from conftest import tiny_config
-from p2p_jax import networks, parallel, state as state_lib, train_step
+from p2p_jax import networks, parallel, state as state_lib
+from p2p_jax.methods import pix2pix
 from p2p_jax.models import GENERATORS
 from p2p_jax.pytorch import weights as pw, workdir as workdir_lib
 import torch_reference as tr
@@ -76,7 +77,7 @@ def run_both(batch_size, size=32, generator='unet_32', steps=STEPS, seed=0):
   tx_g, tx_d, schedule = state_lib.create_optimizers(config, steps_per_epoch=1000)
   # The state `python -m p2p_jax.convert` writes: converted G and D, fresh Adam.
   state = workdir_lib.build_state(config, g_vars, d_vars)
-  step = train_step.make_train_step(g, d, tx_g, tx_d, config.loss, schedule, parallel.AXIS)
+  step = pix2pix.make_train_step(g, d, tx_g, tx_d, config.loss, schedule, parallel.AXIS)
   runner = parallel.DataParallel(step, 'pmap', jax.devices()[:1])
   state = runner.put_state(state)
 

@@ -10,6 +10,7 @@ the model, batch, seed and devices of these runs the same.
 
 import glob
 import hashlib
+import json
 import logging
 import os
 import re
@@ -154,6 +155,21 @@ def test_sigterm_then_ctrl_c_then_resume_matches_an_uninterrupted_run(tmp_path, 
   state = run(config, tmp_path)
   assert int(state.step) == 4
   assert_bit_equal(state, reference[1])    # dropout on: the key and data stream resumed too
+
+
+def test_a_workdir_written_before_methods_existed_resumes_bit_exactly(tmp_path, reference):
+  """tests/data/pix2pix_workdir_v0 holds steps 0-2 of `reference`'s run as p2p_jax wrote
+  them before config.method and p2p_jax/methods (commit 21427d8): a config.json without
+  `method`, the TrainState of then. The refactored trainer resumes it to the same bits."""
+  workdir = tmp_path / 'old'
+  shutil.copytree(os.path.join(os.path.dirname(__file__), 'data', 'pix2pix_workdir_v0'),
+                  workdir)
+  assert steps_on_disk(workdir) == [2]
+  with open(workdir / workdirs.CONFIG_FILE) as f:
+    assert 'method' not in json.load(f)      # written before the field existed
+  state = run(make_config(), workdir)
+  assert int(state.step) == 4
+  assert_bit_equal(state, reference[1])
 
 
 def test_second_ctrl_c_stops_at_once_without_saving(tmp_path):

@@ -7,7 +7,8 @@ import optax
 import pytest
 
 from conftest import tiny_config
-from p2p_jax import losses, networks, parallel, state as state_lib, train_step
+from p2p_jax import losses, networks, parallel, state as state_lib
+from p2p_jax.methods import pix2pix
 
 
 def make(config, tx=None, devices=None, mode='pmap', axis='batch'):
@@ -18,7 +19,7 @@ def make(config, tx=None, devices=None, mode='pmap', axis='batch'):
     tx_g = tx_d = tx
   state = state_lib.create_train_state(jax.random.PRNGKey(config.seed), g, d, tx_g, tx_d,
                                        config.data.crop_size)
-  step = train_step.make_train_step(g, d, tx_g, tx_d, config.loss, schedule)
+  step = pix2pix.make_train_step(g, d, tx_g, tx_d, config.loss, schedule)
   runner = parallel.DataParallel(step, mode, devices)
   return runner, runner.put_state(state), (g, d, tx_g, tx_d)
 
@@ -42,14 +43,14 @@ def reference_step(config, nets, state, batch, d_first=True):
   key = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), 0)
 
   def gen(params):
-    return train_step.apply_net(g, params, state.g.batch_stats, x, train=True,
+    return pix2pix.apply_net(g, params, state.g.batch_stats, x, train=True,
                                 rngs={'dropout': key})[0]
 
   def d_loss(params):
-    fake_logits, stats = train_step.apply_net(d, params, state.d.batch_stats, x,
+    fake_logits, stats = pix2pix.apply_net(d, params, state.d.batch_stats, x,
                                               jax.lax.stop_gradient(gen(state.g.params)),
                                               train=True)
-    real_logits, stats = train_step.apply_net(d, params, stats, x, y, train=True)
+    real_logits, stats = pix2pix.apply_net(d, params, stats, x, y, train=True)
     return losses.discriminator_loss(real_logits, fake_logits)[0], stats
 
   d_grads, d_stats = jax.grad(d_loss, has_aux=True)(state.d.params)
@@ -59,7 +60,7 @@ def reference_step(config, nets, state, batch, d_first=True):
 
   def g_loss(params):
     fake = gen(params)
-    logits, _ = train_step.apply_net(d, d_for_g, d_stats, x, fake, train=True)
+    logits, _ = pix2pix.apply_net(d, d_for_g, d_stats, x, fake, train=True)
     return losses.generator_loss(logits, fake, y, config.loss)[0]
 
   g_grads = jax.grad(g_loss)(state.g.params)
@@ -152,7 +153,7 @@ def test_step_compiled_before_the_state_exists_is_the_one_that_runs(config, mode
   g = networks.create_generator(config, 'batch')
   d = networks.create_discriminator(config, 'batch')
   tx_g, tx_d, schedule = state_lib.create_optimizers(config, steps_per_epoch=10)
-  step = train_step.make_train_step(g, d, tx_g, tx_d, config.loss, schedule)
+  step = pix2pix.make_train_step(g, d, tx_g, tx_d, config.loss, schedule)
   traces = []
 
   def counted_step(state, batch):

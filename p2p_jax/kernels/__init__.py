@@ -1,4 +1,4 @@
-"""Faster computations of the paper's two convolutions, chosen once per backend.
+"""Faster computations of the networks' convolutions, chosen once per backend.
 
 `p2p_jax.models` defines the networks with the plain convolutions of `models/layers.py`.
 This package holds other ways to compute exactly those functions (`forms.py`,
@@ -27,6 +27,8 @@ class Convolutions(NamedTuple):
   """What the networks compute their convolutions with (see models/layers.py)."""
   conv2d: Callable          # (x, kernel, stride, padding) -> y
   conv_transpose: Callable  # (x, kernel) -> y, PyTorch's ConvTranspose2d(4, 2, 1)
+  # (x, kernel) -> y, ConvTranspose2d(3, 2, 1, output_padding=1) of the ResNet generators
+  conv_transpose_3x3: Callable = forms.convt3_xla
 
 
 # name -> (conv form, transposed conv form). For plain convs 'xla_convgrad' and
@@ -41,6 +43,12 @@ FORMS = {
     'winograd': (forms.conv_winograd, forms.convt_winograd),
 }
 IMPLS = ('auto', *FORMS)
+# The 3x3 transposed conv (ResNet generators) has fewer forms: the definition, its
+# sub-pixel GEMM form, and the definition with the GEMM form's gradients.
+FORMS_3X3 = {'xla': forms.convt3_xla, 'gemm': forms.convt3_subpixel,
+             'xla_gemmgrad': forms.convt3_xla_gemmgrad}
+_IMPL_3X3 = {impl: ('xla' if impl.startswith('xla') and impl != 'xla_gemmgrad' else
+                    impl if impl in FORMS_3X3 else 'gemm') for impl in FORMS}
 
 # The CPU rule's thresholds (benchmarks/README.md has the per-layer timings behind them).
 # GEMM forms need enough output columns to amortise their im2col copy.
@@ -54,6 +62,10 @@ CPU_TAPS_MAX_ROWS = 64
 # with this many input channels; every stride-1 conv).
 CPU_WINOGRAD_MIN_ROWS = 1024
 CPU_WINOGRAD_MIN_IN_FEATURES = 64
+# Winograd's 5x5 input tiles leave 2x2 output tiles at most for 4x4 kernels; larger ones
+# (the ResNet generators' 7x7 convs) would need larger tiles, whose transforms amplify
+# rounding (winograd.py).
+CPU_WINOGRAD_MAX_KERNEL = 4
 
 
 def _known(dim):
@@ -73,7 +85,7 @@ def cpu_conv_form(x_shape, kernel_shape, stride: int, padding: int) -> str:
   if cout < CPU_GEMM_MIN_FEATURES:
     return 'xla'
   wide = cin >= CPU_WINOGRAD_MIN_IN_FEATURES
-  if k > 1 and rows is not None and (
+  if 1 < k <= CPU_WINOGRAD_MAX_KERNEL and rows is not None and (
       stride == 1 or (wide and rows >= CPU_WINOGRAD_MIN_ROWS)):
     return 'winograd'
   return 'xla_gemmgrad' if size is None or size >= CPU_RECOMPUTE_MIN_SIZE else 'gemm'
@@ -89,6 +101,13 @@ def cpu_conv_transpose_form(x_shape, kernel_shape) -> str:
   return 'taps' if rows is not None and rows <= CPU_TAPS_MAX_ROWS else 'gemm'
 
 
+def cpu_conv_transpose_3x3_form(x_shape, kernel_shape) -> str:
+  """The form 'auto' runs on CPU for one 3x3 transposed conv layer."""
+  if kernel_shape[-1] < CPU_GEMM_MIN_FEATURES:
+    return 'xla'
+  return 'xla_gemmgrad' if _known(x_shape[1]) is None else 'gemm'
+
+
 def _cpu_conv(x, kernel, stride, padding):
   form = cpu_conv_form(x.shape, kernel.shape, stride, padding)
   return FORMS[form][0](x, kernel, stride, padding)
@@ -98,11 +117,15 @@ def _cpu_conv_transpose(x, kernel):
   return FORMS[cpu_conv_transpose_form(x.shape, kernel.shape)][1](x, kernel)
 
 
+def _cpu_conv_transpose_3x3(x, kernel):
+  return FORMS_3X3[cpu_conv_transpose_3x3_form(x.shape, kernel.shape)](x, kernel)
+
+
 def convolutions(impl: str = 'auto', backend: str | None = None) -> Convolutions:
   """The convolutions to build the networks with: `impl` (one of IMPLS) on `backend`
   (default: JAX's default backend)."""
   if impl == 'auto':
     if (backend or jax.default_backend()) == 'cpu':
-      return Convolutions(_cpu_conv, _cpu_conv_transpose)
+      return Convolutions(_cpu_conv, _cpu_conv_transpose, _cpu_conv_transpose_3x3)
     impl = 'xla'
-  return Convolutions(*FORMS[impl])
+  return Convolutions(*FORMS[impl], FORMS_3X3[_IMPL_3X3[impl]])

@@ -1,14 +1,16 @@
-"""Alternative computations of pix2pix's two convolutions, equal in exact arithmetic.
+"""Alternative computations of the networks' convolutions, equal in exact arithmetic.
 
 Each form computes the function that `p2p_jax.models.layers` defines (`conv2d`: k x k,
 stride s, symmetric zero padding p; `conv_transpose_4x4_s2`: PyTorch's ConvTranspose2d(4,
-2, 1)) from the same HWIO kernel, and differs only in which XLA operations do the work.
+2, 1); `conv_transpose_3x3_s2`: ConvTranspose2d(3, 2, 1, output_padding=1)) from the same
+HWIO kernel, and differs only in which XLA operations do the work.
 Results agree to float32 rounding (tests/test_kernels.py); what each form is good for, and
 the measurements behind it, are in benchmarks/README.md ("How convolutions are computed").
 
   conv forms  (x, kernel, stride, padding) -> y:  xla, gemm, xla_gemmgrad, winograd
   transposed  (x, kernel) -> y:  xla, subpixel, xla_gemmgrad, xla_convgrad, xla_adjoint,
               taps, winograd
+  3x3 transposed (x, kernel) -> y:  convt3_xla, convt3_subpixel, convt3_xla_gemmgrad
 
 Custom VJPs keep only (x, kernel) as residuals, so GEMM patches are rebuilt in the backward
 pass rather than stored.
@@ -84,10 +86,10 @@ def conv_xla_gemmgrad(x, kernel, stride, padding):
 
 
 def conv_winograd(x, kernel, stride, padding):
-  """Winograd's minimal filtering (winograd.py) for float32 4x4-class kernels; `gemm` for
-  other dtypes, 1x1 kernels and odd strided kernels."""
+  """Winograd's minimal filtering (winograd.py) for float32 2x2 to 4x4 kernels; `gemm` for
+  other dtypes, 1x1 and larger kernels, and odd strided kernels."""
   k = kernel.shape[0]
-  if k > 1 and x.dtype == jnp.float32:
+  if 1 < k <= 4 and x.dtype == jnp.float32:
     if stride == 1:
       return winograd.conv2d_s1(x, kernel, padding)
     if stride == 2 and k % 2 == 0:
@@ -178,3 +180,35 @@ def convt_xla_gemmgrad(x, kernel):
 # strided conv, the form PyTorch uses for ConvTranspose2d.
 convt_xla_convgrad = _with_custom_grads(convt_xla, _grads_as_adjoint(conv_gemm))
 convt_xla_adjoint = _with_custom_grads(convt_xla, _grads_as_adjoint(conv_xla))
+
+
+# ---------------------------------------------------------------- 3x3 transposed convolutions
+
+convt3_xla = layers.conv_transpose_3x3_s2  # the definition: an lhs-dilated conv
+
+
+# Along one axis, output 2m reads x[m] with tap 1; output 2m + 1 reads x[m] with tap 0 and
+# x[m + 1] with tap 2 (x[H] = 0: the output padding). [phase][offset] -> tap (None: zero).
+_CONVT3_TAPS = ((1, None), (0, 2))
+
+
+def convt3_subpixel(x, kernel):
+  """Sub-pixel form of ConvTranspose2d(3, 2, 1, output_padding=1): the four output phases
+  as one 2x2 correlation of x (padded by one zero after) with their kernels side by side,
+  then depth-to-space."""
+  n, h, w, i = x.shape
+  o = kernel.shape[-1]
+  zero = jnp.zeros((i, o), kernel.dtype)
+  tap = lambda r, c: zero if r is None or c is None else kernel[r, c]
+  # [u, v, I, (a, b, O)]: offset (u, v) of phase (a, b).
+  k4 = jnp.stack([jnp.stack([jnp.concatenate(
+      [tap(_CONVT3_TAPS[a][u], _CONVT3_TAPS[b][v]) for a in range(2) for b in range(2)],
+      axis=-1) for v in range(2)]) for u in range(2)])
+  xp = jnp.pad(x, ((0, 0), (0, 1), (0, 1), (0, 0)))
+  z = _correlate_2x2_gemm(xp, k4).reshape(n, h, w, 2, 2, o)
+  return z.transpose(0, 1, 3, 2, 4, 5).reshape(n, 2 * h, 2 * w, o)
+
+
+def convt3_xla_gemmgrad(x, kernel):
+  """XLA's forward; gradients of the sub-pixel GEMM form (custom VJP)."""
+  return _with_custom_grads(convt3_xla, _vjp_grads(convt3_subpixel))(x, kernel)

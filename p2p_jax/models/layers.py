@@ -1,9 +1,11 @@
-"""The layers of pix2pix (paper, Section 6.1), with the PyTorch reference's geometry.
+"""The layers of pix2pix (paper, Section 6.1) and its successors, with the PyTorch
+reference's geometry.
 
   * `Conv`: a k x k convolution with stride s and symmetric zero padding p (4x4, s2, p1 in
     both networks; s1 for the last two PatchGAN layers; 1x1 for the PixelGAN).
   * `ConvTranspose4x4`: PyTorch's ConvTranspose2d(kernel 4, stride 2, padding 1), which
-    doubles the spatial size.
+    doubles the spatial size; `ConvTranspose3x3`: ConvTranspose2d(3, 2, 1,
+    output_padding=1), the same for CycleGAN's and pix2pixHD's ResNet generators.
   * `norm_layer`: BatchNorm (the paper), instance norm or none; `uses_bias`: the reference's
     rule for conv biases.
   * Initialisation: conv weights N(0, 0.02), biases 0, BatchNorm scale N(1, 0.02).
@@ -58,6 +60,18 @@ def conv_transpose_4x4_s2(x: jax.Array, kernel: jax.Array) -> jax.Array:
                                       lhs_dilation=(2, 2), dimension_numbers=_DN)
 
 
+def conv_transpose_3x3_s2(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """PyTorch's ConvTranspose2d(k=3, s=2, p=1, output_padding=1) on NHWC input:
+  [N,H,W,I] -> [N,2H,2W,O] (CycleGAN's and pix2pixHD's upsampling).
+
+  As conv_transpose_4x4_s2: the input dilated by 2, then k - 1 - p = 1 zero before and
+  k - 1 - p + output_padding = 2 after, and a stride-1 3x3 convolution with the kernel
+  unflipped (flipping it gives PyTorch's layout).
+  """
+  return jax.lax.conv_general_dilated(x, kernel, (1, 1), ((1, 2), (1, 2)),
+                                      lhs_dilation=(2, 2), dimension_numbers=_DN)
+
+
 class Conv(nn.Module):
   """k x k convolution, stride s, zero padding p, with an optional bias.
 
@@ -95,6 +109,27 @@ class ConvTranspose4x4(nn.Module):
   @nn.compact
   def __call__(self, x):
     kernel = self.param('kernel', conv_init, (4, 4, x.shape[-1], self.features), jnp.float32)
+    y = self.op(x.astype(self.dtype), kernel.astype(self.dtype))
+    if self.use_bias:
+      y = y + self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32
+                         ).astype(self.dtype)
+    return y
+
+
+class ConvTranspose3x3(nn.Module):
+  """3x3 transposed convolution, stride 2, padding 1, output padding 1: doubles height and
+  width (ResNet generators).
+
+  op: computes conv_transpose_3x3_s2(x, kernel) (default: the definition above).
+  """
+  features: int
+  use_bias: bool = True
+  dtype: Any = jnp.float32
+  op: Callable = conv_transpose_3x3_s2
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param('kernel', conv_init, (3, 3, x.shape[-1], self.features), jnp.float32)
     y = self.op(x.astype(self.dtype), kernel.astype(self.dtype))
     if self.use_bias:
       y = y + self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32

@@ -76,6 +76,11 @@ class UNet(nn.Module):
   conv: Callable[..., nn.Module] = layers.Conv
   conv_transpose: Callable[..., nn.Module] = layers.ConvTranspose4x4
 
+  @property
+  def size_multiple(self) -> int:
+    """Height and width of the input must be positive multiples of this."""
+    return 2 ** self.depth
+
   def check_input(self, shape: tuple[int, ...]) -> None:
     """Raises ValueError unless `shape` is [N, H, W, in_channels] with H, W % 2**depth == 0."""
     if len(shape) != 4:

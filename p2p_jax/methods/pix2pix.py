@@ -1,4 +1,8 @@
-"""One pix2pix training iteration, written once, per replica.
+"""pix2pix (Isola et al., CVPR 2017): a U-Net G and a PatchGAN D trained on aligned pairs.
+
+The method in one place: its networks (p2p_jax.networks builds them from `config.model`),
+its state (state.TrainState: G and D with their Adam states, the step, the dropout key;
+p2p_jax/state.py) and its training iteration, written once, per replica:
 
 Order (as the PyTorch reference): G generates G(x) once; D takes one Adam step on
 0.5 * (BCE(D(x, y), real) + BCE(D(x, G(x)), fake)); then G takes one Adam step on
@@ -16,22 +20,13 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-from p2p_jax import losses
+from p2p_jax import losses, networks, state as state_lib
+from p2p_jax.methods import base
+from p2p_jax.methods.base import apply_net
 from p2p_jax.state import NetState, TrainState
-
-
-def apply_net(module, params, batch_stats, *args, train: bool, rngs=None):
-  """Runs a network; in train mode also returns its updated BatchNorm statistics."""
-  variables = {'params': params}
-  if batch_stats:
-    variables['batch_stats'] = batch_stats
-  if not train or not batch_stats:
-    return module.apply(variables, *args, train=train, rngs=rngs), batch_stats
-  out, mutated = module.apply(variables, *args, train=train, rngs=rngs,
-                              mutable=['batch_stats'])
-  return out, mutated['batch_stats']
 
 
 def make_train_step(generator, discriminator, tx_g: optax.GradientTransformation,
@@ -115,3 +110,41 @@ def make_train_step(generator, discriminator, tx_g: optax.GradientTransformation
     return new_state, pmean(metrics)
 
   return train_step
+
+
+class Pix2Pix(base.Method):
+  """pix2pix as a method of the shared trainer (p2p_jax/methods/base.py)."""
+  name = 'pix2pix'
+  data_kind = 'paired'
+
+  def architecture(self, config) -> dict[str, Any]:
+    # Whether D sees x changes its first layer's input channels.
+    fields = {f'model.{k}': v for k, v in config.model.items()}
+    fields['loss.conditional'] = config.loss.conditional
+    return fields
+
+  def setup(self, config, steps_per_epoch: int, axis_name: str) -> base.Setup:
+    generator = networks.create_generator(config, axis_name)
+    discriminator = networks.create_discriminator(config, axis_name)
+    tx_g, tx_d, schedule = state_lib.create_optimizers(config, steps_per_epoch)
+    step = make_train_step(generator, discriminator, tx_g, tx_d, config.loss, schedule,
+                           axis_name)
+    init = lambda: state_lib.create_train_state(
+        jax.random.PRNGKey(config.seed), generator, discriminator, tx_g, tx_d,
+        config.data.crop_size)
+    size = config.data.crop_size
+    shapes = {'input': ((size, size, config.model.in_channels), np.float32),
+              'target': ((size, size, config.model.out_channels), np.float32)}
+    return base.Setup(init, step, lambda n: base.zeros_batch(shapes, n))
+
+  def describe(self, config, state) -> str:
+    return (f'{config.model.generator} G ({state_lib.param_count(state.g.params):,} '
+            f'params) + {config.model.d_layers}-layer PatchGAN D '
+            f'({state_lib.param_count(state.d.params):,})')
+
+  def generator(self, config, direction: str = 'AtoB', axis_name: str | None = None):
+    self.check_direction(direction)
+    return networks.create_generator(config, axis_name=axis_name)
+
+
+METHOD = Pix2Pix()

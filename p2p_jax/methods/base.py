@@ -1,0 +1,103 @@
+"""What a method is: the seam between the shared trainer and pix2pix, CycleGAN, ...
+
+The trainer (train.py), checkpoints, stopping, logging, evaluate, translate, export and the
+command lines know no method by name. They ask the method that `config.method` names
+(`p2p_jax.methods.get`) for what differs, through this interface:
+
+  * `setup`: the networks it trains, how its state is made (`init`), its train step
+    (written per replica, as p2p_jax.parallel maps it) and an example batch to compile for;
+  * `data_kind` and `batch_keys`: which input pipeline feeds it and what a batch holds;
+  * `validate` and `architecture`: its config checks, and the fields that fix its
+    networks (a workdir holds one architecture);
+  * `generator` and `generator_variables`: which network translates which direction at
+    inference ('AtoB': the config's input domain to its target domain; 'BtoA': back).
+
+A state is a pytree of arrays with, whatever the method: `step` (int32 scalar, steps
+done), `g` and `d` (state.NetState: params, batch_stats, opt_state; a method that trains
+several generators keeps them side by side in one NetState under one optimiser, as the
+reference's one Adam over itertools.chain of their parameters), and `rng` (the base key of
+the step's randomness). Anything else (CycleGAN's image pools) is further fields of the
+method's own state class. Checkpoints hold the whole state; inference reads `g` alone.
+"""
+
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+
+# config.method's data needs: which input pipeline feeds the step.
+#   'paired':   {'input', 'target'}, pixel-aligned (pix2pix).
+#   'unpaired': {'input', 'target'} drawn independently from the two domains (CycleGAN).
+#   'labels':   {'label', 'instance', 'target'}: label maps, instance maps, photos (pix2pixHD).
+DATA_KINDS = ('paired', 'unpaired', 'labels')
+DIRECTIONS = ('AtoB', 'BtoA')
+
+
+class Setup(NamedTuple):
+  """What the trainer runs for one method and config.
+
+  init: () -> the state at step 0, from config.seed (jit-able, no arguments).
+  step: (state, batch) -> (state, metrics), one replica's view (p2p_jax.parallel maps it).
+  example_batch: batch_size -> a host batch of zeros with the shapes and dtypes `step`
+    takes (what the trainer compiles for before any data is read).
+  """
+  init: Callable[[], Any]
+  step: Callable[[Any, dict], tuple[Any, dict]]
+  example_batch: Callable[[int], dict]
+
+
+class Method:
+  """A training method. Subclasses override what differs; see the module docstring."""
+  name: str = ''
+  data_kind: str = 'paired'
+  batch_keys: tuple[str, ...] = ('input', 'target')
+  # Directions `generator` serves ('AtoB' is the trained input -> target map).
+  directions: tuple[str, ...] = ('AtoB',)
+
+  def validate(self, config) -> None:
+    """Raises ValueError naming the field for a value this method cannot train with."""
+
+  def architecture(self, config) -> dict[str, Any]:
+    """{'model.ngf': 64, ...}: the fields that fix the networks' parameters."""
+    raise NotImplementedError
+
+  def setup(self, config, steps_per_epoch: int, axis_name: str) -> Setup:
+    raise NotImplementedError
+
+  def describe(self, config, state) -> str:
+    """One line naming the networks and their parameter counts (the trainer's start line)."""
+    raise NotImplementedError
+
+  def generator(self, config, direction: str = 'AtoB', axis_name: str | None = None):
+    """The flax module that translates `direction` at inference."""
+    raise NotImplementedError
+
+  def generator_variables(self, g_variables: dict, direction: str = 'AtoB') -> dict:
+    """{'params', 'batch_stats'} of the `direction` generator, from the state's `g`
+    ({'params': state.g.params, 'batch_stats': state.g.batch_stats})."""
+    self.check_direction(direction)
+    return g_variables
+
+  def check_direction(self, direction: str) -> None:
+    if direction not in self.directions:
+      raise ValueError(
+          f'{self.name} translates {" and ".join(self.directions)} only, not {direction!r}'
+          + (' (it trains one generator, input -> target)' if self.directions == ('AtoB',)
+             else ''))
+
+
+def zeros_batch(shapes: dict[str, tuple[tuple[int, ...], Any]], batch_size: int) -> dict:
+  """{key: zeros [batch_size, *shape] of dtype} for `Setup.example_batch`."""
+  return {k: np.zeros((batch_size,) + tuple(shape), dtype) for k, (shape, dtype) in
+          shapes.items()}
+
+
+def apply_net(module, params, batch_stats, *args, train: bool, rngs=None):
+  """Runs a network; in train mode also returns its updated BatchNorm statistics."""
+  variables = {'params': params}
+  if batch_stats:
+    variables['batch_stats'] = batch_stats
+  if not train or not batch_stats:
+    return module.apply(variables, *args, train=train, rngs=rngs), batch_stats
+  out, mutated = module.apply(variables, *args, train=train, rngs=rngs,
+                              mutable=['batch_stats'])
+  return out, mutated['batch_stats']
