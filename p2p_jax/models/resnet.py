@@ -29,8 +29,9 @@ import jax.numpy as jnp
 
 from p2p_jax.models import layers
 
-# name -> residual blocks, as the reference's --netG.
-RESNET_GENERATORS = {'resnet_9blocks': 9, 'resnet_6blocks': 6}
+# name -> residual blocks: the reference's --netG resnet_9blocks and resnet_6blocks, and
+# resnet_2blocks, a small variant for tests and CPU-sized demos.
+RESNET_GENERATORS = {'resnet_9blocks': 9, 'resnet_6blocks': 6, 'resnet_2blocks': 2}
 
 
 def reflect_pad(x: jax.Array, p: int) -> jax.Array:
