@@ -145,6 +145,11 @@ def get_config() -> ml_collections.ConfigDict:
   # What preparation does with an undecodable or malformed image: 'error' stops naming the
   # file; 'skip' leaves it out and reports how many were skipped.
   config.data.on_bad_file = 'error'
+  # CycleGAN on a paired dataset (the official pix2pix ones, blue_marble, your aligned or
+  # paired folders): read its A and B sides as two unpaired domains, each shuffled on its
+  # own, so no pair is ever seen in training (validation still scores against the pairs).
+  # Off, a paired dataset given to CycleGAN is refused (usually the wrong dataset or method).
+  config.data.pairs_as_unpaired = False
   # Shuffle buffer (examples). Larger = better mixing, more memory.
   config.data.shuffle_buffer = 1000
 
@@ -277,6 +282,23 @@ def validate(config) -> None:
     if flat[path] not in (1, 3):
       raise ValueError(f'config.{path} must be 1 or 3, got {flat[path]!r}')
   methods.get(flat['method']).validate(config)
+  _check_method_data(flat)
+
+
+def _check_method_data(flat: dict) -> None:
+  """A dataset of the kind the method trains on: pairs for pix2pix; unpaired domains, or
+  pairs read unpaired on request, for CycleGAN."""
+  method, dataset = flat['method'], flat['data.dataset']
+  kind = methods.get(method).data_kind
+  unpaired = catalog.is_unpaired(dataset, kind)
+  if kind == 'paired' and unpaired:
+    raise ValueError(f'config.data.dataset {dataset!r} is unpaired (trainA/ trainB/), but '
+                     f'{method} trains on aligned pairs; use method cyclegan '
+                     '(--config=configs/cyclegan.py) or a paired dataset')
+  if kind == 'unpaired' and not unpaired and not flat['data.pairs_as_unpaired']:
+    raise ValueError(f'config.data.dataset {dataset!r} is paired, but {method} trains on '
+                     'unpaired domains; set config.data.pairs_as_unpaired=True to read its '
+                     'two sides as unpaired domains, or use an unpaired dataset')
 
 
 # ------------------------------------------------------------------ paths

@@ -56,3 +56,37 @@ def score(generator, batches: Iterable[dict], *, limit: int = -1, seed: int = 0,
     return {'num_images': 0}
   return {'num_images': count, **{name: float(totals[i] / count)
                                   for i, name in enumerate(metrics)}}
+
+
+def score_cycle(forward, backward, batches: Iterable[dict], *, key: str = 'input',
+                limit: int = -1, seed: int = 0,
+                on_batch: Callable[[int, np.ndarray, np.ndarray, np.ndarray], None] | None = None
+                ) -> dict:
+  """Cycle consistency of a pair of generators: per image L1 between x and
+  backward(forward(x)) ([-1, 1] units, as the cycle loss), for the images batch[key].
+
+  forward, backward: inference.TrainedGenerator (CycleGAN's G_A and G_B, or the reverse).
+  Batches without `key` are skipped (an unpaired split gives its two domains' images in
+  separate batches). Image i uses the dropout keys of index i in both passes.
+  on_batch(index of its first image, x, forward(x), backward(forward(x))).
+  Returns {'num_images', 'cycle_l1'} as means over the images of all processes.
+  """
+  total, index = 0.0, 0
+  for batch in batches:
+    if key not in batch:
+      continue
+    if 0 <= limit <= index:
+      break
+    x = np.asarray(batch[key], np.float32)
+    x = x if limit < 0 else x[:limit - index]
+    indices = np.arange(index, index + len(x))
+    fake = forward.apply(x, seed=seed, indices=indices)
+    rec = backward.apply(fake, seed=seed, indices=indices)
+    total += float(np.asarray(metrics_lib.l1(rec, x)).sum())
+    if on_batch is not None:
+      on_batch(index, x, fake, rec)
+    index += len(x)
+  totals = parallel.sum_over_processes(np.asarray([total, index], np.float64))
+  count = int(totals[-1])
+  return {'num_images': count, 'cycle_l1': float(totals[0] / count)} if count else {
+      'num_images': 0}

@@ -116,16 +116,25 @@ def run_training(config, workdir: str, **kwargs) -> Outcome:
   local_batch = parallel.local_batch_size(config.batch_size, devices)  # checks divisibility
   workdirs.check_same_model(config, workdir)
   workdirs.check_writable(workdirs.checkpoint_dir(workdir))
+  # Validation pairs input and target where the validation data is paired (always for
+  # pix2pix; for CycleGAN on a paired dataset read unpaired); the best checkpoint is then
+  # the lowest validation L1, else (unpaired data) the lowest cycle L1.
+  eval_paired = kwargs.pop('eval_paired', None)
+  if eval_paired is None:
+    eval_paired = kwargs.get('eval_batches') is not None or workdirs.eval_is_paired(config)
   # The stop request covers everything from here to the last byte of the final checkpoint
   # (the Checkpointer waits for it when it closes); the lock keeps a second trainer out.
   with stopping.StopRequest() as stop, workdirs.trainer_lock(workdir), \
       checkpointing.Checkpointer(workdirs.checkpoint_dir(workdir),
-                                 keep=config.keep_checkpoints, keep_best=True) as ckpt:
-    return _run(config, workdir, ckpt, stop, devices, local_batch, **kwargs)
+                                 keep=config.keep_checkpoints, keep_best=True,
+                                 best_metric=workdirs.best_metric(eval_paired)) as ckpt:
+    return _run(config, workdir, ckpt, stop, devices, local_batch, eval_paired=eval_paired,
+                **kwargs)
 
 
 def _run(config, workdir, ckpt, stop, devices, local_batch, train_batches=None,
-         eval_batches=None, num_train_examples=None, step_hook=None) -> Outcome:
+         eval_batches=None, num_train_examples=None, step_hook=None,
+         eval_paired=True) -> Outcome:
   """The body of run_training, once the workdir and its checkpoints are open."""
   main = parallel.is_main_process()
   if num_train_examples is None:
@@ -184,8 +193,10 @@ def _run(config, workdir, ckpt, stop, devices, local_batch, train_batches=None,
     eval_batches = lambda: _data_source(config, config.data.eval_split, train=False,
                                         batch_size=local_batch)
   # Validation runs on this process's devices: it takes local copies of the global state.
-  validator = inference.TrainedGenerator.from_state(config, parallel.to_local(state),
-                                                    devices=runner.local_devices)
+  # One translator per direction the method has (CycleGAN: G_A and G_B).
+  translators = {d: inference.TrainedGenerator.from_state(
+      config, parallel.to_local(state), devices=runner.local_devices, direction=d)
+                 for d in method.directions}
   writer = train_logging.Writer(workdir, enabled=main, config=config, start_step=start)
   progress = train_logging.Progress(start, n_steps, config.batch_size)
 
@@ -195,24 +206,48 @@ def _run(config, workdir, ckpt, stop, devices, local_batch, train_batches=None,
             f'The newest checkpoint (step {latest}) is from before it')
 
   def validate_and_sample(step):
-    """Validation L1 and PSNR (means over the images of all processes; NaN or inf stops
-    the run), and a sample grid of the first batch."""
-    validator.set_state(parallel.to_local(state), step)
-    first = []
-    keep_first = lambda i, batch, out, _: first or first.append(
-        (batch['input'], out, batch['target']))
-    result = evaluation.score(validator, eval_batches(), seed=config.seed,
-                              limit=parallel.process_share(config.num_eval_examples),
-                              metrics=('l1', 'psnr'), on_batch=keep_first)
-    scores = {f'val_{k}': v for k, v in result.items() if k != 'num_images'}
+    """Validation scores (means over the images of all processes; NaN or inf stops the
+    run) and a sample grid of the first batch: L1 and PSNR of input -> output against the
+    target where the validation split is paired, and, for a method that translates back,
+    the cycle L1 of both domains (rows real | translated | translated back)."""
+    local = parallel.to_local(state)
+    for translator in translators.values():
+      translator.set_state(local, step)
+    limit = parallel.process_share(config.num_eval_examples)
+    scores, rows = {}, []
+    if eval_paired:
+      first = []
+      keep_first = lambda i, batch, out, _: first or first.append(
+          (batch['input'], out, batch['target']))
+      result = evaluation.score(translators['AtoB'], eval_batches(), seed=config.seed,
+                                limit=limit, metrics=('l1', 'psnr'), on_batch=keep_first)
+      scores.update({f'val_{k}': v for k, v in result.items() if k != 'num_images'})
+      rows = first
+    if 'BtoA' in translators:
+      rows, cycles = [], []
+      for key, there, back, domain in (('input', 'AtoB', 'BtoA', 'A'),
+                                       ('target', 'BtoA', 'AtoB', 'B')):
+        first = []
+        result = evaluation.score_cycle(
+            translators[there], translators[back], eval_batches(), key=key, limit=limit,
+            seed=config.seed, on_batch=lambda i, *images: first or first.append(images))
+        if 'cycle_l1' in result:
+          scores[f'val_cycle_l1_{domain}'] = result['cycle_l1']
+          cycles.append(result['cycle_l1'])
+        rows += first
+      if cycles:
+        scores['val_cycle_l1'] = float(np.mean(cycles))
     bad = {k: v for k, v in scores.items() if not np.isfinite(v)}
     if bad:
       raise NonFiniteError(
           f'validation {", ".join(f"{k} {v}" for k, v in bad.items())} at step {step}; '
           f'stopped without saving it. {newest_checkpoint()}')
     writer.scalars(step, scores)
-    if first:
-      writer.samples(step, *first[0], validator.metadata)
+    if rows:
+      columns = [np.concatenate(c) for c in zip(*rows)]
+      caption = ('input | output | target' if 'BtoA' not in translators else
+                 'real | translated | translated back (A rows, then B rows)')
+      writer.samples(step, *columns, translators['AtoB'].metadata, caption=caption)
     if main and scores:
       print(f'  validation at step {step}: ' + ', '.join(
           f'{k} {v:.4f}' for k, v in scores.items()), flush=True)

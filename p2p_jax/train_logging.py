@@ -166,8 +166,10 @@ class Writer:
     """Redraws WORKDIR/losses.png from everything logged so far."""
     return loss_plot.draw(self.workdir) if self.enabled else None
 
-  def samples(self, step: int, inputs, outputs, targets, metadata: dict) -> str | None:
-    """Writes the grid input | output | target (one row per example) as PNG and image."""
+  def samples(self, step: int, inputs, outputs, targets, metadata: dict,
+              caption: str = 'input | output | target') -> str | None:
+    """Writes the grid input | output | target (one row per example; other columns as
+    `caption` says) as PNG and image."""
     if not self.enabled:
       return None
     triples = [tuple(image_io.to_uint8(a) for a in t) for t in zip(inputs, outputs, targets)]
@@ -177,7 +179,7 @@ class Writer:
     self._tb.add_image('samples/input_output_target', grid, step, dataformats='HWC')
     if self._wandb is not None:
       import wandb  # pylint: disable=g-import-not-at-top
-      self._wandb.log({'samples': wandb.Image(grid, caption='input | output | target')},
+      self._wandb.log({'samples': wandb.Image(grid, caption=caption)},
                       step=step)
     return path
 

@@ -28,6 +28,7 @@ from etils import epath
 import numpy as np
 
 from p2p_jax import checkpointing, config_schema, inference, methods, parallel
+from p2p_jax.datasets import catalog
 
 CONFIG_FILE = 'config.json'
 CHECKPOINTS = 'checkpoints'
@@ -132,6 +133,18 @@ def check_same_model(config, workdir: str) -> None:
         '--workdir or the same model settings')
 
 
+def eval_is_paired(config) -> bool:
+  """Whether the validation split of `config`'s dataset pairs each input with its target
+  (always for pix2pix; for CycleGAN only on a paired dataset read unpaired)."""
+  return not catalog.is_unpaired(config.data.dataset, methods.get(config).data_kind)
+
+
+def best_metric(eval_paired: bool) -> str:
+  """What ranks a run's checkpoints as 'best': the validation L1 of input -> output against
+  the target where validation is paired, else (unpaired data) the cycle L1."""
+  return 'val_l1' if eval_paired else 'val_cycle_l1'
+
+
 def load_generator_variables(workdir: str, which: Any = 'latest') -> tuple[int, dict]:
   """(step, {'params', 'batch_stats'}) of the generator in WORKDIR/checkpoints.
 
@@ -139,7 +152,10 @@ def load_generator_variables(workdir: str, which: Any = 'latest') -> tuple[int, 
   a step number. Raises checkpointing.CheckpointError (a ValueError) naming the folder when
   there is no such checkpoint.
   """
-  with checkpointing.Checkpointer(checkpoint_dir(workdir), read_only=True) as ckpt:
+  has_config = os.path.exists(os.path.join(absolute_path(workdir), CONFIG_FILE))
+  metric = best_metric(not has_config or eval_is_paired(load_config(workdir)))
+  with checkpointing.Checkpointer(checkpoint_dir(workdir), read_only=True,
+                                  best_metric=metric) as ckpt:
     return ckpt.restore_generator(which)
 
 

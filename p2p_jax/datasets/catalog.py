@@ -44,10 +44,53 @@ OFFICIAL = {o.name: o for o in (
 )}
 
 
+@dataclasses.dataclass(frozen=True)
+class OfficialUnpaired:
+  """One of CycleGAN's datasets (its reference's zips: trainA/ trainB/ testA/ testB/)."""
+  name: str
+  size_mb: int
+  description: str
+
+  @property
+  def url(self) -> str:
+    return f'http://efrosgans.eecs.berkeley.edu/cyclegan/datasets/{self.name}.zip'
+
+  @property
+  def archive(self) -> str:
+    return f'{self.name}.zip'
+
+
+# Sizes from TFDS's url_checksums/cycle_gan.txt (cityscapes: its own, removed from TFDS).
+UNPAIRED_OFFICIAL = {o.name: o for o in (
+    OfficialUnpaired('apple2orange', 75, 'ImageNet apples (A) and oranges (B).'),
+    OfficialUnpaired('summer2winter_yosemite', 126, 'Flickr: Yosemite in summer (A), winter (B).'),
+    OfficialUnpaired('horse2zebra', 111, 'ImageNet horses (A) and zebras (B).'),
+    OfficialUnpaired('monet2photo', 291, 'Monet paintings (A) and landscape photos (B).'),
+    OfficialUnpaired('cezanne2photo', 267, 'Cezanne paintings (A) and landscape photos (B).'),
+    OfficialUnpaired('ukiyoe2photo', 279, 'Ukiyo-e prints (A) and landscape photos (B).'),
+    OfficialUnpaired('vangogh2photo', 292, 'Van Gogh paintings (A) and landscape photos (B).'),
+    OfficialUnpaired('iphone2dslr_flower', 324, 'Flowers by iPhone (A) and DSLR (B).'),
+    OfficialUnpaired('maps', 1408, 'Google Maps, unpaired: aerial photos (A), maps (B).'),
+    OfficialUnpaired('cityscapes', 267, 'Cityscapes, unpaired: photos (A), label maps (B).'),
+    OfficialUnpaired('facades', 34, 'CMP Facades, unpaired: photos (A), label maps (B).'),
+)}
+
+
 # config.data.dataset: the official ones, the embedded tiles, and your own folders
-# (name -> layout).
+# (name -> layout). maps, cityscapes and facades name pix2pix's aligned archives for
+# pix2pix and CycleGAN's zips of the same images for CycleGAN, as in the reference.
 EMBEDDED = 'blue_marble'
 FOLDER_LAYOUTS = {'aligned_folder': 'aligned', 'paired_folders': 'paired'}
-DATASETS = (*OFFICIAL, EMBEDDED, *FOLDER_LAYOUTS)
+UNPAIRED_FOLDERS = 'unpaired_folders'
+DATASETS = (*OFFICIAL, EMBEDDED, *FOLDER_LAYOUTS,
+            *(n for n in UNPAIRED_OFFICIAL if n not in OFFICIAL), UNPAIRED_FOLDERS)
+
+
+def is_unpaired(dataset: str, data_kind: str) -> bool:
+  """Whether `dataset` is read as an unpaired one (trainA/trainB) for a method whose data
+  kind is `data_kind` ('paired', 'unpaired', ...; p2p_jax.methods.base.DATA_KINDS)."""
+  if dataset == UNPAIRED_FOLDERS or (dataset in UNPAIRED_OFFICIAL and dataset not in OFFICIAL):
+    return True
+  return data_kind == 'unpaired' and dataset in UNPAIRED_OFFICIAL
 # config.data.on_bad_file
 BAD_FILE_POLICIES = ('error', 'skip')

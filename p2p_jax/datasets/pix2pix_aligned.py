@@ -120,7 +120,7 @@ class Pix2PixAligned(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       folders = sources.paired_split_dirs(root)
     else:
       folders = {s: (d,) for s, d in sources.split_dirs(root).items()}
-    official = sources.OFFICIAL.get(self.builder_config.name)
+    official = self._official()
     if official:
       missing = [s for s in official.splits if s not in folders]
       if missing:
@@ -158,11 +158,19 @@ class Pix2PixAligned(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         raise DataError(f'{path}: does not exist; config.data.source must name a folder or '
                         'an archive of images')
     else:
-      official = sources.OFFICIAL[config.name]
-      path = find_local(official, self.manual_dir) or self._fetch(dl_manager, official)
+      official = self._official()
+      path = (find_local(official, self.manual_dir, self.SPLIT_MARKER)
+              or self._fetch(dl_manager, official))
     if sources.is_archive(path):
       path = os.fspath(dl_manager.extract(path))  # Into a temporary folder; see `prepare`.
     return sources.unwrap(path)
+
+  # The folder whose presence marks an extracted dataset (an official one's first split).
+  SPLIT_MARKER = 'train'
+
+  def _official(self):
+    """The official dataset this builder config names, or None for your own folders."""
+    return sources.OFFICIAL.get(self.builder_config.name)
 
   def _fetch(self, dl_manager, official: sources.Official) -> str:
     """Downloads the official archive, or says at once why not and where to put it."""
@@ -178,8 +186,9 @@ class Pix2PixAligned(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     return os.fspath(dl_manager.download(official.url))
 
 
-def find_local(official: sources.Official, manual_dir: str) -> str | None:
-  """The archive or extracted folder of an official dataset under `manual_dir`, if any."""
+def find_local(official, manual_dir: str, marker: str = 'train') -> str | None:
+  """The archive or extracted folder of an official dataset under `manual_dir`, if any
+  (a folder counts when it has a `marker` sub-folder: its first split)."""
   if sources.is_archive(manual_dir):
     return manual_dir  # config.data.source names the archive itself.
   for name in (official.archive, f'{official.name}.tgz', f'{official.name}.tar',
@@ -187,7 +196,7 @@ def find_local(official: sources.Official, manual_dir: str) -> str | None:
     if os.path.isfile(os.path.join(manual_dir, name)):
       return os.path.join(manual_dir, name)
   for folder in (os.path.join(manual_dir, official.name), manual_dir):
-    if os.path.isdir(os.path.join(folder, 'train')):
+    if os.path.isdir(os.path.join(folder, marker)):
       return folder
   return None
 
@@ -228,6 +237,12 @@ def builder_for(data_config, *, in_channels: int = 3, out_channels: int = 3) -> 
 def prepare(data_config, *, in_channels: int = 3, out_channels: int = 3) -> Pix2PixAligned:
   """Returns the builder for `config.data`, preparing the dataset first if needed."""
   builder = builder_for(data_config, in_channels=in_channels, out_channels=out_channels)
+  return prepare_builder(builder, data_config.on_bad_file)
+
+
+def prepare_builder(builder, on_bad_file: str):
+  """Prepares `builder`'s dataset if it is not yet (this module's builders and those of
+  p2p_jax/datasets/unpaired.py); returns the builder."""
   if not builder.is_prepared():
     # TFDS names an extraction after the archive's file name only and reuses it when it
     # exists, so a replaced archive, or another one of the same name, would be read from a
@@ -248,7 +263,7 @@ def prepare(data_config, *, in_channels: int = 3, out_channels: int = 3) -> Pix2
     finally:
       tfds.display_progress_bar(True)
       shutil.rmtree(extract_dir, ignore_errors=True)
-  _check_bad_file_policy(builder, data_config.on_bad_file)
+  _check_bad_file_policy(builder, on_bad_file)
   return builder
 
 
