@@ -86,7 +86,7 @@ def cpu_conv_form(x_shape, kernel_shape, stride: int, padding: int) -> str:
     return 'xla'
   wide = cin >= CPU_WINOGRAD_MIN_IN_FEATURES
   if 1 < k <= CPU_WINOGRAD_MAX_KERNEL and rows is not None and (
-      stride == 1 or (wide and rows >= CPU_WINOGRAD_MIN_ROWS)):
+      stride == 1 or (wide and k % 2 == 0 and rows >= CPU_WINOGRAD_MIN_ROWS)):
     return 'winograd'
   return 'xla_gemmgrad' if size is None or size >= CPU_RECOMPUTE_MIN_SIZE else 'gemm'
 
