@@ -42,7 +42,7 @@ def main(argv=None):
 
   from p2p_jax import host_memory, networks
 
-  config = bench.apply_common_args(bench.load_default_config(), args)
+  config = bench.apply_common_args(bench.load_default_config(args.method), args)
   generator = networks.create_generator(config)
   s = args.image_size
   x = np.random.default_rng(0).uniform(

@@ -94,7 +94,7 @@ def main(argv=None):
 
   from p2p_jax import parallel
 
-  config = bench.apply_common_args(bench.load_default_config(), args)
+  config = bench.apply_common_args(bench.load_default_config(args.method), args)
   step, init = bench.build_step(config, args.image_size)
   dp = parallel.DataParallel(step, 'pmap', devices=jax.devices()[:1], donate=True)
   batch = bench.random_batch(config, args.batch, args.image_size)

@@ -32,9 +32,12 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def load_default_config():
-  """The paper's config (p2p_jax.config_schema)."""
+def load_default_config(method: str = 'pix2pix'):
+  """The paper's config (p2p_jax.config_schema), or configs/cyclegan.py's for CycleGAN."""
   from p2p_jax import config_schema
+  if method == 'cyclegan':
+    return config_schema.load_file(os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), '..', 'configs', 'cyclegan.py'))
   return config_schema.get_config()
 
 
@@ -118,7 +121,8 @@ def run_description(config, args, image_size: int, device) -> dict:
       'device': device.device_kind,
       'dtype': args.dtype,
       'conv_impl': config.compute.conv_impl,
-      'generator': args.generator,
+      'method': config.method,
+      'generator': config.model.generator,
       'image_size': image_size,
       'steps': args.steps,
       'cpu_count': os.cpu_count(),
@@ -160,7 +164,11 @@ def add_model_args(parser):
   parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
   parser.add_argument('--conv-impl', default=None,
                       help="config.compute.conv_impl (default: the config's, i.e. 'auto')")
-  parser.add_argument('--generator', default='unet_256')
+  parser.add_argument('--method', default='pix2pix', choices=['pix2pix', 'cyclegan'],
+                      help="the paper's pix2pix, or CycleGAN as configs/cyclegan.py")
+  parser.add_argument('--generator', default=None,
+                      help="config.model.generator (default: the method's: unet_256, "
+                      'resnet_9blocks)')
   parser.add_argument('--image-size', type=int, default=256)
 
 
@@ -177,7 +185,8 @@ def apply_common_args(config, args):
   config.compute.dtype = args.dtype
   if args.conv_impl is not None:
     config.compute.conv_impl = args.conv_impl
-  config.model.generator = args.generator
+  if args.generator:
+    config.model.generator = args.generator
   return config
 
 
@@ -193,7 +202,7 @@ def main(argv=None):
 
   from p2p_jax import host_memory, parallel
 
-  config = apply_common_args(load_default_config(), args)
+  config = apply_common_args(load_default_config(args.method), args)
   devices = jax.devices()[:args.devices]
   step, init = build_step(config, args.image_size)
   dp = parallel.DataParallel(step, args.parallel, devices=devices, donate=True)
