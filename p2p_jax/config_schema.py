@@ -125,8 +125,15 @@ def get_config() -> ml_collections.ConfigDict:
   # What preparation does with an undecodable or malformed image: 'error' stops naming the
   # file; 'skip' leaves it out and reports how many were skipped.
   config.data.on_bad_file = 'error'
-  # Shuffle buffer (examples). Larger = better mixing, more memory.
+  # Unused since the Grain pipeline (every epoch is a full shuffle); kept so that configs
+  # and workdirs that set it still load.
   config.data.shuffle_buffer = 1000
+  # Worker processes preparing training batches (Grain); 0: threads of the trainer's own
+  # process; -1: what suits the host (none when training on the CPU, whose cores the step
+  # needs; the cores minus one, at most 32, with a GPU or TPU). See README, Input pipeline.
+  config.data.workers = -1
+  # Training batches kept ready in the trainer's process, beyond those the workers hold.
+  config.data.prefetch = 2
 
   # ---------------------------------------------------------------- training
   # Global batch size (summed over all devices and hosts). Paper: 1 for facades.
@@ -182,7 +189,7 @@ CHOICES = {
     'inference_mode': inference.MODES,
 }
 _POSITIVE = ('model.ngf', 'model.ndf', 'model.in_channels', 'model.out_channels',
-             'optim.lr', 'data.load_size', 'data.crop_size', 'batch_size',
+             'optim.lr', 'data.load_size', 'data.crop_size', 'data.prefetch', 'batch_size',
              'log_every_steps', 'sample_every_steps', 'eval_every_steps',
              'checkpoint_every_steps', 'keep_checkpoints')
 _NON_NEGATIVE = ('loss.gan_weight', 'loss.recon_weight')
@@ -242,6 +249,9 @@ def validate(config) -> None:
   if flat['num_train_steps'] <= 0 and flat['num_epochs'] <= 0:
     raise ValueError(f'config.num_train_steps ({flat["num_train_steps"]}) or config.num_epochs '
                      f'({flat["num_epochs"]}) must be > 0: nothing to train')
+  if flat['data.workers'] < -1:
+    raise ValueError(f'config.data.workers must be >= 0, or -1 for the default, got '
+                     f'{flat["data.workers"]!r}')
   if not 0 <= flat['model.d_layers'] <= 8:
     raise ValueError(f'config.model.d_layers must be in 0..8, got {flat["model.d_layers"]}')
   if flat['data.load_size'] < flat['data.crop_size']:
