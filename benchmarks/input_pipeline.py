@@ -6,6 +6,7 @@
 
 Variants, measured in rounds that alternate them (A B C A B C ...) in one process:
   grain:wN   p2p_jax's pipeline (input_pipeline.numpy_batches) with N worker processes
+             (:resized with the train split resized to load_size once, --resized)
   thread_pool  the pipeline before Grain (p2p_jax/input_pipeline.py at --baseline, a git
              revision; 'none' leaves it out)
 Each measurement starts the pipeline, pulls --warmup batches, then counts images for
@@ -184,6 +185,9 @@ def main():
   parser.add_argument('--rate', type=float, default=1455.0,
                       help='images/s to feed (default: the H100 step at 256 px)')
   parser.add_argument('--hd', action='store_true', help='also pix2pixHD 2048x1024 examples')
+  parser.add_argument('--resized', action='store_true',
+                      help='also each grain variant on the train split resized once '
+                      '(config.data.resized_cache=1)')
   args = parser.parse_args()
 
   tmp = tempfile.mkdtemp(prefix='p2p_bench_pipeline.')
@@ -202,6 +206,11 @@ def main():
         else:
           config.dataset = name
         input_pipeline.num_examples(config, 'train')  # prepared outside the timing
+        if args.resized:  # and resized once, outside the timing too
+          kept = config.copy_and_resolve_references()
+          kept.resized_cache = 1
+          input_pipeline.numpy_batches(kept, 'train', batch_size=1, train=True, seed=0,
+                                       process_index=0, process_count=1).close()
         configs[name] = config
       old = None if args.baseline == 'none' else baseline_module(args.baseline, tmp)
 
@@ -211,10 +220,14 @@ def main():
         out['thread_pool'] = lambda: old.numpy_batches(
             config, 'train', batch_size=args.batch, train=True, seed=0, process_index=0,
             process_count=1)
-      for w in map(int, args.workers.split(',')):
-        out[f'grain:w{w}'] = (lambda w=w: input_pipeline.numpy_batches(
-            config, 'train', batch_size=args.batch, train=True, seed=0, process_index=0,
-            process_count=1, workers=w))
+      for keep in ((0, 1) if args.resized else (0,)):
+        kept = config.copy_and_resolve_references()
+        kept.resized_cache = keep
+        for w in map(int, args.workers.split(',')):
+          out[f'grain:w{w}' + (':resized' if keep else '')] = (
+              lambda w=w, kept=kept: input_pipeline.numpy_batches(
+                  kept, 'train', batch_size=args.batch, train=True, seed=0, process_index=0,
+                  process_count=1, workers=w))
       return out
 
     cases = [(name, variant, make) for name, config in configs.items()

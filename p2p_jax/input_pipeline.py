@@ -27,8 +27,12 @@ the per-process batch.
 Workers: config.data.workers processes prepare batches (-1: `batches.default_workers`: none
 on a CPU-only run, the cores minus one with an accelerator); evaluation reads with threads
 (a pass over a validation split is shorter than starting workers).
+Resized once: with config.data.resized_cache (-1: when worker processes are used and it
+takes at most RESIZED_AUTO_GB) the train split is resized to load_size once and kept as raw
+arrays beside the prepared data (datasets/resized.py): the same batches for far less CPU.
 """
 
+import shutil
 from typing import Iterator
 
 from p2p_jax import batches, jitter, parallel
@@ -38,6 +42,7 @@ from p2p_jax.datasets.catalog import DataError
 DIRECTIONS = ('AtoB', 'BtoA')
 RESIZE_METHODS = jitter.RESIZE_METHODS
 STREAM_VERSION = 2
+RESIZED_AUTO_GB = 16  # the largest resized copy config.data.resized_cache=-1 makes
 process_share = batches.share  # This process's contiguous share of n examples.
 
 
@@ -66,6 +71,22 @@ def worker_count(data_config) -> int:
   return batches.default_workers(parallel.accelerated())
 
 
+def _keep_resized(data_config, builder_dir: str, n: int, workers: int, a_channels: int,
+                  b_channels: int) -> bool:
+  """config.data.resized_cache: 1 always, 0 never, -1 when the pipeline uses worker
+  processes (by default only with an accelerator, where the CPU per image counts) and the
+  copy takes at most RESIZED_AUTO_GB and leaves a GiB of the disk free."""
+  from p2p_jax.datasets import resized  # pylint: disable=g-import-not-at-top
+  if data_config.resized_cache >= 0:
+    return bool(data_config.resized_cache)
+  need = resized.nbytes(n, data_config.load_size, a_channels, b_channels)
+  try:
+    free = shutil.disk_usage(builder_dir).free
+  except OSError:
+    return False
+  return workers > 0 and need <= RESIZED_AUTO_GB * 2**30 and need + 2**30 <= free
+
+
 def numpy_batches(data_config, split: str, *, batch_size: int, train: bool, seed: int,
                   process_index: int | None = None, process_count: int | None = None,
                   in_channels: int = 3, out_channels: int = 3, start_batch: int = 0,
@@ -79,7 +100,7 @@ def numpy_batches(data_config, split: str, *, batch_size: int, train: bool, seed
   uninterrupted run from there on. workers: worker processes (default: training
   `worker_count(data_config)`, evaluation 0). The result has `close()`, which stops its workers.
   """
-  from p2p_jax.datasets import records  # pylint: disable=g-import-not-at-top
+  from p2p_jax.datasets import records, resized  # pylint: disable=g-import-not-at-top
   builder = _builder(data_config, split, in_channels, out_channels)
   stored = (builder.info.features['a'].shape[-1], builder.info.features['b'].shape[-1])
   a_wanted, b_wanted = ((in_channels, out_channels) if data_config.direction == 'AtoB'
@@ -98,6 +119,14 @@ def numpy_batches(data_config, split: str, *, batch_size: int, train: bool, seed
                             a_to_b=data_config.direction == 'AtoB')
   source = records.TfdsRecords(builder.data_dir, split,
                                builder.info.splits[split].num_examples)
+  if train and _keep_resized(data_config, builder.data_dir, len(source), workers, a_wanted,
+                             b_wanted):
+    size, method = data_config.load_size, data_config.resize_method
+    source = resized.build(
+        source, resized.folder_for(builder.data_dir, split, size, method, a_wanted,
+                                   b_wanted),
+        size=size, method=method, a_channels=a_wanted, b_channels=b_wanted, workers=workers,
+        label=f'{data_config.dataset}/{split}') or source
   try:
     return batches.batch_iterator(
         (source,), transform, batch_size=batch_size, train=train, seed=seed,

@@ -92,6 +92,9 @@ def resize(array: np.ndarray, size: tuple[int, int], method: str, channels: int 
   """uint8 or int32 [H, W(, C)] -> the same kind, `size` (height, width), through Pillow
   (the 8-bit image, as the reference's transforms.Resize). channels=1 turns RGB into luma
   (Pillow's ITU-R 601 'L', as the reference's grayscale) first. [H, W, C] stays [H, W, C]."""
+  if array.shape[:2] == tuple(size) and (
+      channels is None if array.ndim == 2 else channels in (None, array.shape[-1])):
+    return array  # already there (e.g. resized once, datasets/resized.py)
   squeeze = array.ndim == 3 and array.shape[-1] == 1
   image = Image.fromarray(array[..., 0] if squeeze else array)
   if channels == 1 and image.mode == 'RGB':
