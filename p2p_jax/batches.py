@@ -27,22 +27,22 @@ a batch); evaluation is one pass, its last batch possibly smaller.
 Workers: `workers` processes (Grain's mp_prefetch, started by Python's spawn method) each
 prepare whole batches of uint8 images, handed over in shared memory; a thread of this
 process scales them to float32 (a quarter of the bytes cross processes) and keeps
-`prefetch` batches ready. Workers ignore SIGINT and SIGTERM (the
-trainer's stop request, p2p_jax/stopping.py, decides when to stop; `close()` stops them) and
-exit when this process dies, even by SIGKILL. A worker killed from outside (e.g. by a
-signal sent to the process group while it started) is replaced and the stream goes on
-unchanged; one that keeps dying is an error. workers=0 prepares batches with threads of this
-process. Scripts that use workers need Python's `if __name__ == '__main__':` guard (spawn
-re-imports the main module).
+`prefetch` batches ready. Workers ignore SIGINT and SIGTERM (the trainer's stop request,
+p2p_jax/stopping.py, decides when to stop; `close()` stops them) and exit when this process
+dies, even by SIGKILL. A worker killed from outside (e.g. by a signal sent to the process
+group while it was starting, before it could ignore it) is replaced and the stream goes on
+unchanged; one that keeps dying is an error. workers=0 prepares batches with threads of
+this process. Scripts that use workers need Python's `if __name__ == '__main__':` guard
+(spawn re-imports the main module).
 """
 
 import atexit
+import functools
 import logging
 import multiprocessing
 import multiprocessing.connection
 import os
 import signal
-import functools
 import threading
 from typing import Callable, Iterator, Sequence
 import weakref

@@ -69,6 +69,12 @@ def column(bs, key):
   return [int(x) for b in bs for x in b[key]]
 
 
+def test_default_workers_none_on_a_cpu_run_else_the_cores_but_one():
+  cores = len(os.sched_getaffinity(0))
+  assert batches.default_workers(accelerator=False) == 0
+  assert batches.default_workers(accelerator=True) == min(cores - 1, batches.MAX_WORKERS)
+
+
 def test_paired_epochs_visit_every_record_once_in_new_orders():
   got = column(take((indexed(6),), 9, batch_size=2), 'a')
   epochs = [got[i:i + 6] for i in range(0, 18, 6)]
