@@ -22,6 +22,9 @@ def get_config():
   config.data.crop_size = 32
   config.data.eval_split = 'test'
   config.data.shuffle_buffer = 64
+  # One worker process (the default on a CPU is none): smoke runs and the kill-and-resume
+  # test exercise the workers.
+  config.data.workers = 1
   config.batch_size = 2
   config.num_train_steps = 4
   config.optim.schedule = 'constant'

@@ -8,9 +8,11 @@ the device-to-host copy, the write runs in a background thread), retention polic
 coordinated across processes, and restores onto any sharding. Switching to v1 later means
 rewriting this file only.
 
-Layout: DIRECTORY/<step>/state (the whole TrainState, OCDBT) and DIRECTORY/<step>/metrics
-(JSON, e.g. {"val_l1": 0.21}); a save is written into a temporary folder renamed when
-complete (on-disk details and checks: checkpoint_files.py).
+Layout: DIRECTORY/<step>/state (the whole TrainState, OCDBT), DIRECTORY/<step>/metrics
+(JSON, e.g. {"val_l1": 0.21}) and DIRECTORY/<step>/data_stream (JSON: what besides the step
+fixes the input stream, input_pipeline.stream_descriptor; the step alone says where the
+stream resumes, so no iterator state is saved); a save is written into a temporary folder
+renamed when complete (on-disk details and checks: checkpoint_files.py).
 
 Robustness on top of Orbax (each one a pitfall found while writing this file):
   * Paths are made absolute: Orbax refuses relative ones, only in its first save's
@@ -51,6 +53,7 @@ import orbax.checkpoint as ocp
 from p2p_jax import checkpoint_files, parallel
 
 _ITEM = checkpoint_files.ITEM
+_STREAM = 'data_stream'
 _MAX_LISTED = 20
 
 
@@ -190,6 +193,8 @@ class Checkpointer:
     registry.add(_ITEM, ocp.args.StandardRestore, ocp.handlers.StandardCheckpointHandler())
     # The generator alone (inference): a partial restore of the same files.
     registry.add(_ITEM, ocp.args.PyTreeRestore, ocp.handlers.PyTreeCheckpointHandler())
+    registry.add(_STREAM, ocp.args.JsonSave, ocp.handlers.JsonCheckpointHandler())
+    registry.add(_STREAM, ocp.args.JsonRestore, ocp.handlers.JsonCheckpointHandler())
     self._keep_best = keep_best
     # A read-only manager says so with a warning each time: nothing a user can act on.
     absl_logger = logging.get_absl_logger()
@@ -215,11 +220,13 @@ class Checkpointer:
     scored = [x for x in scored if math.isfinite(x[0])]
     return min(scored)[1] if scored else None
 
-  def save(self, step: int, state, metrics: dict | None = None) -> bool:
+  def save(self, step: int, state, metrics: dict | None = None,
+           data_stream: dict | None = None) -> bool:
     """Starts saving `state` as `step` (async: returns after copying it off the device).
 
     The caller may then donate or delete `state`. A step that already exists (even a
     damaged one) is never overwritten: it is skipped with a warning and False is returned.
+    data_stream: a small JSON-able dict saved beside the state (`data_stream`).
     Call on every process.
     """
     step = int(step)
@@ -229,8 +236,23 @@ class Checkpointer:
                       step, step_dir)
       return False
     metrics = {k: float(v) for k, v in (metrics or {}).items()}
-    return self._mgr.save(step, args=ocp.args.Composite(**{_ITEM: ocp.args.PyTreeSave(state)}),
+    items = {_ITEM: ocp.args.PyTreeSave(state)}
+    if data_stream is not None:
+      items[_STREAM] = ocp.args.JsonSave(data_stream)
+    return self._mgr.save(step, args=ocp.args.Composite(**items),
                           metrics=metrics if self._keep_best else None, force=True)
+
+  def data_stream(self, step: int) -> dict | None:
+    """The `data_stream` dict saved with `step`; None when it has none (saved without one,
+    or before p2p_jax saved them) or it cannot be read."""
+    self.wait()
+    if not (self.directory / str(step) / _STREAM).exists():
+      return None
+    try:
+      args = ocp.args.Composite(**{_STREAM: ocp.args.JsonRestore()})
+      return dict(self._mgr.restore(step, args=args)[_STREAM])
+    except Exception:  # pylint: disable=broad-except  # a damaged file: treated as none
+      return None
 
   def step_for(self, which='latest') -> int:
     """The step `which` names: 'latest', 'best' (smallest finite `best_metric`) or a step."""

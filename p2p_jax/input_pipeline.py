@@ -1,49 +1,49 @@
-"""Input pipeline: prepared TFDS examples -> jittered, scaled, batched pairs, as numpy.
+"""Input pipeline of pix2pix: the config's prepared TFDS dataset -> jittered batches (numpy).
 
-Examples come from a TFDS data source (`builder.as_data_source`: random access into the
-prepared ArrayRecord files, decoded to numpy by TFDS), so training and evaluation never
-import TensorFlow: it would add ~0.7 GB to the trainer's memory and seconds to its start,
-and clash with a preinstalled TensorFlow or take GPU memory. The trainer just consumes
-`numpy_batches` (any iterator of {'input', 'target', 'name'} numpy dicts does as well, e.g.
-a synthetic one).
+Examples are read by index from TFDS's ArrayRecord files (datasets/records.py) and batched
+on Grain by p2p_jax/batches.py (sampling, seeds, worker processes, resume; it also serves
+CycleGAN's unpaired and pix2pixHD's labelled data), so training and evaluation never import
+TensorFlow. The trainer consumes `numpy_batches` (any iterator of {'input', 'target',
+'name'} numpy dicts does as well, e.g. a synthetic one).
 
-Per example, as the paper and the PyTorch reference (Isola et al. 2017, section 6.2):
-  A and B (uint8) -> resize each to load_size x load_size (config.data.resize_method,
-  bicubic by default, with Pillow's filters on the 8-bit image exactly as the reference's
-  transforms.Resize: antialiased when shrinking) -> one random crop_size crop and one random
-  horizontal flip, the same for A and B -> scale [0, 255] to [-1, 1] -> input and target
-  by direction. Evaluation (train=False): resize straight to crop_size; no crop, no
-  flip, one pass in a fixed order.
+Per example, as the paper and the PyTorch reference (Isola et al. 2017, section 6.2;
+jitter.Paired): A and B (uint8) -> resize each to load_size x load_size
+(config.data.resize_method, bicubic by default, with Pillow's filters on the 8-bit image
+exactly as the reference's transforms.Resize: antialiased when shrinking) -> one random
+crop_size crop and one random horizontal flip, the same for A and B -> scale [0, 255] to
+[-1, 1] -> input and target by direction. Evaluation (train=False): resize straight to
+crop_size; no crop, no flip, one pass in a fixed order.
 
-Determinism: example i of the stream (its position counted from the start of training) is
-drawn and jittered from numpy generators keyed by (seed, process, epoch) and (seed,
-process, i), so a seed gives the same batches every run and a resumed run continues the
-same stream (`start_batch`, no reading to skip). Every epoch visits each example once in a
-new order, as PyTorch's shuffling sampler does.
+The stream (STREAM_VERSION 2, Grain): every epoch visits this process's share of the split
+once, in an order Grain's index shuffle draws from the seed anew every epoch; example p of
+the stream is jittered by a generator seeded with (seed, process, p). A seed fixes the run,
+and a run resumed at step k reads batch k next, exactly as if it had never stopped (nothing
+to save but the step; the checkpoint records `stream_descriptor` so that a change is
+noticed). Version 1 (the thread pool before Grain) drew other orders and crops: runs
+started with it continue on version 2 (`resume_notice`).
 Multi-host: each process reads its own, disjoint, contiguous share of the split (training:
-equal shares, the remainder dropped; evaluation: the remainder kept, so shares differ by at
-most one example) and `batch_size` is the per-process batch.
-Throughput: examples are decoded and jittered by a pool of threads (Pillow and numpy
-release the GIL) while the step runs; a few batches are prepared ahead.
+equal shares, the remainder dropped; evaluation: the remainder kept) and `batch_size` is
+the per-process batch.
+Workers: config.data.workers processes prepare batches (-1: `batches.default_workers`: none
+on a CPU-only run, the cores minus one with an accelerator); evaluation reads with threads
+(a pass over a validation split is shorter than starting workers).
+Resized once: with config.data.resized_cache (-1: when worker processes are used and it
+takes at most RESIZED_AUTO_GB) the train split is resized to load_size once and kept as raw
+arrays beside the prepared data (datasets/resized.py): the same batches for far less CPU.
 """
 
-import concurrent.futures
-import functools
-import os
+import shutil
 from typing import Iterator
 
-import numpy as np
-from PIL import Image
-
-from p2p_jax import parallel
+from p2p_jax import batches, jitter, parallel
 from p2p_jax.datasets.catalog import DataError
 
 # config.data.direction: which half is the input; config.data.resize_method: the filter.
 DIRECTIONS = ('AtoB', 'BtoA')
-_FILTERS = {'bicubic': Image.Resampling.BICUBIC, 'bilinear': Image.Resampling.BILINEAR,
-            'nearest': Image.Resampling.NEAREST, 'area': Image.Resampling.BOX}
-RESIZE_METHODS = tuple(_FILTERS)
-_AHEAD = 4  # batches prepared while the step runs
+RESIZE_METHODS = jitter.RESIZE_METHODS
+STREAM_VERSION = 2
+RESIZED_AUTO_GB = 16  # the largest resized copy config.data.resized_cache=-1 makes
+process_share = batches.share  # This process's contiguous share of n examples.
 
 
 def _builder(data_config, split: str, in_channels: int, out_channels: int):
@@ -64,63 +64,43 @@ def num_examples(data_config, split: str, *, in_channels: int = 3,
   return _builder(data_config, split, in_channels, out_channels).info.splits[split].num_examples
 
 
-def process_share(n: int, process_index: int, process_count: int, train: bool) -> range:
-  """This process's contiguous share of n examples (see module docstring)."""
-  if train:
-    per = n // process_count
-    return range(process_index * per, (process_index + 1) * per)
-  bounds = [p * n // process_count for p in range(process_count + 1)]
-  return range(bounds[process_index], bounds[process_index + 1])
+def worker_count(data_config) -> int:
+  """config.data.workers, with -1 resolved for this host (batches.default_workers)."""
+  if data_config.workers >= 0:
+    return data_config.workers
+  return batches.default_workers(parallel.accelerated())
 
 
-def _image(array: np.ndarray, channels: int) -> Image.Image:
-  """A stored uint8 half as a Pillow image with `channels` (RGB -> luma: Pillow's ITU-R 601
-  'L', as the reference's grayscale)."""
-  image = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
-  return image.convert('L') if channels == 1 and image.mode != 'L' else image
-
-
-def _resize(image: Image.Image, size: int, method: str) -> np.ndarray:
-  """Pillow image -> uint8 [size, size, C], resized as the PyTorch reference resizes (its
-  transforms.Resize on the PIL image: 8-bit in, 8-bit out)."""
-  if image.size != (size, size):
-    image = image.resize((size, size), _FILTERS[method])
-  array = np.asarray(image)
-  return array[..., None] if array.ndim == 2 else array
-
-
-def preprocess(example: dict, rng: np.random.Generator | None, *, data_config,
-               in_channels: int, out_channels: int) -> dict:
-  """One decoded TFDS example {'a', 'b' uint8, 'name'} -> {'input', 'target', 'name'} in
-  [-1, 1]. rng: the example's generator (crop and flip); None for evaluation."""
-  a_channels, b_channels = in_channels, out_channels
-  if data_config.direction == 'BtoA':
-    a_channels, b_channels = out_channels, in_channels
-  size = data_config.crop_size if rng is None else data_config.load_size
-  a = _resize(_image(np.asarray(example['a']), a_channels), size, data_config.resize_method)
-  b = _resize(_image(np.asarray(example['b']), b_channels), size, data_config.resize_method)
-  if rng is not None:
-    crop = data_config.crop_size
-    top, left = rng.integers(0, size - crop + 1, size=2)
-    flip = data_config.flip and rng.random() < 0.5
-    a, b = (x[top:top + crop, left:left + crop][:, ::-1 if flip else 1] for x in (a, b))
-  a, b = a.astype(np.float32) / 127.5 - 1.0, b.astype(np.float32) / 127.5 - 1.0
-  source, target = (a, b) if data_config.direction == 'AtoB' else (b, a)
-  return {'input': source, 'target': target, 'name': example['name']}
+def _keep_resized(data_config, builder_dir: str, n: int, workers: int, a_channels: int,
+                  b_channels: int) -> bool:
+  """config.data.resized_cache: 1 always, 0 never, -1 when the pipeline uses worker
+  processes (by default only with an accelerator, where the CPU per image counts) and the
+  copy takes at most RESIZED_AUTO_GB and leaves a GiB of the disk free."""
+  from p2p_jax.datasets import resized  # pylint: disable=g-import-not-at-top
+  if data_config.resized_cache >= 0:
+    return bool(data_config.resized_cache)
+  need = resized.nbytes(n, data_config.load_size, a_channels, b_channels)
+  try:
+    free = shutil.disk_usage(builder_dir).free
+  except OSError:
+    return False
+  return workers > 0 and need <= RESIZED_AUTO_GB * 2**30 and need + 2**30 <= free
 
 
 def numpy_batches(data_config, split: str, *, batch_size: int, train: bool, seed: int,
                   process_index: int | None = None, process_count: int | None = None,
-                  in_channels: int = 3, out_channels: int = 3,
-                  start_batch: int = 0) -> Iterator[dict]:
+                  in_channels: int = 3, out_channels: int = 3, start_batch: int = 0,
+                  workers: int | None = None) -> Iterator[dict]:
   """Batches {'input': [B,H,W,Cin], 'target': [B,H,W,Cout] float32, 'name': [B] bytes}.
 
   train=True: shuffled per epoch, jittered, endless, full batches only. train=False: no
   jitter, one pass in a fixed order, last batch possibly smaller. `batch_size` is per
   process; process_index/process_count default to JAX's. Prepares the dataset if needed.
   start_batch: begin at this batch of the stream (resuming a run): the same batches as an
-  uninterrupted run from there on.
+  uninterrupted run from there on. workers: worker processes (default: training
+  `worker_count(data_config)`, evaluation 0). The result has `close()`, which stops its workers.
   """
+  from p2p_jax.datasets import records, resized  # pylint: disable=g-import-not-at-top
   builder = _builder(data_config, split, in_channels, out_channels)
   stored = (builder.info.features['a'].shape[-1], builder.info.features['b'].shape[-1])
   a_wanted, b_wanted = ((in_channels, out_channels) if data_config.direction == 'AtoB'
@@ -131,46 +111,50 @@ def numpy_batches(data_config, split: str, *, batch_size: int, train: bool, seed
                       f'model wants {want} (model.in_channels/out_channels, data.direction)')
   if process_index is None or process_count is None:
     process_index, process_count = parallel.process_index(), parallel.process_count()
-  source = builder.as_data_source(split=split)
-  share = process_share(len(source), process_index, process_count, train)
-  if not len(share):
-    raise DataError(f'{data_config.dataset}/{split}: no examples for process '
-                    f'{process_index} of {process_count}')
+  if workers is None:
+    workers = worker_count(data_config) if train else 0
+  geometry = (jitter.Geometry(data_config.load_size, data_config.crop_size, data_config.flip)
+              if train else jitter.Geometry(data_config.crop_size))
+  transform = jitter.Paired(geometry, data_config.resize_method, a_wanted, b_wanted,
+                            a_to_b=data_config.direction == 'AtoB')
+  source = records.TfdsRecords(builder.data_dir, split,
+                               builder.info.splits[split].num_examples)
+  if train and _keep_resized(data_config, builder.data_dir, len(source), workers, a_wanted,
+                             b_wanted):
+    size, method = data_config.load_size, data_config.resize_method
+    source = resized.build(
+        source, resized.folder_for(builder.data_dir, split, size, method, a_wanted,
+                                   b_wanted),
+        size=size, method=method, a_channels=a_wanted, b_channels=b_wanted, workers=workers,
+        label=f'{data_config.dataset}/{split}') or source
+  try:
+    return batches.batch_iterator(
+        (source,), transform, batch_size=batch_size, train=train, seed=seed,
+        start_batch=start_batch, workers=workers, prefetch=data_config.prefetch,
+        process_index=process_index, process_count=process_count)
+  except DataError as e:
+    raise DataError(f'{data_config.dataset}/{split}: {e}') from None
 
-  @functools.lru_cache(maxsize=2)
-  def order(epoch):
-    return np.random.default_rng([seed, process_index, 1, epoch]).permutation(len(share))
 
-  def example(position):
-    """(index into the split, rng of its jitter) of stream position `position`."""
-    if not train:
-      return share[position], None
-    epoch, j = divmod(position, len(share))
-    return share[order(epoch)[j]], np.random.default_rng([seed, process_index, 0, position])
+def stream_descriptor(config, process_count: int) -> dict:
+  """What fixes the training stream besides the step, as saved with each checkpoint."""
+  return {'version': STREAM_VERSION, 'seed': int(config.seed),
+          'batch_size': int(config.batch_size), 'process_count': int(process_count),
+          'dataset': str(config.data.dataset), 'train_split': str(config.data.train_split)}
 
-  def load(position):
-    index, rng = example(position)
-    return preprocess(source[int(index)], rng, data_config=data_config,
-                      in_channels=in_channels, out_channels=out_channels)
 
-  def batch_at(k):
-    first = k * batch_size
-    last = first + batch_size if train else min(first + batch_size, len(share))
-    return [pool.submit(load, p) for p in range(first, last)]
-
-  def stack(futures):
-    examples = [f.result() for f in futures]
-    return {'input': np.stack([e['input'] for e in examples]).astype(np.float32),
-            'target': np.stack([e['target'] for e in examples]).astype(np.float32),
-            'name': np.asarray([e['name'] for e in examples], dtype=object)}
-
-  n_batches = None if train else -(-len(share) // batch_size)
-  with concurrent.futures.ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
-    ahead, k = [], start_batch
-    while True:
-      while len(ahead) < _AHEAD and (n_batches is None or k < n_batches):
-        ahead.append(batch_at(k))
-        k += 1
-      if not ahead:
-        return
-      yield stack(ahead.pop(0))
+def resume_notice(saved: dict | None, current: dict) -> str | None:
+  """The line a resumed run prints when its checkpoint's stream (`stream_descriptor`; None
+  for checkpoints of version 1, which saved none) is not the one it continues with."""
+  if not saved or saved.get('version') != current['version']:
+    old = (saved or {}).get('version', 1)
+    return (f'p2p_jax: the checkpoint was trained on data stream {old} (an older input '
+            f'pipeline); training continues on stream {current["version"]}: the same '
+            'examples and jitter, in other orders and draws, so from here the run is not '
+            'bit-identical to one that never stopped')
+  changed = [f'{k} {saved.get(k)} -> {v}' for k, v in current.items()
+             if k != 'version' and saved.get(k) != v]
+  if changed:
+    return ('p2p_jax: the data stream differs from the checkpoint\'s (' + ', '.join(changed)
+            + '): training continues on the new one')
+  return None

@@ -45,6 +45,11 @@ def is_main_process() -> bool:
   return jax.process_index() == 0
 
 
+def accelerated() -> bool:
+  """Whether JAX computes on an accelerator (GPU, TPU) rather than on this host's CPU."""
+  return jax.default_backend() != 'cpu'
+
+
 def device_count() -> int:
   return jax.device_count()
 

@@ -168,9 +168,15 @@ def _run(config, workdir, ckpt, stop, devices, local_batch, train_batches=None,
   if seconds is not None:
     trace_s, compile_s = trace_s + seconds[0], compile_s + seconds[1]
     host_memory.release_free_memory()
+  own_stream = train_batches is None  # the config's pipeline: its stream is described
+  stream = input_pipeline.stream_descriptor(config, parallel.process_count())
   if resume:
     state = ckpt.restore(abstract)
     logging.info('resumed from step %d in %s', int(state.step), workdir)
+    notice = own_stream and input_pipeline.resume_notice(ckpt.data_stream(int(state.step)),
+                                                         stream)
+    if notice and main:
+      print(notice, flush=True)
   else:
     state = runner.put_state(make_state())
   # The init's executable and its freed scratch (~0.3 GB at 256 px) are not needed again.
@@ -285,9 +291,12 @@ def _run(config, workdir, ckpt, stop, devices, local_batch, train_batches=None,
   step = start
   stopped_by = stop.agreed()  # during set-up: nothing new to save
   data = iter(train_batches(start)) if stopped_by is None else None
+  waited = [0.0, time.perf_counter()]  # seconds waiting for batches; since (log interval)
   try:
     while step < n_steps and stopped_by is None:
+      t0 = time.perf_counter()
       batch = next(data)
+      waited[0] += time.perf_counter() - t0
       state, step_metrics = runner(state, {k: batch[k] for k in method.batch_keys})
       step += 1
       pending.append((step, step_metrics))
@@ -305,6 +314,11 @@ def _run(config, workdir, ckpt, stop, devices, local_batch, train_batches=None,
       if step % config.log_every_steps == 0 or final:
         scalars = drain(step)
         rate = progress.rate(step)
+        # The share of the time since the last log spent waiting for data (the first
+        # step's includes starting the input pipeline's workers).
+        now = time.perf_counter()
+        scalars['data_wait'] = waited[0] / max(now - waited[1], 1e-9)
+        waited[:] = [0.0, now]
         writer.scalars(step, {**scalars, 'img_per_s': rate})
         if main:
           progress.report(step, rate, scalars)
@@ -320,9 +334,13 @@ def _run(config, workdir, ckpt, stop, devices, local_batch, train_batches=None,
         save = save or stopped_by is not None
       if save:
         drain(step)  # never save a state with a non-finite loss or leaf
-        ckpt.save(step, state, scores)
+        ckpt.save(step, state, scores, data_stream=stream if own_stream else None)
+    if hasattr(data, 'close'):
+      data.close()  # the input pipeline's workers stop before the final save is awaited
     ckpt.wait()  # the final checkpoint is on disk before the run says it stopped
   finally:
+    if hasattr(data, 'close'):
+      data.close()
     writer.close()
   if main and stopped_by is not None:
     saved = 'its checkpoint is written' if step > start else 'no new step to save'

@@ -94,6 +94,16 @@ def test_async_save_survives_deleting_the_state_right_after(tmp_path, state):
     assert_same(ckpt.restore(C.abstract_like(state)), expected)
 
 
+def test_the_data_stream_is_saved_beside_the_state(tmp_path, state):
+  stream = {'version': 2, 'seed': 3, 'dataset': 'facades'}
+  with C.Checkpointer(tmp_path) as ckpt:
+    assert ckpt.save(1, state, data_stream=stream)
+    assert ckpt.save(2, state)                  # as checkpoints of earlier versions
+  with C.Checkpointer(tmp_path, read_only=True) as ckpt:
+    assert ckpt.data_stream(1) == stream and ckpt.data_stream(2) is None
+    assert_same(ckpt.restore(C.abstract_like(state), step=1), state)
+
+
 def test_keeps_last_k_and_the_smallest_val_l1_across_runs(tmp_path, state):
   metrics = {1: 0.5, 2: 0.1, 3: None, 4: 0.3, 5: float('nan'), 6: 0.4}
   with C.Checkpointer(tmp_path, keep=2) as ckpt:       # first run

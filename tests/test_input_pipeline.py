@@ -146,3 +146,30 @@ def test_reading_batches_does_not_import_tensorflow(tmp_path):
   subprocess.run([sys.executable, '-c', code], check=True, cwd=tests,
                  env=dict(os.environ, PYTHONPATH=os.pathsep.join(
                      [tests, os.environ.get('PYTHONPATH', '')])))
+
+
+def test_a_damaged_record_file_is_named_even_when_a_worker_reads_it(folder, tmp_path):
+  import glob  # pylint: disable=import-outside-toplevel
+  import shutil  # pylint: disable=import-outside-toplevel
+  source, data_dir = folder
+  prepared = input_pipeline._builder(config(folder), 'train', 3, 3).data_dir  # pylint: disable=protected-access
+  copy = tmp_path / 'tfds'
+  shutil.copytree(data_dir, copy)
+  path, = glob.glob(f'{prepared}/*-train.array_record-*'.replace(str(data_dir), str(copy)))
+  size = os.path.getsize(path)
+  with open(path, 'r+b') as f:  # zeros over the records' middle
+    f.seek(size // 4)
+    f.write(b'\0' * (size // 2))
+  damaged = config((source, copy), resized_cache=0)
+  with pytest.raises(DataError, match=rf'^{path}: cannot read record \d+ of split .train.*'
+                     r'the prepared dataset is damaged: delete .* to prepare it again'):
+    take(damaged, 20, workers=1)
+
+
+def test_resume_notice_names_an_older_or_changed_stream():
+  from conftest import tiny_config  # pylint: disable=import-outside-toplevel
+  current = input_pipeline.stream_descriptor(tiny_config(), 1)
+  assert input_pipeline.resume_notice(dict(current), current) is None
+  assert 'trained on data stream 1' in input_pipeline.resume_notice(None, current)
+  changed = input_pipeline.resume_notice({**current, 'batch_size': 4}, current)
+  assert f'batch_size 4 -> {current["batch_size"]}' in changed
