@@ -36,6 +36,7 @@ import shutil
 from typing import Iterator
 
 from p2p_jax import batches, jitter, parallel
+from p2p_jax.datasets import catalog
 from p2p_jax.datasets.catalog import DataError
 
 # config.data.direction: which half is the input; config.data.resize_method: the filter.
@@ -58,9 +59,30 @@ def _builder(data_config, split: str, in_channels: int, out_channels: int):
   return builder
 
 
+def _unpaired_builder(data_config, split: str, in_channels: int, out_channels: int):
+  """The prepared unpaired builder (datasets/unpaired.py), after checking that it has the
+  two domains of `split` (`<split>A`, `<split>B`)."""
+  from p2p_jax.datasets import unpaired  # pylint: disable=g-import-not-at-top
+  builder = unpaired.prepare(data_config, in_channels=in_channels, out_channels=out_channels)
+  splits = builder.info.splits
+  if f'{split}A' not in splits or f'{split}B' not in splits:
+    have = sorted({s[:-1] for s in splits})
+    raise DataError(f'{data_config.dataset}: no split {split!r} ({split}A/ and {split}B/); '
+                    f'it has {", ".join(have)} (config.data.train_split / eval_split)')
+  return builder
+
+
+def _reads_unpaired(data_config, data_kind: str) -> bool:
+  return catalog.is_unpaired(data_config.dataset, data_kind)
+
+
 def num_examples(data_config, split: str, *, in_channels: int = 3,
-                 out_channels: int = 3) -> int:
-  """Examples in `split` over all processes (prepares the dataset if needed)."""
+                 out_channels: int = 3, data_kind: str = 'paired') -> int:
+  """Examples in `split` over all processes (prepares the dataset if needed); for an
+  unpaired dataset, an epoch's: the larger domain's."""
+  if _reads_unpaired(data_config, data_kind):
+    splits = _unpaired_builder(data_config, split, in_channels, out_channels).info.splits
+    return max(splits[f'{split}A'].num_examples, splits[f'{split}B'].num_examples)
   return _builder(data_config, split, in_channels, out_channels).info.splits[split].num_examples
 
 
@@ -90,7 +112,7 @@ def _keep_resized(data_config, builder_dir: str, n: int, workers: int, a_channel
 def numpy_batches(data_config, split: str, *, batch_size: int, train: bool, seed: int,
                   process_index: int | None = None, process_count: int | None = None,
                   in_channels: int = 3, out_channels: int = 3, start_batch: int = 0,
-                  workers: int | None = None) -> Iterator[dict]:
+                  workers: int | None = None, data_kind: str = 'paired') -> Iterator[dict]:
   """Batches {'input': [B,H,W,Cin], 'target': [B,H,W,Cout] float32, 'name': [B] bytes}.
 
   train=True: shuffled per epoch, jittered, endless, full batches only. train=False: no
@@ -99,8 +121,14 @@ def numpy_batches(data_config, split: str, *, batch_size: int, train: bool, seed
   start_batch: begin at this batch of the stream (resuming a run): the same batches as an
   uninterrupted run from there on. workers: worker processes (default: training
   `worker_count(data_config)`, evaluation 0). The result has `close()`, which stops its workers.
+  data_kind: the method's ('paired', 'unpaired': see `unpaired_batches`).
   """
   from p2p_jax.datasets import records, resized  # pylint: disable=g-import-not-at-top
+  if data_kind == 'unpaired' and (train or _reads_unpaired(data_config, data_kind)):
+    return unpaired_batches(
+        data_config, split, batch_size=batch_size, train=train, seed=seed,
+        process_index=process_index, process_count=process_count, in_channels=in_channels,
+        out_channels=out_channels, start_batch=start_batch, workers=workers)
   builder = _builder(data_config, split, in_channels, out_channels)
   stored = (builder.info.features['a'].shape[-1], builder.info.features['b'].shape[-1])
   a_wanted, b_wanted = ((in_channels, out_channels) if data_config.direction == 'AtoB'
@@ -132,6 +160,76 @@ def numpy_batches(data_config, split: str, *, batch_size: int, train: bool, seed
         (source,), transform, batch_size=batch_size, train=train, seed=seed,
         start_batch=start_batch, workers=workers, prefetch=data_config.prefetch,
         process_index=process_index, process_count=process_count)
+  except DataError as e:
+    raise DataError(f'{data_config.dataset}/{split}: {e}') from None
+
+
+class _OneAfterTheOther:
+  """Iterates `parts` (Batches) one after the other; `close()` closes them all."""
+
+  def __init__(self, parts):
+    self.parts = parts
+
+  def __iter__(self):
+    for part in self.parts:
+      yield from part
+
+  def close(self):
+    for part in self.parts:
+      part.close()
+
+
+def unpaired_batches(data_config, split: str, *, batch_size: int, train: bool, seed: int,
+                     process_index: int | None = None, process_count: int | None = None,
+                     in_channels: int = 3, out_channels: int = 3, start_batch: int = 0,
+                     workers: int | None = None):
+  """CycleGAN's batches {'input': domain A, 'target': domain B, 'name'} (A and B by
+  config.data.direction, as the reference's set_input).
+
+  Domains: the `<split>A` / `<split>B` splits of an unpaired dataset, or the A and B sides
+  of a paired one (config.data.pairs_as_unpaired). Training: an epoch is max(|A|, |B|)
+  examples, A in a shuffled order, a uniformly drawn B for each, each image with its own
+  crop and flip (batches.py's 'unpaired' sampling, the reference's UnalignedDataset).
+  Evaluation of an unpaired dataset: every A image once as 'input' batches, then every B
+  image once as 'target' batches (no pairs to form); of a paired one, its pairs.
+  """
+  from p2p_jax.datasets import records  # pylint: disable=g-import-not-at-top
+  if process_index is None or process_count is None:
+    process_index, process_count = parallel.process_index(), parallel.process_count()
+  if workers is None:
+    workers = worker_count(data_config) if train else 0
+  if _reads_unpaired(data_config, 'unpaired'):
+    builder = _unpaired_builder(data_config, split, in_channels, out_channels)
+    domains = [records.TfdsRecords(builder.data_dir, f'{split}{d}',
+                                   builder.info.splits[f'{split}{d}'].num_examples)
+               for d in 'AB']
+  else:
+    if not train:
+      return numpy_batches(data_config, split, batch_size=batch_size, train=False, seed=seed,
+                           process_index=process_index, process_count=process_count,
+                           in_channels=in_channels, out_channels=out_channels)
+    builder = _builder(data_config, split, in_channels, out_channels)
+    source = records.TfdsRecords(builder.data_dir, split,
+                                 builder.info.splits[split].num_examples)
+    domains = [records.Field(source, 'a'), records.Field(source, 'b')]
+  if data_config.direction == 'BtoA':
+    domains.reverse()
+  geometry = (jitter.Geometry(data_config.load_size, data_config.crop_size, data_config.flip)
+              if train else jitter.Geometry(data_config.crop_size))
+  common = dict(batch_size=batch_size, train=train, seed=seed, workers=workers,
+                prefetch=data_config.prefetch, process_index=process_index,
+                process_count=process_count)
+  try:
+    if train:
+      return batches.batch_iterator(
+          tuple(domains), jitter.Unpaired(geometry, data_config.resize_method, in_channels,
+                                          out_channels),
+          sampling='unpaired', start_batch=start_batch, **common)
+    return _OneAfterTheOther([
+        batches.batch_iterator((domain,), jitter.OneDomain(
+            geometry, data_config.resize_method, channels, key), **common)
+        for domain, channels, key in ((domains[0], in_channels, 'input'),
+                                      (domains[1], out_channels, 'target'))])
   except DataError as e:
     raise DataError(f'{data_config.dataset}/{split}: {e}') from None
 

@@ -176,6 +176,27 @@ class Unpaired:
 
 
 @dataclasses.dataclass(frozen=True)
+class OneDomain:
+  """One domain's images ({'image', 'name'} records) under one key: the evaluation pass of
+  an unpaired split, whose two domains are read one after the other ('input' for A,
+  'target' for B)."""
+  geometry: Geometry
+  method: str = 'bicubic'
+  channels: int | None = None
+  key: str = 'input'
+
+  @property
+  def float_keys(self):
+    return (self.key,)
+
+  def __call__(self, records, rng):
+    record, = records
+    return {self.key: _photo(record['image'], self.geometry, self.method, self.channels, rng,
+                             record['name']),
+            'name': record['name']}
+
+
+@dataclasses.dataclass(frozen=True)
 class Labelled:
   """pix2pixHD: a label map, an optional instance map and a photo, one window and flip for
   all three. Maps are resized NEAREST and keep their ids; the photo uses `method`."""

@@ -73,12 +73,13 @@ def _data_source(config, split, *, train, batch_size, start_batch=0):
   return input_pipeline.numpy_batches(
       config.data, split, batch_size=batch_size, train=train, seed=config.seed,
       in_channels=config.model.in_channels, out_channels=config.model.out_channels,
-      start_batch=start_batch)
+      start_batch=start_batch, data_kind=methods.get(config).data_kind)
 
 
 def _num_examples(config, split):
   return input_pipeline.num_examples(config.data, split, in_channels=config.model.in_channels,
-                                     out_channels=config.model.out_channels)
+                                     out_channels=config.model.out_channels,
+                                     data_kind=methods.get(config).data_kind)
 
 
 # ================================================================== the run

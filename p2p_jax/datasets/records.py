@@ -74,3 +74,19 @@ class TfdsRecords:
       return self.file_of(index)
     except Exception:  # pylint: disable=broad-except  # the folder itself is unreadable
       return self.builder_dir
+
+
+class Field:
+  """One image field of a source's records as {'image', 'name'} records: the A or B side of
+  a paired dataset read as one unpaired domain (CycleGAN's config.data.pairs_as_unpaired).
+  Pickles as its source and field name."""
+
+  def __init__(self, source, field: str):
+    self.source, self.field = source, field
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def __getitem__(self, index: int) -> dict:
+    record = self.source[index]
+    return {'image': record[self.field], 'name': record['name']}
