@@ -3,8 +3,10 @@
   python -m p2p_jax.evaluate --workdir=/tmp/p2p_facades --split=test \
       [--checkpoint=latest|best|STEP] [--mode=paper|eval] [--seed=0] [--out_dir=DIR]
 
-Writes into --out_dir (default WORKDIR/eval/<split>_step<step>_<mode>):
-  metrics.csv    one row per image: name, l1, psnr, ssim (see p2p_jax.metrics for units)
+Writes into --out_dir (default WORKDIR/eval/<split>_step<step>_<mode>[_<direction>]):
+  metrics.csv    one row per image: name, l1, psnr, ssim (see p2p_jax.metrics for units);
+                 CycleGAN: cycle_l1 (x against G_B(G_A(x)) for --direction=AtoB) and, where
+                 the split is paired, l1, psnr, ssim of the translation against the target
   metrics.json   averages, image count, and how the outputs were made (mode, seed, ...)
   index.html     input | output | target per image, as the PyTorch reference's results page
   grid.png       the first --grid_rows images as input | output | target rows
@@ -57,63 +59,105 @@ def evaluate_batches(generator: inference.TrainedGenerator, batches: Iterable[di
   curves: the training run's losses.png, copied next to the page and shown on it.
   Returns the summary written to metrics.json.
   """
-  image_dir = os.path.join(out_dir, 'images')
-  os.makedirs(image_dir, exist_ok=True)
-  out_meta = dict(generator.metadata, **{'p2p_jax.seed': str(seed)})
-  rows, grid, taken = [], [], set()
+  results = _Results(out_dir, generator, seed, grid_rows)
+  evaluation.score(generator, batches, limit=max_images, seed=seed,
+                   on_batch=lambda _, batch, out, scores: results.add(
+                       batch['name'], {'input': batch['input'], 'output': out,
+                                       'target': batch['target']}, scores))
+  return results.write(METRICS, header, curves)
 
-  def write(_, batch, out, scores):
-    for j, name in enumerate(batch['name']):
-      x, y = batch['input'][j], batch['target'][j]
-      stem = _safe_name(name, taken)
+
+def evaluate_cycle(forward: inference.TrainedGenerator, backward: inference.TrainedGenerator,
+                   batches: Iterable[dict], out_dir: str, *, key: str = 'input',
+                   target_key: str | None = None, seed: int = 0, max_images: int = -1,
+                   header: dict | None = None, grid_rows: int = 16,
+                   curves: str | None = None) -> dict:
+  """CycleGAN's evaluation (evaluation.score_cycle): per image the cycle L1 of x = batch[key]
+  through forward then backward and, where the split is paired (`target_key`), L1, PSNR
+  and SSIM of forward(x) against batch[target_key]; written as evaluate_batches writes,
+  with the columns input | output | reconstructed (| target)."""
+  results = _Results(out_dir, forward, seed, grid_rows)
+
+  def add(_, batch, fake, rec, scores):
+    images = {'input': batch[key], 'output': fake, 'reconstructed': rec}
+    if target_key:
+      images['target'] = batch[target_key]
+    results.add(batch['name'], images, scores)
+
+  evaluation.score_cycle(forward, backward, batches, key=key, target_key=target_key,
+                         limit=max_images, seed=seed, on_batch=add)
+  names = ('cycle_l1',) + (METRICS if target_key else ())
+  return results.write(names, {'backward_generator': backward.direction, **(header or {})},
+                       curves)
+
+
+class _Results:
+  """Per-image rows (PNG files, scores) and what evaluate writes from them."""
+
+  def __init__(self, out_dir: str, generator: inference.TrainedGenerator, seed: int,
+               grid_rows: int):
+    self.out_dir, self.generator, self.seed, self.grid_rows = out_dir, generator, seed, grid_rows
+    os.makedirs(os.path.join(out_dir, 'images'), exist_ok=True)
+    self.out_meta = dict(generator.metadata, **{'p2p_jax.seed': str(seed)})
+    self.rows, self.grid, self.taken, self.columns = [], [], set(), ()
+
+  def add(self, names, images: dict, scores: dict) -> None:
+    """One batch: `images` {column: [B, H, W, C]}, `scores` {metric: [B]}."""
+    self.columns = tuple(images)
+    for j, name in enumerate(names):
+      stem = _safe_name(name, self.taken)
       row = {'name': name.decode('utf-8', 'replace') if isinstance(name, bytes) else name}
-      for kind, image, meta in (('input', x, None), ('output', out[j], out_meta),
-                                ('target', y, None)):
+      for kind, batch in images.items():
         rel = os.path.join('images', f'{stem}_{kind}.png')
-        image_io.write_png(os.path.join(out_dir, rel), image, meta)
+        meta = self.out_meta if kind in ('output', 'reconstructed') else None
+        image_io.write_png(os.path.join(self.out_dir, rel), batch[j], meta)
         row[kind] = rel
-      row.update({k: float(scores[k][j]) for k in METRICS})
-      rows.append(row)
-      if len(grid) < grid_rows:
-        grid.append((x, out[j], y))
+      row.update({k: float(v[j]) for k, v in scores.items()})
+      self.rows.append(row)
+      if len(self.grid) < self.grid_rows:
+        self.grid.append(tuple(batch[j] for batch in images.values()))
 
-  evaluation.score(generator, batches, limit=max_images, seed=seed, on_batch=write)
-  if not rows:
-    raise ValueError('evaluate: the dataset split gave no images')
-
-  with open(os.path.join(out_dir, 'metrics.csv'), 'w', newline='') as f:
-    writer = csv.writer(f)
-    writer.writerow(('name',) + METRICS)
-    for row in rows:
-      writer.writerow([row['name']] + [f'{row[k]:.6f}' for k in METRICS])
-
-  summary = {
-      'num_images': len(rows),
-      **{k: float(np.mean([r[k] for r in rows])) for k in METRICS},
+  def write(self, metric_names, header, curves) -> dict:
+    rows, generator, out_dir = self.rows, self.generator, self.out_dir
+    if not rows:
+      raise ValueError('evaluate: the dataset split gave no images')
+    with open(os.path.join(out_dir, 'metrics.csv'), 'w', newline='') as f:
+      writer = csv.writer(f)
+      writer.writerow(('name',) + tuple(metric_names))
+      for row in rows:
+        writer.writerow([row['name']] + [f'{row[k]:.6f}' for k in metric_names])
+    summary = {
+        'num_images': len(rows),
+        **{k: float(np.mean([r[k] for r in rows])) for k in metric_names},
+        'mode': generator.mode,
+        'bn_scope': generator.metadata['p2p_jax.bn_scope'],
+        'generator': generator.config.model.generator,
+        'checkpoint_step': generator.step,
+        'checkpoint': generator.metadata['p2p_jax.checkpoint'],
+        'seed': self.seed,
+        'units': 'l1 on [-1, 1] images; psnr (dB) and ssim on [0, 1] images',
+        **(header or {}),
+    }
+    if 'psnr' in metric_names:
       # PSNR is capped for identical images (metrics.PSNR_CAP_DB); say how often.
-      'num_psnr_capped': int(sum(r['psnr'] >= metrics.PSNR_CAP_DB for r in rows)),
-      'psnr_cap_db': metrics.PSNR_CAP_DB,
-      'mode': generator.mode,
-      'bn_scope': generator.metadata['p2p_jax.bn_scope'],
-      'generator': generator.config.model.generator,
-      'checkpoint_step': generator.step,
-      'checkpoint': generator.metadata['p2p_jax.checkpoint'],
-      'seed': seed,
-      'units': 'l1 on [-1, 1] images; psnr (dB) and ssim on [0, 1] images',
-      **(header or {}),
-  }
-  with open(os.path.join(out_dir, 'metrics.json'), 'w') as f:
-    json.dump(summary, f, indent=2, sort_keys=True)
-  figures = ()
-  if curves and os.path.exists(curves):
-    shutil.copyfile(curves, os.path.join(out_dir, loss_plot.PLOT_FILE))
-    figures = (loss_plot.PLOT_FILE,)
-  results_page.write_results_page(
-      out_dir, rows, summary,
-      title=f'p2p_jax: {summary.get("split", "evaluation")} ({generator.mode} mode)',
-      figures=figures)
-  results_page.write_grid(os.path.join(out_dir, results_page.GRID), grid, out_meta)
-  return summary
+      summary['num_psnr_capped'] = int(sum(r['psnr'] >= metrics.PSNR_CAP_DB for r in rows))
+      summary['psnr_cap_db'] = metrics.PSNR_CAP_DB
+    method = getattr(generator, 'method', None)
+    if method is not None and method.name != 'pix2pix':
+      summary.update(method=method.name, direction=generator.direction)
+    with open(os.path.join(out_dir, 'metrics.json'), 'w') as f:
+      json.dump(summary, f, indent=2, sort_keys=True)
+    figures = ()
+    if curves and os.path.exists(curves):
+      shutil.copyfile(curves, os.path.join(out_dir, loss_plot.PLOT_FILE))
+      figures = (loss_plot.PLOT_FILE,)
+    results_page.write_results_page(
+        out_dir, rows, summary,
+        title=f'p2p_jax: {summary.get("split", "evaluation")} ({generator.mode} mode)',
+        figures=figures, images=self.columns)
+    results_page.write_grid(os.path.join(out_dir, results_page.GRID), self.grid,
+                            self.out_meta)
+    return summary
 
 
 def define_flags(fv) -> None:
@@ -134,23 +178,36 @@ def parse_args(argv):
 
 
 def run(args) -> dict:
-  """Loads the workdir's model and dataset split and calls `evaluate_batches`."""
+  """Loads the workdir's model and dataset split and calls `evaluate_batches` (or, for a
+  method that translates back, `evaluate_cycle`)."""
   workdir = cli.workdir_of(args)
   generator = cli.load_generator(args, workdir)
   config = workdirs.load_config(workdir)
   split = args.split or config.data.eval_split
+  suffix = '' if generator.method.name == 'pix2pix' else f'_{generator.direction}'
   out_dir = args.out_dir or os.path.join(
-      workdir, workdirs.EVAL, f'{split}_step{generator.step}_{generator.mode}')
+      workdir, workdirs.EVAL, f'{split}_step{generator.step}_{generator.mode}{suffix}')
   batches = input_pipeline.numpy_batches(
       config.data, split, batch_size=args.batch_size, train=False, seed=args.seed,
       process_index=0, process_count=1, in_channels=config.model.in_channels,
-      out_channels=config.model.out_channels)
+      out_channels=config.model.out_channels, data_kind=generator.method.data_kind)
   header = {'split': split, 'dataset': config.data.dataset, 'direction': config.data.direction,
             'workdir': os.path.abspath(workdir)}
-  summary = evaluate_batches(generator, batches, out_dir, seed=args.seed,
-                             max_images=args.num_images, header=header,
-                             grid_rows=args.grid_rows,
-                             curves=os.path.join(workdir, loss_plot.PLOT_FILE))
+  curves = os.path.join(workdir, loss_plot.PLOT_FILE)
+  common = dict(seed=args.seed, max_images=args.num_images, header=header,
+                grid_rows=args.grid_rows, curves=curves)
+  if 'BtoA' in generator.method.directions:
+    back = 'BtoA' if generator.direction == 'AtoB' else 'AtoB'
+    backward = workdirs.load_generator(workdir, generator.step, generator.mode,
+                                       direction=back, **(
+                                           {'bn_scope': args.bn_scope} if 'bn_scope' in args
+                                           else {}))
+    key, other = ('input', 'target') if generator.direction == 'AtoB' else ('target', 'input')
+    paired = workdirs.eval_is_paired(config)
+    summary = evaluate_cycle(generator, backward, batches, out_dir, key=key,
+                             target_key=other if paired else None, **common)
+  else:
+    summary = evaluate_batches(generator, batches, out_dir, **common)
   summary['out_dir'] = out_dir
   return summary
 
@@ -160,9 +217,15 @@ def main(argv=None) -> int:
 
   def report():
     summary = run(args)
-    print(f'{summary["num_images"]} images of {summary["split"]}, {summary["mode"]} mode, '
-          f'checkpoint step {summary["checkpoint_step"]}: L1 {summary["l1"]:.4f}  '
-          f'PSNR {summary["psnr"]:.2f} dB  SSIM {summary["ssim"]:.4f}')
+    scores = []
+    if 'cycle_l1' in summary:
+      scores.append(f'cycle L1 {summary["cycle_l1"]:.4f}')
+    if 'l1' in summary:
+      scores.append(f'L1 {summary["l1"]:.4f}  PSNR {summary["psnr"]:.2f} dB  '
+                    f'SSIM {summary["ssim"]:.4f}')
+    which = f' ({summary["direction"]})' if 'direction' in summary else ''
+    print(f'{summary["num_images"]} images of {summary["split"]}{which}, {summary["mode"]} '
+          f'mode, checkpoint step {summary["checkpoint_step"]}: {"  ".join(scores)}')
     print(f'results: {os.path.join(summary["out_dir"], results_page.PAGE)}')
     return 0
   return cli.run('p2p_jax.evaluate', report)

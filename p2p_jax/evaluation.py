@@ -59,34 +59,45 @@ def score(generator, batches: Iterable[dict], *, limit: int = -1, seed: int = 0,
 
 
 def score_cycle(forward, backward, batches: Iterable[dict], *, key: str = 'input',
-                limit: int = -1, seed: int = 0,
-                on_batch: Callable[[int, np.ndarray, np.ndarray, np.ndarray], None] | None = None
+                target_key: str | None = None, limit: int = -1, seed: int = 0,
+                on_batch: Callable[[int, dict, np.ndarray, np.ndarray, dict], None] | None = None
                 ) -> dict:
   """Cycle consistency of a pair of generators: per image L1 between x and
-  backward(forward(x)) ([-1, 1] units, as the cycle loss), for the images batch[key].
+  backward(forward(x)) ([-1, 1] units, as the cycle loss), for the images batch[key]; where
+  the batches also hold forward's targets (`target_key`, a paired split), L1, PSNR and SSIM
+  of forward(x) against them as well.
 
   forward, backward: inference.TrainedGenerator (CycleGAN's G_A and G_B, or the reverse).
   Batches without `key` are skipped (an unpaired split gives its two domains' images in
   separate batches). Image i uses the dropout keys of index i in both passes.
-  on_batch(index of its first image, x, forward(x), backward(forward(x))).
-  Returns {'num_images', 'cycle_l1'} as means over the images of all processes.
+  on_batch(index of its first image, batch cut to the images scored, forward(x),
+  backward(forward(x)), per-image scores as numpy arrays).
+  Returns {'num_images', 'cycle_l1', ...} as means over the images of all processes.
   """
-  total, index = 0.0, 0
+  names = ('cycle_l1',) + (METRICS if target_key else ())
+  sums, index = np.zeros(len(names), np.float64), 0
   for batch in batches:
     if key not in batch:
       continue
     if 0 <= limit <= index:
       break
+    n = len(batch[key]) if limit < 0 else min(len(batch[key]), limit - index)
+    batch = {k: v[:n] for k, v in batch.items()}
     x = np.asarray(batch[key], np.float32)
-    x = x if limit < 0 else x[:limit - index]
-    indices = np.arange(index, index + len(x))
+    indices = np.arange(index, index + n)
     fake = forward.apply(x, seed=seed, indices=indices)
     rec = backward.apply(fake, seed=seed, indices=indices)
-    total += float(np.asarray(metrics_lib.l1(rec, x)).sum())
+    per_image = {'cycle_l1': np.asarray(metrics_lib.l1(rec, x))}
+    if target_key:
+      per_image.update({k: np.asarray(v) for k, v in _per_image(
+          fake, np.asarray(batch[target_key], np.float32), METRICS).items()})
+    sums += [per_image[name].sum() for name in names]
     if on_batch is not None:
-      on_batch(index, x, fake, rec)
-    index += len(x)
-  totals = parallel.sum_over_processes(np.asarray([total, index], np.float64))
+      on_batch(index, batch, fake, rec, per_image)
+    index += n
+  totals = parallel.sum_over_processes(np.append(sums, index))
   count = int(totals[-1])
-  return {'num_images': count, 'cycle_l1': float(totals[0] / count)} if count else {
-      'num_images': 0}
+  if not count:
+    return {'num_images': 0}
+  return {'num_images': count, **{name: float(totals[i] / count)
+                                  for i, name in enumerate(names)}}

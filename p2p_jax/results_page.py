@@ -24,17 +24,17 @@ def _fmt(value) -> str:
 
 
 def write_results_page(out_dir: str, rows: list[dict], header: dict,
-                       title: str = 'p2p_jax results', figures: tuple[str, ...] = ()) -> str:
+                       title: str = 'p2p_jax results', figures: tuple[str, ...] = (),
+                       images: tuple[str, ...] = ('input', 'output', 'target')) -> str:
   """Writes OUT_DIR/index.html; returns its path.
 
-  rows: per image {'name', 'input', 'output', 'target'} (paths relative to out_dir) plus
-    any metric columns (floats), in the order to show.
+  rows: per image {'name', 'input', 'output', 'target'} (the `images` columns: paths
+    relative to out_dir) plus any metric columns (floats), in the order to show.
   header: key -> value shown above the table (mode, checkpoint, seed, averages, ...).
   figures: images (paths relative to out_dir) shown between the header and the table, e.g.
     the training curves.
   """
-  metric_keys = [k for k in (rows[0] if rows else {})
-                 if k not in ('name', 'input', 'output', 'target')]
+  metric_keys = [k for k in (rows[0] if rows else {}) if k != 'name' and k not in images]
   esc = html.escape
   lines = [
       '<!DOCTYPE html>', '<html><head><meta charset="utf-8">',
@@ -49,11 +49,11 @@ def write_results_page(out_dir: str, rows: list[dict], header: dict,
   lines += [f'<p><img class="figure" src="{esc(f.replace(os.sep, "/"), quote=True)}" '
             f'alt="{esc(f)}"></p>' for f in figures]
   lines += ['<table>',
-            '<tr><th>name</th><th>input</th><th>output</th><th>target</th>' +
+            '<tr><th>name</th>' + ''.join(f'<th>{esc(k)}</th>' for k in images) +
             ''.join(f'<th>{esc(k)}</th>' for k in metric_keys) + '</tr>']
   for row in rows:
     cells = [f'<td>{esc(str(row["name"]))}</td>']
-    for kind in ('input', 'output', 'target'):
+    for kind in images:
       src = esc(row[kind].replace(os.sep, '/'), quote=True)
       cells.append(f'<td><img src="{src}" alt="{kind}"><br>{kind}</td>')
     cells += [f'<td>{esc(_fmt(row[k]))}</td>' for k in metric_keys]

@@ -237,7 +237,9 @@ def _run(config, workdir, ckpt, stop, devices, local_batch, train_batches=None,
         first = []
         result = evaluation.score_cycle(
             translators[there], translators[back], eval_batches(), key=key, limit=limit,
-            seed=config.seed, on_batch=lambda i, *images: first or first.append(images))
+            seed=config.seed,
+            on_batch=lambda i, batch, fake, rec, _, key=key: first or first.append(
+                (batch[key], fake, rec)))
         if 'cycle_l1' in result:
           scores[f'val_cycle_l1_{domain}'] = result['cycle_l1']
           cycles.append(result['cycle_l1'])
