@@ -18,7 +18,8 @@ from p2p_jax import convert, evaluate, translate, workdirs  # pylint: disable=g-
 from p2p_jax.pytorch import pretrained  # pylint: disable=g-import-not-at-top
 import torch_reference as tr  # pylint: disable=g-import-not-at-top
 
-NAME = 'facades_label2photo'
+NAME = 'pix2pix.facades_label2photo'  # both methods publish facades_label2photo
+FILE = 'facades_label2photo'
 # The published files are unet_256 with ngf 64 (218 MB); the tests publish a tiny U-Net and
 # tell the module that this is what the reference publishes.
 TINY_ARCH = dict(pretrained.ARCH, generator='unet_32', ngf=4)
@@ -45,7 +46,7 @@ def server(tmp_path, monkeypatch):
   httpd.server_close()
 
 
-def publish(folder, name=NAME, seed=0):
+def publish(folder, name=FILE, seed=0):
   folder.mkdir(exist_ok=True)
   net = tr.init_weights(tr.UnetGenerator(3, 3, 5, 4, 'batch'), seed)
   torch.save(net.state_dict(), folder / f'{name}.pth')
@@ -63,13 +64,13 @@ def test_first_use_downloads_converts_once_and_then_works_offline(server, tmp_pa
   cache, image = tmp_path / 'cache', an_image(tmp_path)
   args = ['--pretrained', NAME, '--pretrained_dir', str(cache), '--input', image, '--mode=eval']
   assert translate.main(args + ['--output', str(tmp_path / 'a.png')]) == 0
-  published = (server / f'{NAME}.pth').read_bytes()
-  assert (cache / f'{NAME}.pth').read_bytes() == published
-  assert sorted(os.listdir(cache)) == [NAME, f'{NAME}.pth']  # no partial files
-  config = workdirs.load_config(str(cache / NAME))
+  published = (server / f'{FILE}.pth').read_bytes()
+  assert (cache / f'{FILE}.pth').read_bytes() == published  # where it always was
+  assert sorted(os.listdir(cache)) == [FILE, f'{FILE}.pth']  # no partial files
+  config = workdirs.load_config(str(cache / FILE))
   assert (config.data.dataset, config.data.direction, config.model.dropout_placement) == (
       'facades', 'BtoA', 'pytorch')
-  os.remove(server / f'{NAME}.pth')  # the cache is used from now on
+  os.remove(server / f'{FILE}.pth')  # the cache is used from now on
   assert translate.main(args + ['--output', str(tmp_path / 'b.png')]) == 0
   assert np.array_equal(np.asarray(Image.open(tmp_path / 'a.png')),
                         np.asarray(Image.open(tmp_path / 'b.png')))
@@ -82,7 +83,7 @@ def test_offline_fails_at_once_with_the_url_and_the_path(monkeypatch, tmp_path, 
   monkeypatch.setenv(pretrained.URL_ENV, f'http://127.0.0.1:{port}/models')
   cache = tmp_path / 'cache'
   start = time.time()
-  rc = translate.main(['--pretrained', 'sat2map', '--pretrained_dir', str(cache),
+  rc = translate.main(['--pretrained', 'pix2pix.sat2map', '--pretrained_dir', str(cache),
                        '--input', an_image(tmp_path), '--output', str(tmp_path / 'o.png')])
   took = time.time() - start
   err = capsys.readouterr().err.strip()
@@ -95,7 +96,7 @@ def test_offline_fails_at_once_with_the_url_and_the_path(monkeypatch, tmp_path, 
 def test_a_failed_download_leaves_no_file(server, tmp_path, capsys):
   cache = tmp_path / 'cache'
   with pytest.raises(pretrained.PretrainedError, match='404'):
-    pretrained.fetch('map2sat', str(cache))  # not published on this server
+    pretrained.fetch('pix2pix.map2sat', str(cache))  # not published on this server
   assert os.listdir(cache) == []
   capsys.readouterr()
 
@@ -103,9 +104,9 @@ def test_a_failed_download_leaves_no_file(server, tmp_path, capsys):
 def test_a_file_of_another_architecture_is_named(server, tmp_path, monkeypatch):
   publish(server)
   monkeypatch.setattr(pretrained, 'ARCH', dict(TINY_ARCH, ngf=8))
-  with pytest.raises(pretrained.PretrainedError, match=f'{NAME}.pth: holds a unet_32'):
+  with pytest.raises(pretrained.PretrainedError, match=f'{FILE}.pth: holds a unet_32'):
     pretrained.workdir_for(NAME, str(tmp_path / 'cache'))
-  assert not (tmp_path / 'cache' / NAME).exists()
+  assert not (tmp_path / 'cache' / FILE).exists()
 
 
 def test_convert_into_a_workdir_and_flag_rules(server, tmp_path, capsys):
@@ -119,13 +120,23 @@ def test_convert_into_a_workdir_and_flag_rules(server, tmp_path, capsys):
     evaluate.main(['--pretrained', NAME, '--workdir', str(workdir)])
   assert e.value.code == 2 and 'exactly one of' in capsys.readouterr().err
   with pytest.raises(SystemExit) as e:
-    translate.main(['--pretrained', 'horse2zebra', '--input=i', '--output=o'])
-  assert e.value.code == 2 and 'facades_label2photo' in capsys.readouterr().err
+    translate.main(['--pretrained', 'horse2zebrа', '--input=i', '--output=o'])  # Cyrillic a
+  err = capsys.readouterr().err
+  assert e.value.code == 2 and err.count('\n') == 1, err
+  assert 'unknown pretrained model' in err and 'pix2pix: facades_label2photo' in err
+  assert 'cyclegan: apple2orange' in err and 'horse2zebra,' in err
 
 
 def test_every_published_model_has_a_config(monkeypatch):
   monkeypatch.delenv(pretrained.URL_ENV, raising=False)
+  monkeypatch.delenv(pretrained.URL_ENVS['cyclegan'], raising=False)
+  assert [q.split('.')[0] for q in pretrained.MODELS].count('pix2pix') == 5
+  assert [q.split('.')[0] for q in pretrained.MODELS].count('cyclegan') == 18
   for name, model in pretrained.MODELS.items():
     config = pretrained.config_for(name)
-    assert config.data.direction == model.direction and config.model.generator == 'unet_256'
-    assert pretrained.url_for(name).endswith(f'/models-pytorch/{name}.pth')
+    assert config.method == model.method and config.data.direction == model.direction
+    assert config.model.generator == model.generator
+    folder = 'pix2pix/models-pytorch' if model.method == 'pix2pix' else (
+        'cyclegan/pretrained_models')
+    assert pretrained.url_for(name) == (
+        f'http://efrosgans.eecs.berkeley.edu/{folder}/{model.name}.pth')
