@@ -41,8 +41,8 @@ def networks_from_torch(state_dicts: dict, norm: str | None = None,
   sources = sources or {}
   src = lambda name: sources.get(name) or name
   variables = {}
+  # Each network's norm is read off its own tensors (or `norm`), then compared.
   variables['G_A'], arch = weights.generator_from_torch(state_dicts['G_A'], norm, src('G_A'))
-  norm = norm or arch['norm']
   if state_dicts.get('G_B') is not None:
     variables['G_B'], back = weights.generator_from_torch(state_dicts['G_B'], norm, src('G_B'))
     want = {**arch, 'in_channels': arch['out_channels'], 'out_channels': arch['in_channels']}

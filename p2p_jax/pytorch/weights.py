@@ -135,7 +135,7 @@ def from_torch(g_state_dict, d_state_dict=None, norm: str | None = None,
   g, arch = generator_from_torch(g_state_dict, norm, g_source)
   if d_state_dict is None:
     return g, None, arch
-  d, d_arch = discriminator_from_torch(d_state_dict, norm or arch['norm'], d_source)
+  d, d_arch = discriminator_from_torch(d_state_dict, norm, d_source)  # checked below
   cin = d['params']['conv1']['kernel'].shape[2]
   if cin != arch['in_channels'] + arch['out_channels']:
     one_image = ' (a D of one image, as CycleGAN\'s D_A / D_B)' if cin in (
