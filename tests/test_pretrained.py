@@ -204,7 +204,7 @@ def test_names_both_methods_publish_must_say_which(cyclegan_server, tmp_path, ca
                        str(tmp_path / 'cache'), '--workdir', str(workdir)]) == 0
   config = workdirs.load_config(str(workdir))
   assert (config.method, config.data.dataset, config.data.direction,
-          config.data.eval_split) == ('cyclegan', 'maps', 'AtoB', 'val')
+          config.data.eval_split) == ('cyclegan', 'maps', 'AtoB', 'test')
   assert 'cyclegan.sat2map (aerial photo -> map; maps, AtoB)' in capsys.readouterr().out
   record = json.loads((workdir / workdirs.IMPORT_FILE).read_text())
   assert record['pretrained'] == 'cyclegan.sat2map' and record['networks']['G_B'] is None
@@ -212,13 +212,16 @@ def test_names_both_methods_publish_must_say_which(cyclegan_server, tmp_path, ca
       'BtoA']
 
 
-def test_evaluate_refuses_at_once_a_model_of_data_p2p_jax_does_not_know(tmp_path, capsys):
+def test_evaluate_refuses_a_published_cyclegan_g_at_once(tmp_path, capsys):
+  """One generator on an unpaired test split: nothing to score it with (no target, no
+  G_B for the cycle L1); said before any download."""
   start = time.time()
   assert evaluate.main(['--pretrained', 'style_monet', '--pretrained_dir',
                         str(tmp_path / 'cache')]) == 2
   err = capsys.readouterr().err
   assert time.time() - start < 5 and err.count('\n') == 1
-  assert "cyclegan.style_monet was trained on the reference's monet2photo dataset" in err
+  assert ('cyclegan.style_monet is one generator (photo -> Monet painting) and the test '
+          'split of monet2photo is unpaired') in err
   assert not (tmp_path / 'cache').exists()
 
 

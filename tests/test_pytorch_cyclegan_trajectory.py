@@ -13,17 +13,22 @@ queried first, with the fakes of G before its update) give the same losses for 2
 the same parameters and the same pool contents after them.
 
 Two properties of the reference's objective shape the test (both measured on the torch
-side alone, scaling G_A's weights by 1 + 1e-6):
-  * At batch 2 and lr 2e-4 its training is chaotic at this size: the perturbation grows
-    to 1e-3 in 12 steps and 1e-2 in 20 (without the identity term, or at lr 2e-5, it
-    stays under 2e-6). No second implementation can follow it further than its own
-    rounding lets it, so batch 2 runs at lr 2e-5; batch 1 at the reference's 2e-4 (there
-    the perturbation stays under 3e-7 for 20 steps).
+side alone):
   * A conv bias followed by instance norm changes no output (the norm subtracts it), so
     its gradient is zero up to rounding, and Adam turns that rounding into steps of up to
-    lr in either direction: those biases walk apart (up to 0.4 * 20 * lr after 20 steps,
-    several percent) on both sides alike without any effect; they are held to 2 * 20 *
-    lr (each side at most lr a step), every other tensor to 1e-3.
+    lr in either direction. Those biases walk apart on both sides alike (several percent
+    in 20 steps); they are held to 2 * 20 * lr (each side at most lr a step), every other
+    tensor to 1e-3. Yet the trajectory is sensitive to that rounding: noise of 1e-10 added
+    to those biases' gradients (to no others) moves the reference's losses by 9e-4 within 5
+    steps at lr 2e-4, batch 1. Two implementations round differently there, so at lr 2e-4
+    agreement over 20 steps is luck: p2p_jax compiled as the tests compile it
+    (conftest.py: XLA backend optimisation level 0) stays within 4e-6, compiled with XLA's
+    default optimisation it drifts to 1.7e-2.
+  * At batch 2 and lr 2e-4 the reference's training is also chaotic at this size: G_A's
+    weights scaled by 1 + 1e-6 move its losses by 1e-2 in 20 steps.
+At lr 2e-5 neither happens (perturbed, the reference stays within 2e-6; p2p_jax with
+either optimisation level within 1e-6), so the test runs there: the same step, with
+differences a tenth the size.
 """
 
 import jax
@@ -168,9 +173,12 @@ def before_instance_norm(path: str) -> bool:
   return "['conv2']" in path or "['conv3']" in path
 
 
-@pytest.mark.parametrize('batch_size,lr', [(1, 2e-4), (2, 2e-5)])
-def test_same_losses_parameters_and_pools_as_the_reference_step(batch_size, lr,
-                                                               one_torch_thread):
+LR = 2e-5  # the reference's 2e-4 / 10 (see the module docstring)
+
+
+@pytest.mark.parametrize('batch_size', [1, 2])
+def test_same_losses_parameters_and_pools_as_the_reference_step(batch_size, one_torch_thread):
+  lr = LR
   jax_losses, torch_losses, state, nets, pools = run_both(batch_size, lr)
   for step, (j, t) in enumerate(zip(jax_losses, torch_losses)):
     assert set(t) <= set(j)

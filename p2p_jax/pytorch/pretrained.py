@@ -130,14 +130,20 @@ def config_for(name: str):
 
 
 def check_evaluable(name: str) -> None:
-  """Raises PretrainedError when p2p_jax does not know the dataset the model was trained
-  on (so `evaluate --pretrained` has nothing to score it on)."""
+  """Raises PretrainedError (before any download) when `evaluate` has nothing to score the
+  model with: a published CycleGAN generator is one G (no G_B for the cycle L1) whose test
+  split is unpaired (no target); or p2p_jax does not know the dataset."""
+  m, qualified = model(name), resolve(name)
+  if m.method == 'cyclegan':
+    raise PretrainedError(
+        f'{qualified} is one generator ({m.task}) and the test split of {m.dataset} is '
+        'unpaired: there is no target to score its outputs against and no G_B for the cycle '
+        f'L1 of a CycleGAN; translate works (--pretrained={name}), and a converted copy '
+        f'(python -m p2p_jax.convert --pretrained={qualified} --workdir=DIR) fine-tunes '
+        'with its G_B and Ds on that data (python -m p2p_jax.main --workdir=DIR)')
   if not p2p_dataset(name):
-    m = model(name)
-    raise PretrainedError(f'{resolve(name)} was trained on the reference\'s {m.dataset} '
-                          'dataset, which this p2p_jax does not know: translate works, and '
-                          'evaluate --workdir of a converted copy with config.data set to '
-                          'your copy of it')
+    raise PretrainedError(f'{qualified} was trained on the reference\'s {m.dataset} dataset, '
+                          'which this p2p_jax does not know: translate works')
 
 
 def fetch(name: str, directory: str | None = None) -> str:

@@ -13,12 +13,12 @@ CycleGAN: a model named after its dataset (horse2zebra) maps the dataset's A to 
 model named the other way round (zebra2horse) is the same run's other generator (G_B);
 style_<painter> maps photos (the B side of <painter>2photo) to paintings. The datasets are
 the reference's unpaired ones (trainA/, trainB/, testA/, testB/;
-scripts/download_cyclegan_dataset.sh); maps, cityscapes and facades hold the images of
-the paired datasets of the same names (cityscapes: A = photo, B = label map, as its
-datasets/prepare_cityscapes_dataset.py writes them; maps: A = aerial photo; facades: A =
-photo), whose test split is the unpaired test set: p2p_jax scores them there with its
-paired metrics. `dataset` is p2p_jax's name where it knows the data (pretrained.p2p_dataset),
-else the reference's.
+scripts/download_cyclegan_dataset.sh), named as p2p_jax's catalog names them; maps,
+cityscapes and facades hold the images of the paired datasets of the same names
+(cityscapes: A = photo, B = label map, as its datasets/prepare_cityscapes_dataset.py
+writes them; maps: A = aerial photo; facades: A = photo). A converted published CycleGAN
+trains on its dataset in its direction (`python -m p2p_jax.main` fine-tuning); `evaluate`
+has nothing to score it with (pretrained.check_evaluable).
 """
 
 import dataclasses
@@ -32,7 +32,7 @@ class Pretrained:
   task: str          # input -> output, in words
   dataset: str       # the dataset (config.data.dataset where p2p_jax knows it)
   direction: str     # config.data.direction: which side of the dataset is the input
-  eval_split: str    # the split `evaluate --pretrained` scores by default
+  eval_split: str    # config.data.eval_split: the split validation / `evaluate` score
   batch_size: int    # the batch size it was trained with (for fine-tuning)
   counterpart: str = ''  # CycleGAN: the published generator of the other direction
 
@@ -45,8 +45,8 @@ def _pix2pix(name, task, dataset, direction, split, batch):
   return Pretrained('pix2pix', name, task, dataset, direction, split, batch)
 
 
-def _cyclegan(name, task, dataset, direction, counterpart='', split='test'):
-  return Pretrained('cyclegan', name, task, dataset, direction, split, 1, counterpart)
+def _cyclegan(name, task, dataset, direction, counterpart=''):
+  return Pretrained('cyclegan', name, task, dataset, direction, 'test', 1, counterpart)
 
 
 _ALL = (
@@ -68,12 +68,12 @@ _ALL = (
     _cyclegan('style_cezanne', 'photo -> Cezanne painting', 'cezanne2photo', 'BtoA'),
     _cyclegan('style_ukiyoe', 'photo -> Ukiyo-e print', 'ukiyoe2photo', 'BtoA'),
     _cyclegan('style_vangogh', 'photo -> Van Gogh painting', 'vangogh2photo', 'BtoA'),
-    _cyclegan('sat2map', 'aerial photo -> map', 'maps', 'AtoB', 'map2sat', 'val'),
-    _cyclegan('map2sat', 'map -> aerial photo', 'maps', 'BtoA', 'sat2map', 'val'),
+    _cyclegan('sat2map', 'aerial photo -> map', 'maps', 'AtoB', 'map2sat'),
+    _cyclegan('map2sat', 'map -> aerial photo', 'maps', 'BtoA', 'sat2map'),
     _cyclegan('cityscapes_photo2label', 'street photo -> label map', 'cityscapes', 'AtoB',
-              'cityscapes_label2photo', 'val'),
+              'cityscapes_label2photo'),
     _cyclegan('cityscapes_label2photo', 'label map -> street photo', 'cityscapes', 'BtoA',
-              'cityscapes_photo2label', 'val'),
+              'cityscapes_photo2label'),
     _cyclegan('facades_photo2label', 'facade photo -> label map', 'facades', 'AtoB',
               'facades_label2photo'),
     _cyclegan('facades_label2photo', 'facade label map -> photo', 'facades', 'BtoA',
