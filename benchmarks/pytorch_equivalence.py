@@ -15,7 +15,15 @@ p2p_jax.pytorch.weights, and prints one JSON line of max absolute differences (f
   d_eval, d_batch_stats, d_running_stats   the same for D on concat(x, y)
   round_trip_exact  PyTorch -> p2p_jax -> PyTorch gives the identical tensors
 With --trajectory, also the worst relative loss and parameter differences after 20 steps of
-tests/test_pytorch_trajectory.py's run (a small U-Net, batch 1 and 2). Needs torch.
+tests/test_pytorch_trajectory.py's run (a small U-Net, batch 1 and 2).
+
+  PYTHONPATH=. python benchmarks/pytorch_equivalence.py --cyclegan [--trajectory]
+
+measures CycleGAN's networks instead (issue 25): resnet_9blocks and resnet_6blocks G with
+instance norm (g9_eval, g6_eval; g9_offsets with conv biases of N(0, 1), the channel
+offsets trained networks have, which instance norm's variance must survive), the 70x70
+PatchGAN on one image (d_eval, d_offsets), and the exact round trip; with --trajectory the
+20-step CycleGAN run of tests/test_pytorch_cyclegan_trajectory.py. Needs torch.
 """
 
 import argparse
@@ -102,6 +110,63 @@ def measure(ngf: int, size: int, batch: int) -> dict:
   return out
 
 
+def _offset_biases(net, scale):
+  gen = torch.Generator().manual_seed(1)
+  with torch.no_grad():
+    for m in net.modules():
+      if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)) and m.bias is not None:
+        m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * scale)
+  return net
+
+
+def measure_cyclegan(ngf: int, size: int, batch: int) -> dict:
+  """CycleGAN's G (9 and 6 blocks) and one-image D, instance norm, eval mode."""
+  x = np.random.default_rng(0).uniform(-1, 1, (batch, size, size, 3)).astype(np.float32)
+  out, round_trips = {}, []
+  for key, n_blocks, scale in (('g9_eval', 9, 0.0), ('g6_eval', 6, 0.0),
+                               ('g9_offsets', 9, 1.0)):
+    net = tr.init_weights(tr.ResnetGenerator(3, 3, ngf, 'instance', False, n_blocks), 0)
+    net = _offset_biases(net, scale) if scale else net
+    sd = {k: v.numpy().copy() for k, v in net.state_dict().items()}
+    variables, arch = pw.generator_from_torch(sd)
+    config = config_schema.get_config()
+    config.model.update(arch)
+    out[key] = _max(inference.TrainedGenerator(config, variables, 'eval').apply(x),
+                    _run(net, x, False))
+    round_trips.append((pw.generator_to_torch(variables, config.model), sd))
+  for key, scale in (('d_eval', 0.0), ('d_offsets', 1.0)):
+    net = tr.init_weights(tr.NLayerDiscriminator(3, ngf, 3, 'instance'), 1)
+    net = _offset_biases(net, scale) if scale else net
+    sd = {k: v.numpy().copy() for k, v in net.state_dict().items()}
+    variables, arch = pw.discriminator_from_torch(sd)
+    config.model.update(arch)
+    d = networks.create_discriminator(config, x_channels=0, y_channels=3)
+    got = jax.jit(lambda v, y: d.apply(v, None, y, train=False))(variables, x)
+    out[key] = _max(got, _run(net, x, False))
+    round_trips.append((pw.discriminator_to_torch(variables, config.model), sd))
+  out['round_trip_exact'] = all(
+      list(back) == list(sd) and all(np.array_equal(back[k], v) for k, v in sd.items())
+      for back, sd in round_trips)
+  return out
+
+
+def cyclegan_trajectory() -> dict:
+  import test_pytorch_cyclegan_trajectory as tt  # pylint: disable=import-outside-toplevel
+  torch.set_num_threads(1)  # tiny convs: one thread is the fast one (see the test)
+  out = {}
+  for batch in (1, 2):
+    jax_losses, torch_losses, state, nets, _ = tt.run_both(batch, tt.LR)
+    out[f'traj_b{batch}_loss_rel'] = max(abs(j[k] - t[k]) / abs(t[k])
+                                         for j, t in zip(jax_losses, torch_losses) for k in t)
+    after, _ = tt.cyclegan_workdir.networks_from_torch(tt.numpy_dicts(nets))
+    want = {'g': {n: after[n]['params'] for n in tt.cyclegan.G_NAMES},
+            'd': {n: after[n]['params'] for n in tt.cyclegan.D_NAMES}}
+    diffs = tt.relative_differences({'g': state.g.params, 'd': state.d.params}, want)
+    out[f'traj_b{batch}_param_rel'] = max(v for k, v in diffs.items()
+                                          if not tt.before_instance_norm(k))
+  return out
+
+
 def trajectory() -> dict:
   import test_pytorch_trajectory as tt  # pylint: disable=import-outside-toplevel
   out = {}
@@ -119,12 +184,13 @@ def main():
   parser.add_argument('--size', type=int, default=256)
   parser.add_argument('--batch', type=int, default=2)
   parser.add_argument('--trajectory', action='store_true')
+  parser.add_argument('--cyclegan', action='store_true')
   args = parser.parse_args()
   result = {'ngf': args.ngf, 'size': args.size, 'batch': args.batch,
             'torch': torch.__version__, 'jax': jax.__version__,
-            **measure(args.ngf, args.size, args.batch)}
+            **(measure_cyclegan if args.cyclegan else measure)(args.ngf, args.size, args.batch)}
   if args.trajectory:
-    result.update(trajectory())
+    result.update(cyclegan_trajectory() if args.cyclegan else trajectory())
   print(json.dumps(result))
 
 

@@ -68,16 +68,31 @@ def define_model_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_string('workdir', None, 'workdir the model was trained into '
                       '(python -m p2p_jax.main --workdir=...) or converted into '
                       '(python -m p2p_jax.convert)', flag_values=fv)
-  flags.DEFINE_enum('pretrained', None, list(pretrained.MODELS),
-                    "instead of --workdir: a generator the PyTorch reference publishes, "
-                    'converted once into --pretrained_dir (downloaded there on first use)',
-                    flag_values=fv)
+  define_pretrained_flag(fv, "instead of --workdir: a generator the PyTorch reference "
+                         'publishes, converted once into --pretrained_dir (downloaded there '
+                         'on first use)')
   flags.DEFINE_string('pretrained_dir', None, 'cache folder of --pretrained: <name>.pth and '
                       f'the converted <name>/ workdir; default: {pretrained.default_dir()} '
                       '($XDG_CACHE_HOME/p2p_jax/pretrained)', flag_values=fv)
   flags.register_multi_flags_validator(
       ['workdir', 'pretrained'], lambda v: bool(v['workdir']) != bool(v['pretrained']),
       message='give --workdir=DIR or --pretrained=NAME (exactly one of them)', flag_values=fv)
+
+
+def define_pretrained_flag(fv: flags.FlagValues, help_text: str) -> None:
+  """--pretrained=NAME: `method.name` (pix2pix.sat2map, cyclegan.horse2zebra) or a name
+  only one method publishes; checked when parsed (pretrained.resolve's one line)."""
+  flags.DEFINE_string('pretrained', None, f'{help_text}: {", ".join(pretrained.NAMES)}',
+                      flag_values=fv)
+
+  def known(name):
+    if name is not None:
+      try:
+        pretrained.resolve(name)
+      except pretrained.PretrainedError as e:
+        raise flags.ValidationError(str(e)) from None
+    return True
+  flags.register_validator('pretrained', known, flag_values=fv)
 
 
 def workdir_of(args) -> str:

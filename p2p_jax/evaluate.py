@@ -29,6 +29,7 @@ import numpy as np
 
 from p2p_jax import (cli, evaluation, host_memory, image_io, inference, input_pipeline,
                      loss_plot, metrics, results_page, workdirs)
+from p2p_jax.pytorch import pretrained
 
 METRICS = evaluation.METRICS
 
@@ -180,6 +181,8 @@ def parse_args(argv):
 def run(args) -> dict:
   """Loads the workdir's model and dataset split and calls `evaluate_batches` (or, for a
   method that translates back, `evaluate_cycle`)."""
+  if args.pretrained:
+    pretrained.check_evaluable(args.pretrained)  # before any download
   workdir = cli.workdir_of(args)
   generator = cli.load_generator(args, workdir)
   config = workdirs.load_config(workdir)

@@ -143,6 +143,7 @@ def main(argv=None) -> int:
     method.check_direction(args.direction)
     step, variables = workdirs.load_generator_variables(
         workdir, cli.checkpoint_choice(args.checkpoint))
+    workdirs.check_generator_trained(workdir, step, args.direction)
     variables = method.generator_variables(variables, args.direction)
     suffix = '' if method.directions == ('AtoB',) else f'_{args.direction}'
     out_dir = args.out_dir or os.path.join(workdir, f'saved_model_{args.mode}{suffix}')

@@ -6,6 +6,9 @@
   WORKDIR/tensorboard/       TensorBoard events
   WORKDIR/eval/              what `python -m p2p_jax.evaluate` writes by default
   WORKDIR/trainer.lock       who trains in it now (host, pid), while a trainer runs
+  WORKDIR/pytorch_import.json  what `python -m p2p_jax.convert` made it from (converted
+                             workdirs only): each network's .pth file, or null where the
+                             network was initialised from the seed
 
 A workdir holds one model: `check_same_model` refuses another architecture before anything
 in it is touched. It has one trainer at a time: `TrainerLock` refuses a second one.
@@ -36,6 +39,7 @@ SAMPLES = 'samples'
 TENSORBOARD = 'tensorboard'
 EVAL = 'eval'
 LOCK_FILE = 'trainer.lock'
+IMPORT_FILE = 'pytorch_import.json'
 # The lock's owner touches it this often; a lock of another host whose file has not been
 # touched for STALE_AFTER_S belongs to a trainer that is gone (see TrainerLock).
 HEARTBEAT_S = 30.0
@@ -159,6 +163,20 @@ def load_generator_variables(workdir: str, which: Any = 'latest') -> tuple[int, 
     return ckpt.restore_generator(which)
 
 
+def check_generator_trained(workdir: str, step: int, direction: str) -> None:
+  """Raises ValueError when the `direction` generator of checkpoint `step` is one that a
+  conversion initialised from the seed (step 0 of a workdir converted from a published
+  CycleGAN generator, which is one G: its G_B is no model). After training it is one."""
+  path = os.path.join(absolute_path(workdir), IMPORT_FILE)
+  if step != 0 or not os.path.exists(path):
+    return
+  with open(path) as f:
+    why = (json.load(f).get('untrained') or {}).get(direction)
+  if why:
+    raise ValueError(f'{workdir} has no trained {direction} generator at checkpoint step 0: '
+                     f'{why}')
+
+
 def load_generator(workdir: str, which: Any = 'latest', mode: str | None = None,
                    direction: str = 'AtoB', **kwargs) -> inference.TrainedGenerator:
   """The trained generator of a workdir (its config + a checkpoint), ready for inference.
@@ -174,6 +192,7 @@ def load_generator(workdir: str, which: Any = 'latest', mode: str | None = None,
   method = methods.get(config)
   method.check_direction(direction)  # before reading any checkpoint
   step, variables = load_generator_variables(workdir, which)
+  check_generator_trained(workdir, step, direction)
   source = os.path.join(checkpoint_dir(workdir), str(step))
   return inference.TrainedGenerator(config, method.generator_variables(variables, direction),
                                     mode, step=step, source=source, direction=direction,

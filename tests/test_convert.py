@@ -138,7 +138,8 @@ def test_g_alone_gets_the_seeds_d(tmp_path):
 
 
 def resnet_g():
-  """Keys of the reference's resnet_9blocks G (CycleGAN's), abridged."""
+  """Keys of the reference's resnet_9blocks G (CycleGAN's), abridged to one block (a
+  misfit: p2p_jax has no 1-block ResNet); whole CycleGAN files: test_convert_cyclegan.py."""
   return {'model.1.weight': torch.zeros(64, 3, 7, 7), 'model.2.weight': torch.ones(64),
           'model.10.conv_block.1.weight': torch.zeros(256, 256, 3, 3)}
 
@@ -155,7 +156,7 @@ def bad_inputs(tmp_path):
   text.write_text('not a checkpoint\n')
   misfit = dict(g.state_dict())
   misfit['model.model.1.model.5.weight'] = torch.zeros(3, 3, 4, 4)
-  return [(str(resnet), f'{resnet}: model.1.weight is not a key'),
+  return [(str(resnet), f'{resnet}: a ResnetGenerator with 1 residual blocks is not one of'),
           (str(cut), f'{cut}: not a readable PyTorch file'),
           (str(text), f'{text}: not a readable PyTorch file'),
           (save(misfit, tmp_path / 'misfit.pth'),

@@ -87,3 +87,18 @@ def test_resize_conv_keeps_a_uniform_input_uniform_where_a_transposed_conv_does_
   spread = lambda y: float(np.ptp(np.asarray(y)[0, 2:-2, 2:-2], axis=(0, 1)).max())
   assert spread(resized) < 1e-5 * float(np.abs(resized).max())
   assert spread(transposed) > 0.1 * float(np.abs(transposed).max())
+
+
+def test_instance_norm_keeps_its_precision_when_a_channel_mean_dwarfs_its_spread():
+  """InstanceNorm2d(affine=False) computed in float64 by its definition; channels with
+  offsets of 300 and spread 1 (a trained conv's bias can shift a channel so) lose the
+  variance to rounding in E[x^2] - E[x]^2 (1.3e-2 off here), not in two passes (1.1e-5)."""
+  rng = np.random.default_rng(0)
+  x = (rng.normal(size=(2, 64, 64, 4)) + np.array([0.0, 3.0, 30.0, 300.0])).astype(np.float32)
+  x64 = x.astype(np.float64)
+  mean = x64.mean(axis=(1, 2), keepdims=True)
+  want = (x64 - mean) / np.sqrt(x64.var(axis=(1, 2), keepdims=True) + 1e-5)
+  norm = layers.norm_layer('instance', train=True, axis_name=None, dtype=jnp.float32,
+                           name='n')
+  got = np.asarray(norm.apply({}, jnp.asarray(x)))
+  assert np.abs(got - want).max() < 1e-4, np.abs(got - want).max(axis=(0, 1, 2))

@@ -3,6 +3,7 @@
 
 import functools
 import http.server
+import json
 import os
 import socket
 import threading
@@ -14,11 +15,13 @@ import pytest
 torch = pytest.importorskip('torch')
 
 from PIL import Image  # pylint: disable=g-import-not-at-top
-from p2p_jax import convert, evaluate, translate, workdirs  # pylint: disable=g-import-not-at-top
+from p2p_jax import (config_schema, convert, evaluate, translate,  # pylint: disable=g-import-not-at-top
+                     workdirs)
 from p2p_jax.pytorch import pretrained  # pylint: disable=g-import-not-at-top
 import torch_reference as tr  # pylint: disable=g-import-not-at-top
 
-NAME = 'facades_label2photo'
+NAME = 'pix2pix.facades_label2photo'  # both methods publish facades_label2photo
+FILE = 'facades_label2photo'
 # The published files are unet_256 with ngf 64 (218 MB); the tests publish a tiny U-Net and
 # tell the module that this is what the reference publishes.
 TINY_ARCH = dict(pretrained.ARCH, generator='unet_32', ngf=4)
@@ -45,7 +48,7 @@ def server(tmp_path, monkeypatch):
   httpd.server_close()
 
 
-def publish(folder, name=NAME, seed=0):
+def publish(folder, name=FILE, seed=0):
   folder.mkdir(exist_ok=True)
   net = tr.init_weights(tr.UnetGenerator(3, 3, 5, 4, 'batch'), seed)
   torch.save(net.state_dict(), folder / f'{name}.pth')
@@ -63,13 +66,13 @@ def test_first_use_downloads_converts_once_and_then_works_offline(server, tmp_pa
   cache, image = tmp_path / 'cache', an_image(tmp_path)
   args = ['--pretrained', NAME, '--pretrained_dir', str(cache), '--input', image, '--mode=eval']
   assert translate.main(args + ['--output', str(tmp_path / 'a.png')]) == 0
-  published = (server / f'{NAME}.pth').read_bytes()
-  assert (cache / f'{NAME}.pth').read_bytes() == published
-  assert sorted(os.listdir(cache)) == [NAME, f'{NAME}.pth']  # no partial files
-  config = workdirs.load_config(str(cache / NAME))
+  published = (server / f'{FILE}.pth').read_bytes()
+  assert (cache / f'{FILE}.pth').read_bytes() == published  # where it always was
+  assert sorted(os.listdir(cache)) == [FILE, f'{FILE}.pth']  # no partial files
+  config = workdirs.load_config(str(cache / FILE))
   assert (config.data.dataset, config.data.direction, config.model.dropout_placement) == (
       'facades', 'BtoA', 'pytorch')
-  os.remove(server / f'{NAME}.pth')  # the cache is used from now on
+  os.remove(server / f'{FILE}.pth')  # the cache is used from now on
   assert translate.main(args + ['--output', str(tmp_path / 'b.png')]) == 0
   assert np.array_equal(np.asarray(Image.open(tmp_path / 'a.png')),
                         np.asarray(Image.open(tmp_path / 'b.png')))
@@ -82,7 +85,7 @@ def test_offline_fails_at_once_with_the_url_and_the_path(monkeypatch, tmp_path, 
   monkeypatch.setenv(pretrained.URL_ENV, f'http://127.0.0.1:{port}/models')
   cache = tmp_path / 'cache'
   start = time.time()
-  rc = translate.main(['--pretrained', 'sat2map', '--pretrained_dir', str(cache),
+  rc = translate.main(['--pretrained', 'pix2pix.sat2map', '--pretrained_dir', str(cache),
                        '--input', an_image(tmp_path), '--output', str(tmp_path / 'o.png')])
   took = time.time() - start
   err = capsys.readouterr().err.strip()
@@ -95,7 +98,7 @@ def test_offline_fails_at_once_with_the_url_and_the_path(monkeypatch, tmp_path, 
 def test_a_failed_download_leaves_no_file(server, tmp_path, capsys):
   cache = tmp_path / 'cache'
   with pytest.raises(pretrained.PretrainedError, match='404'):
-    pretrained.fetch('map2sat', str(cache))  # not published on this server
+    pretrained.fetch('pix2pix.map2sat', str(cache))  # not published on this server
   assert os.listdir(cache) == []
   capsys.readouterr()
 
@@ -103,9 +106,9 @@ def test_a_failed_download_leaves_no_file(server, tmp_path, capsys):
 def test_a_file_of_another_architecture_is_named(server, tmp_path, monkeypatch):
   publish(server)
   monkeypatch.setattr(pretrained, 'ARCH', dict(TINY_ARCH, ngf=8))
-  with pytest.raises(pretrained.PretrainedError, match=f'{NAME}.pth: holds a unet_32'):
+  with pytest.raises(pretrained.PretrainedError, match=f'{FILE}.pth: holds a unet_32'):
     pretrained.workdir_for(NAME, str(tmp_path / 'cache'))
-  assert not (tmp_path / 'cache' / NAME).exists()
+  assert not (tmp_path / 'cache' / FILE).exists()
 
 
 def test_convert_into_a_workdir_and_flag_rules(server, tmp_path, capsys):
@@ -119,13 +122,112 @@ def test_convert_into_a_workdir_and_flag_rules(server, tmp_path, capsys):
     evaluate.main(['--pretrained', NAME, '--workdir', str(workdir)])
   assert e.value.code == 2 and 'exactly one of' in capsys.readouterr().err
   with pytest.raises(SystemExit) as e:
-    translate.main(['--pretrained', 'horse2zebra', '--input=i', '--output=o'])
-  assert e.value.code == 2 and 'facades_label2photo' in capsys.readouterr().err
+    translate.main(['--pretrained', 'horse2zebrа', '--input=i', '--output=o'])  # Cyrillic a
+  err = capsys.readouterr().err
+  assert e.value.code == 2 and err.count('\n') == 1, err
+  assert 'unknown pretrained model' in err and 'pix2pix: facades_label2photo' in err
+  assert 'cyclegan: apple2orange' in err and 'horse2zebra,' in err
 
 
 def test_every_published_model_has_a_config(monkeypatch):
   monkeypatch.delenv(pretrained.URL_ENV, raising=False)
+  monkeypatch.delenv(pretrained.URL_ENVS['cyclegan'], raising=False)
+  assert [q.split('.')[0] for q in pretrained.MODELS].count('pix2pix') == 5
+  assert [q.split('.')[0] for q in pretrained.MODELS].count('cyclegan') == 18
   for name, model in pretrained.MODELS.items():
     config = pretrained.config_for(name)
-    assert config.data.direction == model.direction and config.model.generator == 'unet_256'
-    assert pretrained.url_for(name).endswith(f'/models-pytorch/{name}.pth')
+    config_schema.validate(config)
+    assert config.method == model.method and config.data.direction == model.direction
+    assert config.model.generator == model.generator
+    folder = 'pix2pix/models-pytorch' if model.method == 'pix2pix' else (
+        'cyclegan/pretrained_models')
+    assert pretrained.url_for(name) == (
+        f'http://efrosgans.eecs.berkeley.edu/{folder}/{model.name}.pth')
+
+
+# ---------------------------------------------------------------- CycleGAN's 18
+
+
+@pytest.fixture
+def cyclegan_server(server, monkeypatch):
+  """The server also publishes CycleGAN generators (a tiny ResNet stands for the published
+  resnet_9blocks), under <server>/cyclegan/."""
+  url = os.environ[pretrained.URL_ENV].replace('/models', '/cyclegan')
+  monkeypatch.setenv(pretrained.URL_ENVS['cyclegan'], url)
+  monkeypatch.setattr(pretrained, 'CYCLEGAN_ARCH', dict(pretrained.CYCLEGAN_ARCH,
+                                                        generator='resnet_2blocks', ngf=4))
+  folder = server.parent / 'cyclegan'
+  folder.mkdir()
+  return folder
+
+
+def publish_cyclegan(folder, name, seed=0):
+  net = tr.init_weights(tr.ResnetGenerator(3, 3, 4, 'instance_tracked', False, 2), seed)
+  torch.save(net.state_dict(), folder / f'{name}.pth')  # with PyTorch 0.3's statistics
+  return net
+
+
+def test_a_published_cyclegan_g_translates_a_to_b_and_names_the_other_direction(
+    cyclegan_server, tmp_path, capsys):
+  net = publish_cyclegan(cyclegan_server, 'horse2zebra').eval()
+  cache, image = tmp_path / 'cache', an_image(tmp_path)
+  args = ['--pretrained', 'horse2zebra', '--pretrained_dir', str(cache), '--input', image,
+          '--mode=eval']
+  assert translate.main(args + ['--output', str(tmp_path / 'zebra.png')]) == 0
+  assert sorted(os.listdir(cache / 'cyclegan')) == ['horse2zebra', 'horse2zebra.pth']
+  config = workdirs.load_config(str(cache / 'cyclegan' / 'horse2zebra'))
+  assert (config.method, config.model.generator, config.data.direction) == (
+      'cyclegan', 'resnet_2blocks', 'AtoB')
+  x = np.asarray(Image.open(image).convert('RGB'), np.float32)[None] / 127.5 - 1  # 40x48:
+  with torch.no_grad():  # multiples of the ResNet's 4, translated as they are
+    want = net(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()[0].transpose(1, 2, 0)
+  got = np.asarray(Image.open(tmp_path / 'zebra.png'), np.float32) / 127.5 - 1
+  assert np.abs(got - want).max() <= 1.01 / 127.5  # 8-bit rounding
+  capsys.readouterr()
+  assert translate.main(args + ['--output', str(tmp_path / 'h.png'), '--direction=BtoA']) == 2
+  err = capsys.readouterr().err
+  assert err.count('\n') == 1 and 'has no trained BtoA generator' in err, err
+  assert 'for zebra -> horse use --pretrained=zebra2horse' in err
+  assert not (tmp_path / 'h.png').exists()
+
+
+def test_names_both_methods_publish_must_say_which(cyclegan_server, tmp_path, capsys):
+  with pytest.raises(SystemExit) as e:
+    translate.main(['--pretrained', 'sat2map', '--input=i', '--output=o'])
+  err = capsys.readouterr().err
+  assert e.value.code == 2 and err.count('\n') == 1
+  assert ('sat2map is published for both methods: pass --pretrained=pix2pix.sat2map (aerial '
+          'photo -> map, unet_256) or --pretrained=cyclegan.sat2map') in err
+  publish_cyclegan(cyclegan_server, 'sat2map')
+  workdir = tmp_path / 'mine'
+  assert convert.main(['--pretrained', 'cyclegan.sat2map', '--pretrained_dir',
+                       str(tmp_path / 'cache'), '--workdir', str(workdir)]) == 0
+  config = workdirs.load_config(str(workdir))
+  assert (config.method, config.data.dataset, config.data.direction,
+          config.data.eval_split) == ('cyclegan', 'maps', 'AtoB', 'test')
+  assert 'cyclegan.sat2map (aerial photo -> map; maps, AtoB)' in capsys.readouterr().out
+  record = json.loads((workdir / workdirs.IMPORT_FILE).read_text())
+  assert record['pretrained'] == 'cyclegan.sat2map' and record['networks']['G_B'] is None
+  assert 'for map -> aerial photo use --pretrained=cyclegan.map2sat' in record['untrained'][
+      'BtoA']
+
+
+def test_evaluate_refuses_a_published_cyclegan_g_at_once(tmp_path, capsys):
+  """One generator on an unpaired test split: nothing to score it with (no target, no
+  G_B for the cycle L1); said before any download."""
+  start = time.time()
+  assert evaluate.main(['--pretrained', 'style_monet', '--pretrained_dir',
+                        str(tmp_path / 'cache')]) == 2
+  err = capsys.readouterr().err
+  assert time.time() - start < 5 and err.count('\n') == 1
+  assert ('cyclegan.style_monet is one generator (photo -> Monet painting) and the test '
+          'split of monet2photo is unpaired') in err
+  assert not (tmp_path / 'cache').exists()
+
+
+def test_a_pix2pix_file_under_a_cyclegan_name_is_named(cyclegan_server, tmp_path):
+  publish(cyclegan_server, 'zebra2horse')  # a U-Net where a CycleGAN G belongs
+  with pytest.raises(pretrained.PretrainedError,
+                     match='zebra2horse.pth: holds a unet_32 .* not the resnet_2blocks'):
+    pretrained.workdir_for('zebra2horse', str(tmp_path / 'cache'))
+  assert os.listdir(tmp_path / 'cache' / 'cyclegan') == ['zebra2horse.pth']

@@ -179,11 +179,15 @@ def test_other_architectures_are_refused_naming_the_file_and_first_key():
   resnet = {'model.1.weight': np.zeros((64, 3, 7, 7), np.float32),  # CycleGAN's resnet G
             'model.2.weight': np.ones(64, np.float32),
             'model.10.conv_block.1.weight': np.zeros((256, 256, 3, 3), np.float32)}
-  msg = one_line_error(pw.generator_from_torch, resnet, source='latest_net_G.pth',
+  msg = one_line_error(pw.unet_from_torch, resnet, source='latest_net_G.pth',
                        match='latest_net_G.pth: model.1.weight is not a key')
-  assert 'UnetGenerator' in msg
+  assert "UnetGenerator: the file holds the reference's ResnetGenerator (CycleGAN's" in msg
+  # Either generator: this abridged ResNet is read as one, and its one block named.
+  one_line_error(pw.generator_from_torch, resnet, source='latest_net_G.pth',
+                 match='a ResnetGenerator with 1 residual blocks is not one of')
   d = numpy_dict(tr.NLayerDiscriminator(6, 4, 3))
-  one_line_error(pw.generator_from_torch, d, match='model.0.weight is not a key')
+  msg = one_line_error(pw.generator_from_torch, d, match='model.0.weight is not a key')
+  assert 'NLayerDiscriminator (the PatchGAN discriminator), not a generator' in msg
   one_line_error(pw.discriminator_from_torch, small_g(), source='net_D.pth',
                  match='net_D.pth: model.model.0.weight is not a key')
   deep = numpy_dict(tr.UnetGenerator(3, 3, 9, 1))

@@ -10,10 +10,18 @@ structure is reproduced; the reference's option parsing, init and training loop 
   intermediate: LeakyReLU, Conv, Norm, [block], ReLU, ConvT, Norm, [Dropout];
   outermost: Conv, [block], ReLU, ConvT (with bias), Tanh. Every block but the outermost
   returns cat([its input, its output]) on channels.
+  ResNet (`ResnetGenerator`, CycleGAN's G): one Sequential `model`: ReflectionPad(3),
+  Conv 7x7, Norm, ReLU; 2 x (Conv 3x3 s2 p1, Norm, ReLU); n `ResnetBlock`s (`conv_block`:
+  ReflectionPad(1), Conv 3x3, Norm, ReLU, [Dropout(0.5)], ReflectionPad(1), Conv 3x3, Norm;
+  out = x + conv_block(x)); 2 x (ConvTranspose 3x3 s2 p1 output_padding 1, Norm, ReLU);
+  ReflectionPad(3), Conv 7x7 (with bias), Tanh.
   PatchGAN (`NLayerDiscriminator`): `model.<i>`; PixelGAN (`PixelDiscriminator`): `net.<i>`.
   norm: 'batch' (BatchNorm2d, convs before it without bias), 'instance'
   (InstanceNorm2d without affine or running stats; every conv with a bias), 'none' (as the
   reference's later versions: an identity in the norm's place, convs without bias).
+  'instance_tracked': instance norm as PyTorch 0.3 saved it, with running statistics
+  (`running_mean`, `running_var`, `num_batches_tracked`) that the networks never use: the
+  keys old published files carry.
 """
 
 import torch
@@ -25,7 +33,24 @@ def _norm(norm: str, channels: int) -> nn.Module:
     return nn.BatchNorm2d(channels)
   if norm == 'instance':
     return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
+  if norm == 'instance_tracked':
+    return _TrackedInstanceNorm(channels)
   return nn.Identity()
+
+
+class _TrackedInstanceNorm(nn.InstanceNorm2d):
+  """InstanceNorm2d with buffers as old files have them, always normalising by the
+  image's own statistics (as the reference runs it, whatever the buffers hold)."""
+
+  def __init__(self, channels):
+    super().__init__(channels, affine=False, track_running_stats=True)
+
+  def forward(self, x):
+    return nn.functional.instance_norm(x, eps=self.eps)
+
+
+def _biased(norm: str) -> bool:
+  return norm.startswith('instance')  # the reference's use_bias rule
 
 
 class UnetBlock(nn.Module):
@@ -35,7 +60,7 @@ class UnetBlock(nn.Module):
                in_channels: int | None = None, outermost: bool = False,
                dropout: float | None = None):
     super().__init__()
-    bias = norm == 'instance'
+    bias = _biased(norm)
     cin = outer if in_channels is None else in_channels
     self.outermost = outermost
     down = nn.Conv2d(cin, inner, 4, 2, 1, bias=bias)
@@ -83,7 +108,7 @@ class NLayerDiscriminator(nn.Module):
 
   def __init__(self, in_channels=6, ndf=64, n_layers=3, norm='batch'):
     super().__init__()
-    bias = norm == 'instance'
+    bias = _biased(norm)
     layers = [nn.Conv2d(in_channels, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)]
     width = ndf
     for n in range(1, n_layers + 1):
@@ -104,7 +129,7 @@ class PixelDiscriminator(nn.Module):
 
   def __init__(self, in_channels=6, ndf=64, norm='batch'):
     super().__init__()
-    bias = norm == 'instance'
+    bias = _biased(norm)
     self.net = nn.Sequential(
         nn.Conv2d(in_channels, ndf, 1, 1, 0), nn.LeakyReLU(0.2, True),
         nn.Conv2d(ndf, 2 * ndf, 1, 1, 0, bias=bias), _norm(norm, 2 * ndf),
@@ -112,6 +137,49 @@ class PixelDiscriminator(nn.Module):
 
   def forward(self, x):
     return self.net(x)
+
+
+class ResnetBlock(nn.Module):
+  """x + conv_block(x): pad, conv, norm, ReLU, [dropout], pad, conv, norm."""
+
+  def __init__(self, dim: int, norm: str, dropout: bool):
+    super().__init__()
+    bias = _biased(norm)
+    layers = [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=bias), _norm(norm, dim),
+              nn.ReLU(True)]
+    if dropout:
+      layers.append(nn.Dropout(0.5))
+    layers += [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=bias), _norm(norm, dim)]
+    self.conv_block = nn.Sequential(*layers)
+
+  def forward(self, x):
+    return x + self.conv_block(x)
+
+
+class ResnetGenerator(nn.Module):
+  """The reference's ResNet G (resnet_9blocks: n_blocks 9; resnet_6blocks: 6)."""
+
+  def __init__(self, in_channels=3, out_channels=3, ngf=64, norm='instance',
+               dropout=False, n_blocks=9):
+    super().__init__()
+    bias = _biased(norm)
+    layers = [nn.ReflectionPad2d(3), nn.Conv2d(in_channels, ngf, 7, bias=bias),
+              _norm(norm, ngf), nn.ReLU(True)]
+    width = ngf
+    for _ in range(2):
+      layers += [nn.Conv2d(width, 2 * width, 3, 2, 1, bias=bias), _norm(norm, 2 * width),
+                 nn.ReLU(True)]
+      width *= 2
+    layers += [ResnetBlock(width, norm, dropout) for _ in range(n_blocks)]
+    for _ in range(2):
+      layers += [nn.ConvTranspose2d(width, width // 2, 3, 2, 1, output_padding=1, bias=bias),
+                 _norm(norm, width // 2), nn.ReLU(True)]
+      width //= 2
+    layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_channels, 7), nn.Tanh()]
+    self.model = nn.Sequential(*layers)
+
+  def forward(self, x):
+    return self.model(x)
 
 
 def init_weights(net: nn.Module, seed: int = 0) -> nn.Module:
@@ -130,4 +198,7 @@ def init_weights(net: nn.Module, seed: int = 0) -> nn.Module:
         m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=gen))
         m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=gen))
         m.num_batches_tracked.fill_(7)
+      elif isinstance(m, _TrackedInstanceNorm):  # unused values, as old files hold
+        m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen))
+        m.running_var.copy_(1 + torch.rand(m.running_var.shape, generator=gen))
   return net

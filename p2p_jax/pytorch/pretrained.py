@@ -1,57 +1,57 @@
-"""The five generators the PyTorch reference publishes, by name, from a local cache.
+"""The generators the PyTorch reference publishes, by name, from a local cache.
 
-junyanz/pytorch-CycleGAN-and-pix2pix publishes pix2pix generators (its
-scripts/download_pix2pix_model.sh) at `<URL_BASE>/<name>.pth`: U-Net-256, ngf 64, batch
-norm, 3 -> 3 channels, trained with its dropout placement. Each was trained on one official
-dataset in one direction (below), which the name fixes here together with the model block,
-so `--pretrained=NAME` needs nothing else.
+junyanz/pytorch-CycleGAN-and-pix2pix publishes 5 pix2pix generators (its
+scripts/download_pix2pix_model.sh; U-Net-256, ngf 64, batch norm, its dropout placement) at
+`<PIX2PIX_URL>/<name>.pth` and 18 CycleGAN generators (scripts/download_cyclegan_model.sh;
+resnet_9blocks, ngf 64, instance norm, no dropout: what its documented
+`test.py --model test --no_dropout` builds and loads strictly) at `<CYCLEGAN_URL>/<name>.pth`,
+one generator per file, 3 -> 3 channels. Each was trained on one dataset in one direction
+(pretrained_models.py), which the name fixes here together with the model block, so
+`--pretrained=NAME` needs nothing else.
+
+Names: `pix2pix.<name>` or `cyclegan.<name>`; a bare `<name>` where only one method
+publishes it. sat2map, map2sat and facades_label2photo are published by both: the bare
+name is refused with one line naming the two (`resolve`).
 
 Cache (`--pretrained_dir`, default $XDG_CACHE_HOME/p2p_jax/pretrained, i.e.
 ~/.cache/p2p_jax/pretrained):
-  <dir>/<name>.pth   the published file: used if present, else downloaded on first use
-                     (into a temporary file renamed when complete)
-  <dir>/<name>/      a p2p_jax workdir converted from it once (p2p_jax.pytorch.workdir)
+  <dir>/<name>.pth, <dir>/<name>/                    pix2pix: the published file (used if
+                                                     present, else downloaded on first use
+                                                     into a temporary file renamed when
+                                                     complete) and the workdir converted
+                                                     from it once
+  <dir>/cyclegan/<name>.pth, <dir>/cyclegan/<name>/  CycleGAN: the same; the workdir's G_A
+                                                     is the published G (its G_B is none:
+                                                     BtoA is refused, see cyclegan_workdir)
 Offline, the first use fails at once (a TCP probe of the server) with the URL and the
-exact path where to put the file. P2P_JAX_PRETRAINED_URL replaces URL_BASE (a mirror;
-tests serve files from a local HTTP server).
+exact path where to put the file. P2P_JAX_PRETRAINED_URL and P2P_JAX_CYCLEGAN_PRETRAINED_URL
+replace the two URL bases (mirrors; tests serve files from a local HTTP server).
 """
 
-import dataclasses
 import os
 
 from p2p_jax import compile_cache, config_schema, downloads, workdirs
-from p2p_jax.pytorch import files, weights, workdir as workdir_lib
+from p2p_jax.datasets import catalog
+from p2p_jax.pytorch import cyclegan_workdir, files, weights, workdir as workdir_lib
+from p2p_jax.pytorch.pretrained_models import MODELS, Pretrained  # noqa: F401
 
-URL_BASE = 'http://efrosgans.eecs.berkeley.edu/pix2pix/models-pytorch'
+URL_BASE = {'pix2pix': 'http://efrosgans.eecs.berkeley.edu/pix2pix/models-pytorch',
+            'cyclegan': 'http://efrosgans.eecs.berkeley.edu/cyclegan/pretrained_models'}
 URL_ENV = 'P2P_JAX_PRETRAINED_URL'
+URL_ENVS = {'pix2pix': URL_ENV, 'cyclegan': 'P2P_JAX_CYCLEGAN_PRETRAINED_URL'}
 
-
-@dataclasses.dataclass(frozen=True)
-class Pretrained:
-  """One published model: what it translates and the data it was trained on."""
-  dataset: str       # p2p_jax's name of the official dataset (config.data.dataset)
-  direction: str     # config.data.direction the reference trained it with
-  task: str          # input -> output, in words
-  eval_split: str    # the split `evaluate --pretrained` scores by default
-  batch_size: int    # the paper's batch size for the dataset (for fine-tuning)
-
-
-# Directions: facades from the reference's README ("--direction BtoA as Facades dataset's A
-# to B direction is photos to labels"); day2night from its docs/datasets.md ("To train a
-# day2night pix2pix model, you need to add --direction BtoA"); sat2map / map2sat /
-# edges2shoes from the datasets' layouts (maps: A = aerial photo, B = map; edges2shoes:
-# A = edges, B = photo; configs/maps.py, configs/edges2shoes.py).
-MODELS = {
-    'facades_label2photo': Pretrained('facades', 'BtoA', 'facade label map -> photo', 'test', 1),
-    'sat2map': Pretrained('maps', 'AtoB', 'aerial photo -> map', 'val', 1),
-    'map2sat': Pretrained('maps', 'BtoA', 'map -> aerial photo', 'val', 1),
-    'edges2shoes': Pretrained('edges2shoes', 'AtoB', 'shoe edges -> photo', 'val', 4),
-    'day2night': Pretrained('night2day', 'BtoA', 'daytime scene -> night', 'test', 4),
-}
-
-# What every published generator is; the converted tensors are checked against it.
+# What every published generator of a method is; the converted tensors are checked
+# against it.
 ARCH = dict(generator='unet_256', ngf=64, in_channels=3, out_channels=3, norm='batch',
             dropout_placement='pytorch')
+CYCLEGAN_ARCH = dict(generator='resnet_9blocks', ngf=64, in_channels=3, out_channels=3,
+                     norm='instance', dropout=False)
+
+_BARE = {}
+for _qualified, _model in MODELS.items():
+  _BARE.setdefault(_model.name, []).append(_qualified)
+# What --pretrained accepts: every qualified name, and the bare names of one method.
+NAMES = tuple(MODELS) + tuple(n for n, q in _BARE.items() if len(q) == 1)
 
 
 class PretrainedError(ValueError):
@@ -64,59 +64,113 @@ def default_dir() -> str:
   return os.path.join(compile_cache.cache_root(), 'pretrained')
 
 
-def _model(name: str) -> Pretrained:
-  if name not in MODELS:
-    raise PretrainedError(f'unknown pretrained model {name!r}; the reference publishes '
-                          f'{", ".join(MODELS)}')
-  return MODELS[name]
+def resolve(name: str) -> str:
+  """The qualified name ('cyclegan.horse2zebra') of a --pretrained value. Raises
+  PretrainedError naming the choices for a name two methods publish or an unknown one."""
+  if name in MODELS:
+    return name
+  qualified = _BARE.get(name, [])
+  if len(qualified) == 1:
+    return qualified[0]
+  if qualified:
+    raise PretrainedError(f'{name} is published for both methods: pass '
+                          + ' or '.join(f'--pretrained={q} ({MODELS[q].task}, '
+                                        f'{MODELS[q].generator})' for q in qualified))
+  raise PretrainedError(f'unknown pretrained model {name!r}; the reference publishes '
+                        + '; '.join(f'{m}: ' + ', '.join(q.split('.', 1)[1] for q in MODELS
+                                                          if q.startswith(m + '.'))
+                                    for m in URL_BASE)
+                        + ' (a name both publish needs its method: pix2pix.NAME, '
+                        'cyclegan.NAME)')
+
+
+def model(name: str) -> Pretrained:
+  """The published model a --pretrained value names."""
+  return MODELS[resolve(name)]
 
 
 def url_for(name: str) -> str:
-  """<URL_BASE>/<name>.pth (or the base in $P2P_JAX_PRETRAINED_URL)."""
-  _model(name)
-  return (os.environ.get(URL_ENV) or URL_BASE).rstrip('/') + f'/{name}.pth'
+  """<the method's URL base>/<name>.pth (or the base in its environment variable)."""
+  m = model(name)
+  base = os.environ.get(URL_ENVS[m.method]) or URL_BASE[m.method]
+  return base.rstrip('/') + f'/{m.name}.pth'
+
+
+def _cache(name: str, directory: str | None) -> tuple[str, str]:
+  """(the .pth path, the workdir path) of a model in the cache folder."""
+  m = model(name)
+  directory = os.path.abspath(os.path.expanduser(directory or default_dir()))
+  if m.method == 'cyclegan':
+    directory = os.path.join(directory, 'cyclegan')
+  return os.path.join(directory, f'{m.name}.pth'), os.path.join(directory, m.name)
+
+
+def p2p_dataset(name: str) -> str | None:
+  """config.data.dataset that p2p_jax knows for the model's data, or None."""
+  m = model(name)
+  return m.dataset if m.dataset in catalog.DATASETS else None
 
 
 def config_for(name: str):
-  """The config of a published model: its architecture and the data it was trained on."""
-  model = _model(name)
-  config = config_schema.get_config()
-  config.model.update(ARCH)
-  config.data.dataset = model.dataset
-  config.data.direction = model.direction
-  config.data.eval_split = model.eval_split
-  config.batch_size = model.batch_size
+  """The config of a published model: its method, architecture and the data it was
+  trained on (where p2p_jax knows that dataset; else the method's default data)."""
+  m = model(name)
+  if m.method == 'cyclegan':
+    config = cyclegan_workdir.reference_config()
+    config.model.update(CYCLEGAN_ARCH)
+  else:
+    config = config_schema.get_config()
+    config.model.update(ARCH)
+  if p2p_dataset(name):
+    config.data.dataset = m.dataset
+    config.data.eval_split = m.eval_split
+  config.data.direction = m.direction
+  config.batch_size = m.batch_size
   return config
 
 
-def fetch(name: str, directory: str | None = None) -> str:
-  """Path of <directory>/<name>.pth, downloaded from the official URL if not there yet.
+def check_evaluable(name: str) -> None:
+  """Raises PretrainedError (before any download) when `evaluate` has nothing to score the
+  model with: a published CycleGAN generator is one G (no G_B for the cycle L1) whose test
+  split is unpaired (no target); or p2p_jax does not know the dataset."""
+  m, qualified = model(name), resolve(name)
+  if m.method == 'cyclegan':
+    raise PretrainedError(
+        f'{qualified} is one generator ({m.task}) and the test split of {m.dataset} is '
+        'unpaired: there is no target to score its outputs against and no G_B for the cycle '
+        f'L1 of a CycleGAN; translate works (--pretrained={name}), and a converted copy '
+        f'(python -m p2p_jax.convert --pretrained={qualified} --workdir=DIR) fine-tunes '
+        'with its G_B and Ds on that data (python -m p2p_jax.main --workdir=DIR)')
+  if not p2p_dataset(name):
+    raise PretrainedError(f'{qualified} was trained on the reference\'s {m.dataset} dataset, '
+                          'which this p2p_jax does not know: translate works')
 
-  Raises PretrainedError (one line: the URL and where to put the file) when the server
-  cannot be reached or the download fails; no partial file is left behind.
-  """
-  directory = os.path.abspath(os.path.expanduser(directory or default_dir()))
-  path = os.path.join(directory, f'{name}.pth')
+
+def fetch(name: str, directory: str | None = None) -> str:
+  """Path of the model's .pth file in the cache `directory`, downloaded from the official
+  URL if not there yet. Raises PretrainedError (one line: the URL and where to put the
+  file) when the server cannot be reached or the download fails; no partial file is left
+  behind."""
+  path, _ = _cache(name, directory)
   url = url_for(name)
   if os.path.isfile(path):
     return path
   fix = f'download {url} yourself and put it at {path} (or pass --pretrained_dir)'
   why_not = downloads.unreachable(url)
   if why_not:
-    raise PretrainedError(f'{name}: {path} is not there and {url} cannot be reached '
+    raise PretrainedError(f'{resolve(name)}: {path} is not there and {url} cannot be reached '
                           f'({why_not}); {fix}')
   print(f'p2p_jax: downloading {url} -> {path}', flush=True)
   try:
     return downloads.download(url, path)
   except downloads.DownloadError as e:
-    raise PretrainedError(f'{name}: download failed ({e}); {fix}') from None
+    raise PretrainedError(f'{resolve(name)}: download failed ({e}); {fix}') from None
 
 
 def workdir_for(name: str, directory: str | None = None) -> str:
-  """The p2p_jax workdir of a published model: <directory>/<name>/, converted from the
+  """The p2p_jax workdir of a published model in the cache folder, converted from the
   .pth file (fetched if needed) the first time and reused afterwards."""
-  directory = os.path.abspath(os.path.expanduser(directory or default_dir()))
-  workdir = os.path.join(directory, name)
+  _, workdir = _cache(name, directory)
   if os.path.isfile(os.path.join(workdir, workdirs.CONFIG_FILE)):
     return workdir
   path = fetch(name, directory)
@@ -124,14 +178,34 @@ def workdir_for(name: str, directory: str | None = None) -> str:
   return workdir
 
 
+def _untrained_hint(m: Pretrained) -> str:
+  if not m.counterpart:
+    return (f'{m.name}.pth holds one generator ({m.task}); the reference publishes none for '
+            'the other direction')
+  other = f'{m.method}.{m.counterpart}'
+  shown = other if len(_BARE[m.counterpart]) > 1 else m.counterpart
+  return (f'{m.name}.pth holds one generator ({m.task}); for {MODELS[other].task} use '
+          f'--pretrained={shown}')
+
+
 def convert_into(name: str, path: str, workdir: str) -> dict:
   """Converts the published file `path` of model `name` into `workdir` with the model's
-  config (D initialised from the seed: the reference publishes no D). Raises
-  PretrainedError when the file is not the architecture every published model has."""
+  config (pix2pix: D from the seed; CycleGAN: G_A is the file's G, G_B and both Ds from
+  the seed: the reference publishes only that G). Raises PretrainedError when the file is
+  not the architecture every published model of its method has."""
+  m, qualified = model(name), resolve(name)
   g_sd = files.read_pth(path)
   _, arch = weights.generator_from_torch(g_sd, source=path)
-  if arch != ARCH:
+  want = CYCLEGAN_ARCH if m.method == 'cyclegan' else ARCH
+  if arch != want:
     raise PretrainedError(f'{path}: holds a {arch["generator"]} (ngf {arch["ngf"]}, '
-                          f'{arch["norm"]} norm), not the unet_256 the reference publishes '
-                          f'as {name}; delete it to download it again')
-  return workdir_lib.import_weights(g_sd, workdir, config=config_for(name), g_source=path)
+                          f'{arch["norm"]} norm), not the {want["generator"]} (ngf '
+                          f'{want["ngf"]}, {want["norm"]} norm) the reference publishes as '
+                          f'{qualified}; delete it to download it again')
+  record = {'pretrained': qualified, 'dataset': m.dataset, 'url': url_for(name)}
+  if m.method == 'pix2pix':
+    return workdir_lib.import_weights(g_sd, workdir, config=config_for(name), g_source=path,
+                                      record=record)
+  return cyclegan_workdir.import_weights({'G_A': g_sd}, workdir, config=config_for(name),
+                                        sources={'G_A': path}, record=record,
+                                        untrained_hint=_untrained_hint(m))

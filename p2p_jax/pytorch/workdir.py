@@ -1,18 +1,23 @@
 """A reference model as a p2p_jax workdir, and a workdir's model as reference .pth files.
 
-Import (`import_weights`, `import_files`): the reference's G (and optionally D) state dicts
-become a workdir as p2p_jax's trainer would have left it at step 0: config.json (the given
-or default config with the `model` block the tensors imply) and an Orbax checkpoint of a
-full TrainState (state.create_train_state with the converted networks in place of the
-init, fresh Adam states, the seed's dropout key). `translate`, `evaluate`, `export` and
+This file: pix2pix's G (and D), and what every method's import shares. CycleGAN's four
+networks: cyclegan_workdir.py; which method a set of files is: runs.py.
+
+Import (`import_weights`): the reference's G (and optionally D) state dicts become a
+workdir as p2p_jax's trainer would have left it at step 0: config.json (the given or
+default config with the `model` block the tensors imply), an Orbax checkpoint of a full
+TrainState (state.create_train_state with the converted networks in place of the init,
+fresh Adam states, the seed's dropout key) and WORKDIR/pytorch_import.json (which network
+came from which file; workdirs.IMPORT_FILE). `translate`, `evaluate`, `export` and
 `python -m p2p_jax.main` (fine-tuning: it resumes from step 0) then use it as their own.
 Everything is converted and checked in memory first; a bad file or a workdir that already
 holds a model changes nothing on disk.
 
-Export (`export_weights`, `export_files`): a checkpoint's G (and D) as the reference's
-state dicts, which its networks load with load_state_dict(strict=True).
+Export (`export_weights`): a checkpoint's G (and D) as the reference's state dicts, which
+its networks load with load_state_dict(strict=True).
 """
 
+import json
 import os
 import shutil
 
@@ -20,16 +25,16 @@ import jax
 import numpy as np
 
 from p2p_jax import checkpointing, config_schema, networks, state as state_lib, workdirs
-from p2p_jax.pytorch import files, weights
+from p2p_jax.pytorch import weights
 from p2p_jax.pytorch.weights import StateDictError
 
 
 def _config_for(arch: dict, config=None, *, with_d: bool, seed: int | None = None):
   """`config` (default: the schema's) with the model block the tensors imply."""
   config = config_schema.get_config() if config is None else config.copy_and_resolve_references()
-  g_fields = ('generator', 'ngf', 'in_channels', 'out_channels', 'norm', 'dropout_placement')
-  for field in g_fields + (('ndf', 'd_layers') if with_d else ()):
-    config.model[field] = arch[field]
+  config.method = 'pix2pix'
+  for field, value in arch.items():  # G's fields, and D's when it was given
+    config.model[field] = value
   if with_d:
     config.loss.conditional = True  # the reference's pix2pix D sees x and G(x)
   if seed is not None:
@@ -38,7 +43,7 @@ def _config_for(arch: dict, config=None, *, with_d: bool, seed: int | None = Non
   return config
 
 
-def _check_target(config, workdir: str) -> None:
+def check_target(config, workdir: str) -> None:
   """Refuses a workdir that holds checkpoints, or the config of another model."""
   ckpt_dir = workdirs.checkpoint_dir(workdir)
   if os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir):
@@ -48,7 +53,7 @@ def _check_target(config, workdir: str) -> None:
   workdirs.check_same_model(config, workdir)
 
 
-def _same_layout(expected, got, what: str) -> None:
+def same_layout(expected, got, what: str) -> None:
   """Raises StateDictError at the first leaf whose path or shape differs from the init's."""
   want = jax.tree_util.tree_flatten_with_path(expected)[0]
   have = dict((jax.tree_util.keystr(p), np.shape(x))
@@ -80,15 +85,26 @@ def build_state(config, g_variables, d_variables=None) -> state_lib.TrainState:
   for name, given, want in (('generator', g_variables, expected.g),
                             ('discriminator', d_variables, expected.d)):
     if given is not None:
-      _same_layout({'params': want.params, 'batch_stats': want.batch_stats},
+      same_layout({'params': want.params, 'batch_stats': want.batch_stats},
                    {'params': given['params'], 'batch_stats': given.get('batch_stats', {})},
                    name)
   return jax.jit(make)(g_variables, d_variables)
 
 
-def _write(config, state, workdir: str) -> None:
-  """config.json + checkpoint step 0; into a new folder renamed into place when the
-  workdir does not exist yet, so that a failure leaves no half-made workdir."""
+def import_record(method: str, sources: dict, seed: int, **extra) -> dict:
+  """What WORKDIR/pytorch_import.json says: each network's file (None: initialised from
+  the seed), and `untrained` ({direction: why}) for generators no file gave (their
+  checkpoint-0 weights are not a model: workdirs.check_generator_trained)."""
+  return {'converted_by': 'python -m p2p_jax.convert', 'method': method,
+          'networks': {k: (os.path.abspath(v) if v and os.path.exists(v) else v)
+                       for k, v in sources.items()},
+          'seed': int(seed), 'untrained': {}, **extra}
+
+
+def write(config, state, workdir: str, record: dict) -> None:
+  """config.json, checkpoint step 0 and the import record; into a new folder renamed into
+  place when the workdir does not exist yet, so that a failure leaves no half-made
+  workdir."""
   fresh = not os.path.exists(workdir)
   target = f'{workdir.rstrip(os.sep)}.converting-{os.getpid()}' if fresh else workdir
   try:
@@ -97,6 +113,8 @@ def _write(config, state, workdir: str) -> None:
                                     keep=config.keep_checkpoints, async_save=False) as ckpt:
       ckpt.save(0, state)
     workdirs.save_config(config, target)
+    with open(os.path.join(target, workdirs.IMPORT_FILE), 'w') as f:
+      json.dump(record, f, indent=2, sort_keys=True)
     if fresh:
       os.rename(target, workdir)
   except BaseException:
@@ -107,58 +125,50 @@ def _write(config, state, workdir: str) -> None:
 
 def import_weights(g_state_dict, workdir: str, *, d_state_dict=None, config=None,
                    norm: str | None = None, seed: int | None = None,
-                   g_source: str | None = None, d_source: str | None = None) -> dict:
+                   g_source: str | None = None, d_source: str | None = None,
+                   record: dict | None = None) -> dict:
   """Writes the reference's G (and D) into `workdir` as a p2p_jax run at step 0.
 
   config: where the non-model fields come from (data, optim, ...; default: the schema's
     defaults); its `model` block is replaced by what the tensors imply (and
     dropout_placement='pytorch'). norm: see weights.generator_from_torch. seed: overrides
-    config.seed (D's init when no D is given, and the dropout stream).
+    config.seed (D's init when no D is given, and the dropout stream). record: extra
+    fields of the import record (e.g. the published model's name).
   Returns a summary: the config, the architecture, and whether D was converted.
   Raises StateDictError / ValueError (nothing written) for input that does not fit.
   """
   g, d, arch = weights.from_torch(g_state_dict, d_state_dict, norm, g_source, d_source)
   config = _config_for(arch, config, with_d=d is not None, seed=seed)
-  _check_target(config, workdir)
+  check_target(config, workdir)
   state = build_state(config, g, d)
-  _write(config, state, workdir)
+  write(config, state, workdir, import_record(
+      'pix2pix', {'G': g_source or '(in memory)', 'D': d_source if d is not None else None},
+      config.seed, **(record or {})))
   return {'config': config, 'arch': arch, 'd_converted': d is not None,
           'g_params': state_lib.param_count(state.g.params),
           'd_params': state_lib.param_count(state.d.params)}
 
 
-def import_files(g_path: str, workdir: str, *, d_path: str | None = None, **kwargs) -> dict:
-  """`import_weights` of .pth files (read with torch, weights_only=True)."""
-  g_sd = files.read_pth(g_path)
-  d_sd = files.read_pth(d_path) if d_path else None
-  return import_weights(g_sd, workdir, d_state_dict=d_sd, g_source=g_path, d_source=d_path,
-                        **kwargs)
+NETWORKS = ('G', 'D')  # pix2pix's, as the reference names its files (latest_net_G.pth)
 
 
-def export_weights(workdir: str, which='latest', *, discriminator: bool = False):
-  """(step, G state dict, D state dict or None) of a workdir's checkpoint `which`
-  ('latest', 'best' or a step), in the reference's key names and layouts."""
+def read_checkpoint(workdir: str, which='latest', *, discriminators: bool = False):
+  """(config, step, g variables, d variables or None) of a workdir's checkpoint `which`
+  ('latest', 'best' or a step): the state's `g` / `d` {'params', 'batch_stats'}."""
   config = workdirs.load_config(workdir)
   with checkpointing.Checkpointer(workdirs.checkpoint_dir(workdir), read_only=True) as ckpt:
     step, g = ckpt.restore_generator(which)
-    d = ckpt.restore_generator(step, network='d')[1] if discriminator else None
-  g_sd = weights.generator_to_torch(g, config.model)
-  d_sd = None if d is None else weights.discriminator_to_torch(d, config.model)
-  return step, g_sd, d_sd
+    d = ckpt.restore_generator(step, network='d')[1] if discriminators else None
+  return config, step, g, d
 
 
-def export_files(workdir: str, g_path: str, *, d_path: str | None = None, which='latest',
-                 overwrite: bool = False) -> int:
-  """Writes a checkpoint's G (and D) as .pth files; returns the step. An existing output
-  is refused unless `overwrite`; both are checked before either is written."""
-  outputs = [p for p in (g_path, d_path) if p]
-  if d_path and os.path.abspath(d_path) == os.path.abspath(g_path):
-    raise ValueError(f'G and D would both be written to {g_path}')
-  for path in outputs:
-    if os.path.exists(path) and not overwrite:
-      raise ValueError(f'{path} exists; pass --overwrite to replace it')
-  step, g_sd, d_sd = export_weights(workdir, which, discriminator=bool(d_path))
-  files.write_pth(g_path, g_sd)
-  if d_path:
-    files.write_pth(d_path, d_sd)
-  return step
+def export_weights(workdir: str, which='latest', names=NETWORKS) -> tuple[int, dict]:
+  """(step, {name: state dict}) of a pix2pix workdir's checkpoint `which`: 'G' and/or 'D'
+  in the reference's key names and layouts."""
+  config, step, g, d = read_checkpoint(workdir, which, discriminators='D' in names)
+  out = {}
+  if 'G' in names:
+    out['G'] = weights.generator_to_torch(g, config.model)
+  if 'D' in names:
+    out['D'] = weights.discriminator_to_torch(d, config.model)
+  return step, out
