@@ -31,6 +31,7 @@ def get_config():
   config.model.generator, config.model.ngf, config.model.ndf = 'resnet_2blocks', 4, 4
   config.model.d_layers, config.model.norm, config.model.dropout = 2, 'instance', False
   config.data.dataset, config.data.direction = 'blue_marble', 'AtoB'
+  config.data.pairs_as_unpaired = True  # the embedded pairs read as two domains
   config.data.load_size, config.data.crop_size, config.data.eval_split = 36, 32, 'test'
   config.cyclegan.pool_size = 3
   return config
