@@ -135,7 +135,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Training batches kept ready in the trainer's process, beyond those the workers hold.
   config.data.prefetch = 2
   # Resize the train split to load_size once and keep it as raw arrays beside the prepared
-  # data (the same batches for 7-10x less CPU per image; N x load_size^2 x 6 bytes: 196 MB
+  # data (the same batches for ~7x less CPU per image; N x load_size^2 x 6 bytes: 196 MB
   # for facades at 286): 1 always, 0 never, -1 when the pipeline uses worker processes (by
   # default only with a GPU or TPU) and it takes at most 16 GB.
   config.data.resized_cache = -1
