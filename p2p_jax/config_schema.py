@@ -125,8 +125,8 @@ def get_config() -> ml_collections.ConfigDict:
   # What preparation does with an undecodable or malformed image: 'error' stops naming the
   # file; 'skip' leaves it out and reports how many were skipped.
   config.data.on_bad_file = 'error'
-  # Unused since the Grain pipeline (every epoch is a full shuffle); kept so that configs
-  # and workdirs that set it still load.
+  # Unused: every epoch is a full shuffle (a tf.data setting of earlier versions, kept so
+  # that configs and workdirs that set it still load).
   config.data.shuffle_buffer = 1000
   # Worker processes preparing training batches (Grain); 0: threads of the trainer's own
   # process; -1: what suits the host (none when training on the CPU, whose cores the step
