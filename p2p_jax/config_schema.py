@@ -150,8 +150,8 @@ def get_config() -> ml_collections.ConfigDict:
   # own, so no pair is ever seen in training (validation still scores against the pairs).
   # Off, a paired dataset given to CycleGAN is refused (usually the wrong dataset or method).
   config.data.pairs_as_unpaired = False
-  # Unused since the Grain pipeline (every epoch is a full shuffle); kept so that configs
-  # and workdirs that set it still load.
+  # Unused: every epoch is a full shuffle (a tf.data setting of earlier versions, kept so
+  # that configs and workdirs that set it still load).
   config.data.shuffle_buffer = 1000
   # Worker processes preparing training batches (Grain); 0: threads of the trainer's own
   # process; -1: what suits the host (none when training on the CPU, whose cores the step
@@ -160,7 +160,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Training batches kept ready in the trainer's process, beyond those the workers hold.
   config.data.prefetch = 2
   # Resize the train split to load_size once and keep it as raw arrays beside the prepared
-  # data (the same batches for 7-10x less CPU per image; N x load_size^2 x 6 bytes: 196 MB
+  # data (the same batches for ~7x less CPU per image; N x load_size^2 x 6 bytes: 196 MB
   # for facades at 286): 1 always, 0 never, -1 when the pipeline uses worker processes (by
   # default only with a GPU or TPU) and it takes at most 16 GB.
   config.data.resized_cache = -1

@@ -171,6 +171,7 @@ def _run(config, workdir, ckpt, stop, devices, local_batch, train_batches=None,
     host_memory.release_free_memory()
   own_stream = train_batches is None  # the config's pipeline: its stream is described
   stream = input_pipeline.stream_descriptor(config, parallel.process_count())
+  saved_with = {'data_stream': stream} if own_stream else {}  # ckpt.save's extra argument
   if resume:
     state = ckpt.restore(abstract)
     logging.info('resumed from step %d in %s', int(state.step), workdir)
@@ -337,7 +338,7 @@ def _run(config, workdir, ckpt, stop, devices, local_batch, train_batches=None,
         save = save or stopped_by is not None
       if save:
         drain(step)  # never save a state with a non-finite loss or leaf
-        ckpt.save(step, state, scores, data_stream=stream if own_stream else None)
+        ckpt.save(step, state, scores, **saved_with)
     if hasattr(data, 'close'):
       data.close()  # the input pipeline's workers stop before the final save is awaited
     ckpt.wait()  # the final checkpoint is on disk before the run says it stopped

@@ -2,7 +2,7 @@
 
 Resizing to load_size has no randomness: every epoch would decode the same PNGs and resize
 them the same way. Done once, it leaves the input pipeline a crop, a flip and a copy per
-example: 7-10x less CPU per image (benchmarks/README.md, Input pipeline), which is what
+example: about 7x less CPU per image (benchmarks/README.md, Input pipeline), which is what
 lets a host feed an accelerator. The arrays are the output of the pipeline's own resize
 (jitter.resize, Pillow on the 8-bit image), so batches are bit-identical with or without
 them (tests/test_resized.py).
