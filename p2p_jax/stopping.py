@@ -34,6 +34,10 @@ import numpy as np
 from p2p_jax import parallel
 
 EXIT_PREEMPTED = 75
+
+
+class OtherProcessError(RuntimeError):
+  """Another process of a multi-host run stopped it with an error (`agreed`)."""
 _ANOTHER_PROCESS = 'a stop request on another process'
 
 
@@ -73,15 +77,26 @@ class StopRequest:
       # notifier); it cannot be put back, so the default takes its place.
       signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
-  def agreed(self) -> str | None:
+  def agreed(self, error: Exception | None = None) -> str | None:
     """Why the run stops, the same on every process, or None to go on.
 
-    A collective with several processes: every process calls it at the same points.
+    error: a failure this process found that must end the run (a checkpoint that could not
+    be written, a workdir that is gone). When any process has one, every process raises:
+    that process its own error, the others OtherProcessError. A collective with several
+    processes: every process calls it at the same points.
     """
     if parallel.process_count() == 1:
+      if error is not None:
+        raise error
       return self.requested
-    anyone = parallel.sum_over_processes(np.int32(self.requested is not None)) > 0
-    if anyone and self.requested is None:
+    flags = parallel.sum_over_processes(
+        np.asarray([self.requested is not None, error is not None], np.int32))
+    if error is not None:
+      raise error
+    if flags[1]:
+      raise OtherProcessError('another process stopped the run with an error (see its '
+                              'message); nothing was saved after the newest checkpoint')
+    if flags[0] and self.requested is None:
       self.requested = _ANOTHER_PROCESS
     return self.requested
 

@@ -116,7 +116,11 @@ def run_training(config, workdir: str, **kwargs) -> Outcome:
   with stopping.StopRequest() as stop, workdirs.trainer_lock(workdir), \
       checkpointing.Checkpointer(workdirs.checkpoint_dir(workdir),
                                  keep=config.keep_checkpoints, keep_best=True) as ckpt:
-    return _run(config, workdir, ckpt, stop, devices, local_batch, **kwargs)
+    try:
+      return _run(config, workdir, ckpt, stop, devices, local_batch, **kwargs)
+    except OSError as e:  # writing a sample or the curves: the workdir gone, a full disk
+      workdirs.raise_if_storage_error(workdir, e, ckpt.failure())
+      raise
 
 
 def _run(config, workdir, ckpt, stop, devices, local_batch, train_batches=None,
@@ -142,6 +146,7 @@ def _run(config, workdir, ckpt, stop, devices, local_batch, train_batches=None,
       jax.random.PRNGKey(config.seed), generator, discriminator, tx_g, tx_d,
       config.data.crop_size)
   abstract = runner.abstract_state(jax.eval_shape(init))
+  ckpt.check_space(abstract)  # not even one checkpoint fits: stop now, not at the first save
   # Compile the step (and the init) before any state exists and hand the compiler's leftover
   # memory back to the OS, so that it does not stay resident under the state and the step's
   # buffers (1.8 -> 1.4 GB after compile + init at 256 px; benchmarks/README.md). The jitted
@@ -271,7 +276,8 @@ def _run(config, workdir, ckpt, stop, devices, local_batch, train_batches=None,
               flush=True)
       if step_hook is not None:
         step_hook(step)
-      stopped_by = stop.agreed()  # every process stops at the same step
+      # Every process stops at the same step; a failed save or a vanished workdir stops it.
+      stopped_by = stop.agreed(ckpt.failure())
       final = step == n_steps or stopped_by is not None
       save = step % config.checkpoint_every_steps == 0 or final
       if step % config.log_every_steps == 0 or final:
@@ -288,8 +294,9 @@ def _run(config, workdir, ckpt, stop, devices, local_batch, train_batches=None,
         if save:
           drain(step)
         scores = validate_and_sample(step)
-        stopped_by = stop.agreed()  # a stop request during validation: save this step
-        save = save or stopped_by is not None
+        stopped_by = stop.agreed(ckpt.failure())  # a stop during validation: save this step
+        # "best" is the best validated step: a validation that improves on it is saved.
+        save = save or stopped_by is not None or ckpt.improves(scores)
       if save:
         drain(step)  # never save a state with a non-finite loss or leaf
         ckpt.save(step, state, scores)
