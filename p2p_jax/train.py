@@ -8,7 +8,9 @@ Resuming is exact: the state holds the step, both networks, their optimisers and
 dropout key; the data stream is deterministic for a seed and restarts at the batch after
 the checkpoint. A stop request (SIGTERM, Ctrl-C; p2p_jax/stopping.py) at any moment, set-up
 and the final save included, ends the run at the step it had completed, with a checkpoint
-of that step written before it returns; running the same command again continues it.
+of that step written before it returns (the command ends at once during set-up: nothing
+to save); running the same command again continues it. A save that fails, or a workdir
+that vanishes, stops the run at the next step (checkpointing.CheckpointSaveError).
 
 Nothing non-finite is saved: at log steps and before each checkpoint the losses and every
 floating-point leaf of the state (parameters, BatchNorm statistics, optimiser moments) are
@@ -113,9 +115,10 @@ def run_training(config, workdir: str, **kwargs) -> Outcome:
   workdirs.check_writable(workdirs.checkpoint_dir(workdir))
   # The stop request covers everything from here to the last byte of the final checkpoint
   # (the Checkpointer waits for it when it closes); the lock keeps a second trainer out.
-  with stopping.StopRequest() as stop, workdirs.trainer_lock(workdir), \
+  with stopping.StopRequest() as stop, workdirs.trainer_lock(workdir) as lock, \
       checkpointing.Checkpointer(workdirs.checkpoint_dir(workdir),
                                  keep=config.keep_checkpoints, keep_best=True) as ckpt:
+    stop.on_exit(lock.release)  # a stop during set-up may end the process (the command)
     try:
       return _run(config, workdir, ckpt, stop, devices, local_batch, **kwargs)
     except OSError as e:  # writing a sample or the curves: the workdir gone, a full disk

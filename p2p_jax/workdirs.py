@@ -326,6 +326,8 @@ class TrainerLock:
     with self._release_lock:
       if self._fd is None:
         return
+      # A first run that failed (or stopped) before saving leaves no empty folder behind.
+      _remove_if_empty(os.path.join(os.path.dirname(self.path), CHECKPOINTS))
       self._stop.set()
       if self._thread is not None and self._thread is not threading.current_thread():
         self._thread.join()
@@ -366,8 +368,6 @@ def trainer_lock(workdir: str, **kwargs):
   try:
     yield lock
   finally:
-    if parallel.is_main_process():
-      _remove_if_empty(checkpoint_dir(workdir))  # a first run that failed before saving
     lock.release()
 
 
