@@ -238,6 +238,8 @@ class Checkpointer:
                                         handler_registry=registry)
     finally:
       absl_logger.setLevel(level)
+    best = None if read_only or not keep_best else self.best_step()
+    self._best_value = None if best is None else self._score(self._mgr.metrics(best))
 
   def all_steps(self) -> list[int]:
     """Readable-looking steps, oldest first (damaged ones excluded)."""
@@ -259,8 +261,7 @@ class Checkpointer:
     value = self._score(metrics)
     if not self._keep_best or not math.isfinite(value):
       return False
-    best = self.best_step()
-    return best is None or value < self._score(self._mgr.metrics(best))
+    return self._best_value is None or value < self._best_value
 
   def save(self, step: int, state, metrics: dict | None = None) -> bool:
     """Starts saving `state` as `step` (async: returns after copying it off the device).
@@ -285,6 +286,8 @@ class Checkpointer:
     if checkpoint_files.missing_folder(self.directory) or (free is not None and free < needed):
       raise self._save_error(step, OSError(errno.ENOSPC, 'not enough free space'), needed)
     metrics = {k: float(v) for k, v in (metrics or {}).items()}
+    if self.improves(metrics):  # known now: the step's metrics reach the disk only later
+      self._best_value = self._score(metrics)
     self._pending = (step, needed)
     try:
       return self._mgr.save(step, args=ocp.args.Composite(**{

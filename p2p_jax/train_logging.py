@@ -8,6 +8,7 @@ written with tensorboardX, which needs no TensorFlow.
 import hashlib
 import logging
 import os
+import shlex
 import sys
 import time
 
@@ -160,18 +161,23 @@ def print_summary(workdir: str, latest: int | None, best: int | None, split: str
   samples = sorted(f for f in os.listdir(os.path.join(workdir, workdirs.SAMPLES))
                    if f.endswith('.png')) if os.path.isdir(
                        os.path.join(workdir, workdirs.SAMPLES)) else []
+  quoted = shlex.quote(workdir)  # a path with spaces still pastes as one argument
   lines = [f'p2p_jax: finished. In {workdir}:']
   if samples:
     lines.append(f'  samples      {workdirs.SAMPLES}/{samples[-1]} (input | output | target, '
                  f'{split} split; {len(samples)} in all)')
   lines.append(f'  curves       {loss_plot.PLOT_FILE}')
   lines.append(f'  checkpoints  {workdirs.CHECKPOINTS}/ (latest {latest}' +
-               (f', best by validation L1 {best})' if best is not None else ')'))
-  lines.append(f'  TensorBoard  tensorboard --logdir {os.path.join(workdir, workdirs.TENSORBOARD)}')
+               (f'; best {best}: the lowest validation L1 of all validations)'
+                if best is not None else ')'))
+  # TensorBoard shows 10 images per tag unless told otherwise (0: all of them).
+  lines.append('  TensorBoard  tensorboard --logdir '
+               f'{shlex.quote(os.path.join(workdir, workdirs.TENSORBOARD))} '
+               '--samples_per_plugin=images=0')
   which = 'best' if best is not None else 'latest'
   lines += ['Next:',
-            f'  python -m p2p_jax.evaluate --workdir={workdir} --checkpoint={which}',
-            f'  python -m p2p_jax.translate --workdir={workdir} --checkpoint={which} '
+            f'  python -m p2p_jax.evaluate --workdir={quoted} --checkpoint={which}',
+            f'  python -m p2p_jax.translate --workdir={quoted} --checkpoint={which} '
             '--input=IMAGE_OR_FOLDER --output=OUT']
   print('\n'.join(lines), file=stream or sys.stdout, flush=True)
 
