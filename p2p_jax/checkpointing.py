@@ -312,8 +312,8 @@ class Checkpointer:
 
   def failure(self) -> CheckpointSaveError | None:
     """The error of the last save if it has finished and failed, or the checkpoint folder
-    (or the workdir) gone, else None; never blocks (the trainer asks at every step). Local to this process (stopping.StopRequest.agreed
-    makes every process stop)."""
+    (or the workdir) gone, else None; never blocks (the trainer asks at every step). Local
+    to this process (stopping.StopRequest.agreed makes every process stop)."""
     gone = checkpoint_files.missing_folder(self.directory)
     if self._pending is not None and (gone or not self._mgr.is_saving_in_progress()):
       try:

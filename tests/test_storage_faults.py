@@ -164,7 +164,8 @@ def test_write_failure_says_the_cause_in_words():
                            'database: Failed to write 23048192 bytes to file 11: No space '
                            "left on device [os_error_code='28'] [tensorstore_spec='{\"a\": 1}']")
   # The folder is checked first: here it does not exist at all.
-  assert say(tensorstore) == 'the workdir /nonexistent-p2p is gone (deleted or moved while training)'
+  assert say(tensorstore) == ('the workdir /nonexistent-p2p is gone (deleted or moved while '
+                              'training)')
   here = os.path.dirname(os.path.abspath(__file__))
   say = lambda error, needed=None: checkpoint_files.write_failure(here, error, needed)
   assert say(tensorstore, 48 * 2**20).startswith(

@@ -77,7 +77,8 @@ def test_a_lock_won_on_a_file_its_owner_deleted_is_taken_again(tmp_path, monkeyp
   monkeypatch.setattr(workdirs.fcntl, 'flock', flock_after_the_owner_left)
   with lock:
     assert len(calls) == 2                  # tried again on the new file
-    assert os.fstat(lock._fd).st_ino == os.stat(lock.path).st_ino  # pylint: disable=protected-access
+    # pylint: disable-next=protected-access
+    assert os.fstat(lock._fd).st_ino == os.stat(lock.path).st_ino
     assert json.loads(open(lock.path).read())['pid'] == os.getpid()
   assert not os.path.exists(lock.path)
 

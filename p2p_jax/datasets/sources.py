@@ -12,11 +12,12 @@ when there are no sub-folders, a single 'train' split:
 
 Images may be any size; the input pipeline resizes them (`ImageNotes` warns, counted, about
 images so small that they are enlarged more than 2x, and about transparency, which is
-dropped). The two images of a pair must have the same size (a different one is a bad file: pix2pix needs pixel-aligned pairs, and
-resizing one of them would hide a mismatched pair). Colour images are decoded as RGB
-(alpha dropped, palettes expanded). Where a config wants 1 channel, RGB becomes luma
-(ITU-R 601 weights). Where it wants 3, a grayscale image is a bad file: repeating the gray
-channel three times would silently hide a wrong dataset or a wrong `model.in_channels`.
+dropped). The two images of a pair must have the same size (a different one is a bad file:
+pix2pix needs pixel-aligned pairs, and resizing one of them would hide a mismatched pair).
+Colour images are decoded as RGB (alpha dropped, palettes expanded). Where a config wants
+1 channel, RGB becomes luma (ITU-R 601 weights). Where it wants 3, a grayscale image is a
+bad file: repeating the gray channel three times would silently hide a wrong dataset or a
+wrong `model.in_channels`.
 """
 
 import hashlib
