@@ -18,12 +18,22 @@ A trainer tidies the folder before it starts (`tidy`): a damaged step is moved a
 `<step>.damaged-<UTC time>` (kept for a human, and out of the way, so that the step can be
 saved again when training reaches it), and the folder of an unfinished save is removed (it
 never was a checkpoint). Read-only users (evaluate, translate, export) only skip them.
+
+A save that fails (a full disk, a read-only or vanished folder) is described in one line by
+`write_failure`, from the OS error behind Orbax's or TensorStore's exception; the noise
+such a save leaves (orphaned asyncio tasks, TensorStore callbacks on a closed event loop,
+coroutines never awaited) is dropped by `quiet_orphaned_tasks`, as after a failed read.
 """
 
+import errno
 import json
 import logging as std_logging
+import os
+import re
+import shutil
 import sys
 import time
+import warnings
 
 from absl import logging
 from etils import epath
@@ -128,13 +138,106 @@ def tidy(directory: epath.Path) -> None:
     move_aside(directory / str(step), reason)
 
 
-# ------------------------------------------------------------------ after a failed read
+# ------------------------------------------------------------------ a save that failed
+
+# TensorStore writes the OS error into its messages: "... No space left on device
+# [os_error_code='28']"; Python's own OSErrors say "[Errno 28] ...".
+_ERRNO_IN_TEXT = re.compile(r"os_error_code='(\d+)'|\[Errno (\d+)\]")
+_CAUSES = {
+    errno.ENOSPC: 'no space left on the device',
+    errno.EDQUOT: 'the disk quota is exceeded',
+    errno.EROFS: 'the file system is read-only',
+    errno.EACCES: 'permission denied',
+    errno.EPERM: 'permission denied',
+    errno.EIO: 'input/output error (a failing disk or network file system?)',
+}
+
+STORAGE_ERRNOS = tuple(_CAUSES)
+
+
+def os_errno(error: BaseException | None) -> int | None:
+  """The OS error number behind `error`: its own, its causes', or the one TensorStore
+  writes into its message; None if there is none."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) and error.errno:
+      return error.errno
+    match = _ERRNO_IN_TEXT.search(str(error))
+    if match:
+      return int(match.group(1) or match.group(2))
+    error = error.__cause__ or error.__context__
+  return None
+
+
+def size_text(nbytes: float) -> str:
+  """1.5 GiB, 48.0 MiB, 12 KiB."""
+  for unit, scale in (('GiB', 2**30), ('MiB', 2**20)):
+    if nbytes >= scale:
+      return f'{nbytes / scale:.1f} {unit}'
+  return f'{max(nbytes, 0) / 2**10:.0f} KiB'
+
+
+def is_local(directory) -> bool:
+  return '://' not in os.fspath(directory)
+
+
+def free_bytes(directory) -> int | None:
+  """Free bytes for an unprivileged writer on the file system of a local `directory`
+  (None for URLs or where it cannot be told)."""
+  if not is_local(directory):
+    return None
+  try:
+    return shutil.disk_usage(os.fspath(directory)).free
+  except OSError:
+    return None
+
+
+def missing_folder(directory) -> str | None:
+  """Why `directory` (WORKDIR/checkpoints) cannot receive a save any more, when it is gone
+  or replaced by a file; None when it is a folder (or a URL, not checked)."""
+  if not is_local(directory):
+    return None
+  path = os.fspath(directory)
+  if os.path.isdir(path):
+    return None
+  workdir = os.path.dirname(path)
+  if not os.path.isdir(workdir):
+    return f'the workdir {workdir} is gone (deleted or moved while training)'
+  if os.path.exists(path):
+    return f'{path} is no longer a folder (replaced by a file while training)'
+  return f'{path} is gone (deleted or moved while training)'
+
+
+def write_failure(directory, error: BaseException, needed: int | None = None) -> str:
+  """Why a save into `directory` failed, in words a user can act on: the folder gone, no
+  space (with what the checkpoint needs and what is free), read-only, no permission; else
+  the library's message, shortened to one line."""
+  gone = missing_folder(directory)
+  if gone:
+    return gone
+  code = os_errno(error)
+  if code in (errno.ENOSPC, errno.EDQUOT):
+    free = free_bytes(directory)
+    sizes = [f'the checkpoint needs about {size_text(needed)}' if needed else '',
+             f'{size_text(free)} free there' if free is not None else '']
+    sizes = '; '.join(x for x in sizes if x)
+    return f'{_CAUSES[code]}' + (f' ({sizes})' if sizes else '')
+  if code in _CAUSES:
+    return _CAUSES[code]
+  text = ' '.join(str(error).split())
+  text = re.sub(r" \[tensorstore_spec='.*", '', text)  # a JSON spec, hundreds of characters
+  return f'{type(error).__name__}: {text[:300]}'
+
+
+# ------------------------------------------------------------------ after a failed read or write
 
 class _DropOrphanedReads(std_logging.Filter):
   """asyncio's "Future/Task exception was never retrieved" for the reads of a damaged step
-  that Orbax gave up on (its coroutines and TensorStore futures). A TensorStore future's
-  error may name only the step's folder ('OUT_OF_RANGE: Error reading ... in OCDBT database
-  at local file ".../20/state/"'), so the folders of failed reads are matched too."""
+  (or the writes of a failed save) that Orbax gave up on (its coroutines and TensorStore
+  futures). A TensorStore future's error may name only the step's folder ('OUT_OF_RANGE:
+  Error reading ... in OCDBT database at local file ".../20/state/"'), so the folders of
+  failed reads are matched too."""
 
   def __init__(self):
     super().__init__()
@@ -150,11 +253,17 @@ class _DropOrphanedReads(std_logging.Filter):
                 any(folder + '/' in message for folder in self.folders))
 
 
+_LIBRARIES = ('/orbax/', '/tensorstore/')
+
+
 def _unraisable_hook(previous):
   def hook(unraisable):
     error = unraisable.exc_value
     if isinstance(error, RuntimeError) and str(error) == 'Event loop is closed':
       return  # A TensorStore read of the damaged step finished after Orbax closed its loop.
+    code = getattr(getattr(unraisable, 'object', None), 'cr_code', None)
+    if code is not None and any(lib in code.co_filename for lib in _LIBRARIES):
+      return  # A write of a failed save, closed when Python exits.
     previous(unraisable)
   hook.p2p_jax_quiet = True
   return hook
@@ -165,6 +274,16 @@ def quiet_failed_reads(step_dir=None) -> None:
   to restore print when they finish after it gave up (they can finish at any later time,
   so the filters stay): for reads of TensorStore/Orbax, and for any read naming `step_dir`.
   Idempotent; other errors pass as before."""
+  quiet_orphaned_tasks(step_dir)
+
+
+def quiet_orphaned_tasks(folder=None) -> None:
+  """`quiet_failed_reads` for reads and writes alike: a trainer calls it for its checkpoint
+  folder, since a failed save (a full disk) leaves hundreds of orphaned TensorStore writes
+  behind, and Python warns at exit about the coroutines Orbax never awaited; the trainer
+  reports the failure itself, in one line."""
+  warnings.filterwarnings('ignore', message=r"coroutine '.*' was never awaited",
+                          category=RuntimeWarning)
   if not getattr(sys.unraisablehook, 'p2p_jax_quiet', False):
     sys.unraisablehook = _unraisable_hook(sys.unraisablehook)
   asyncio_logger = std_logging.getLogger('asyncio')
@@ -172,5 +291,5 @@ def quiet_failed_reads(step_dir=None) -> None:
   if drop is None:
     drop = _DropOrphanedReads()
     asyncio_logger.addFilter(drop)
-  if step_dir is not None:
-    drop.folders.add(str(step_dir))
+  if folder is not None:
+    drop.folders.add(str(folder))

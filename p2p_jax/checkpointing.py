@@ -33,11 +33,21 @@ Robustness on top of Orbax (each one a pitfall found while writing this file):
   * The first save of a state replicated over N devices is slow (Orbax splits each array
     over the replicas and compiles one slice per leaf and device: ~12 s for 140 leaves on 8
     fake CPU devices); later saves reuse the compiled slices (~0.4 s).
+  * A save that fails stops the trainer, never hangs it. Orbax writes in the background and
+    says nothing until the next save waits for it; if the step's folder could not be made,
+    that next save waited 5 minutes for a signal that never came. Here the step folder is
+    made in the foreground (an error raises at once), `failure()` lets the trainer look at
+    every step, without blocking, whether a save has ended in an error, and every error
+    becomes a CheckpointSaveError of one line (`checkpoint_files.write_failure`: the folder
+    gone, no space with the sizes, read-only, ...). A save that cannot fit in the free space
+    is refused before it starts. Orbax's own tracebacks of a failed save are dropped unless
+    absl logs at INFO (--verbosity): the trainer reports the failure itself.
 
 Multi-host: create the Checkpointer and call `save`, `restore`, `wait` and `close` on EVERY
 process, with the same arguments; Orbax writes each array once and synchronises processes.
 """
 
+import errno
 import logging as std_logging
 import math
 import os
@@ -59,6 +69,24 @@ _MAX_LISTED = 20
 
 class CheckpointError(ValueError):
   """A checkpoint directory that cannot be written, read, or used for this model."""
+
+
+class CheckpointSaveError(CheckpointError):
+  """A save that failed or cannot succeed: that step is not on disk, the run must stop."""
+
+
+class _DropSaveTracebacks(std_logging.Filter):
+  """Orbax's ERROR records (with tracebacks, from its background threads) about a save that
+  failed: the trainer raises CheckpointSaveError for it, in one line. Shown when absl logs
+  at INFO or below (--verbosity)."""
+
+  def filter(self, record):
+    if record.levelno < std_logging.ERROR or _ORBAX_DIR not in record.pathname:
+      return True
+    return logging.get_absl_logger().getEffectiveLevel() <= std_logging.INFO
+
+
+_ORBAX_DIR = os.path.dirname(ocp.__file__)
 
 
 class _SkipSteps(ocp.path.step.NameFormat):
@@ -162,7 +190,12 @@ class Checkpointer:
     self.best_metric = best_metric
     self.read_only = read_only
     self._score = _score(best_metric)
+    self._pending = None  # (step, bytes) of the save that may still be writing
     if not read_only:
+      checkpoint_files.quiet_orphaned_tasks(self.directory)
+      absl_logger = logging.get_absl_logger()
+      if not any(isinstance(f, _DropSaveTracebacks) for f in absl_logger.filters):
+        absl_logger.addFilter(_DropSaveTracebacks())
       # A trainer starts from a tidy folder: damaged steps moved aside, unfinished saves
       # removed (by one process; the others wait, then see the result).
       if parallel.is_main_process():
@@ -181,6 +214,9 @@ class Checkpointer:
         # best_fn only makes Orbax write the metrics to disk (and rank them the same way).
         best_fn=self._score if keep_best else None, best_mode='min',
         enable_async_checkpointing=async_save,
+        # The step folder made in the foreground: when that fails, Orbax's background
+        # writers would otherwise wait 5 minutes for it (the next save with them).
+        async_options=ocp.AsyncOptions(create_directories_asynchronously=False),
         step_name_format=self._names, read_only=read_only,
         save_interval_steps=0 if read_only else 1,
         create=not read_only, cleanup_tmp_directories=False)
@@ -196,6 +232,7 @@ class Checkpointer:
     registry.add(_STREAM, ocp.args.JsonSave, ocp.handlers.JsonCheckpointHandler())
     registry.add(_STREAM, ocp.args.JsonRestore, ocp.handlers.JsonCheckpointHandler())
     self._keep_best = keep_best
+    self._keep = keep
     # A read-only manager says so with a warning each time: nothing a user can act on.
     absl_logger = logging.get_absl_logger()
     level = absl_logger.level
@@ -206,6 +243,8 @@ class Checkpointer:
                                         handler_registry=registry)
     finally:
       absl_logger.setLevel(level)
+    best = None if read_only or not keep_best else self.best_step()
+    self._best_value = None if best is None else self._score(self._mgr.metrics(best))
 
   def all_steps(self) -> list[int]:
     """Readable-looking steps, oldest first (damaged ones excluded)."""
@@ -220,6 +259,15 @@ class Checkpointer:
     scored = [x for x in scored if math.isfinite(x[0])]
     return min(scored)[1] if scored else None
 
+  def improves(self, metrics: dict | None) -> bool:
+    """Whether `metrics` has a finite `best_metric` better than every kept checkpoint's (or
+    there is none yet): saving such a step keeps 'best' the best validated step, not only
+    the best of the periodic checkpoints. False without keep_best."""
+    value = self._score(metrics)
+    if not self._keep_best or not math.isfinite(value):
+      return False
+    return self._best_value is None or value < self._best_value
+
   def save(self, step: int, state, metrics: dict | None = None,
            data_stream: dict | None = None) -> bool:
     """Starts saving `state` as `step` (async: returns after copying it off the device).
@@ -227,20 +275,88 @@ class Checkpointer:
     The caller may then donate or delete `state`. A step that already exists (even a
     damaged one) is never overwritten: it is skipped with a warning and False is returned.
     data_stream: a small JSON-able dict saved beside the state (`data_stream`).
+    Raises CheckpointSaveError (one line) when the previous save failed, or this one cannot
+    start: the folder is gone, the state does not fit in the free space, Orbax fails.
     Call on every process.
     """
     step = int(step)
+    self.wait()  # the previous save, and its error if it failed
     step_dir = self.directory / str(step)
     if step in self._mgr.all_steps() or step in self._names.skip or step_dir.exists():
       logging.warning('Not saving step %d: %s already exists and is kept as it is.',
                       step, step_dir)
       return False
+    needed = tree_bytes(state)
+    free = checkpoint_files.free_bytes(self.directory)
+    # Refused before Orbax starts: it would make a vanished workdir again (with its parents),
+    # and a save that cannot fit fails only after filling the disk.
+    if checkpoint_files.missing_folder(self.directory) or (free is not None and free < needed):
+      raise self._save_error(step, OSError(errno.ENOSPC, 'not enough free space'), needed)
     metrics = {k: float(v) for k, v in (metrics or {}).items()}
-    items = {_ITEM: ocp.args.PyTreeSave(state)}
-    if data_stream is not None:
-      items[_STREAM] = ocp.args.JsonSave(data_stream)
-    return self._mgr.save(step, args=ocp.args.Composite(**items),
-                          metrics=metrics if self._keep_best else None, force=True)
+    if self.improves(metrics):  # known now: the step's metrics reach the disk only later
+      self._best_value = self._score(metrics)
+    self._pending = (step, needed)
+    try:
+      items = {_ITEM: ocp.args.PyTreeSave(state)}
+      if data_stream is not None:
+        items[_STREAM] = ocp.args.JsonSave(data_stream)
+      return self._mgr.save(step, args=ocp.args.Composite(**items),
+                            metrics=metrics if self._keep_best else None, force=True)
+    except Exception as e:  # pylint: disable=broad-except  # Orbax/TensorStore/OS errors
+      self._pending = None
+      raise self._save_error(step, e, needed) from e
+
+  def _save_error(self, step: int, error: BaseException, needed: int | None):
+    """CheckpointSaveError: which save, which folder, why; and where a rerun resumes."""
+    why = checkpoint_files.write_failure(self.directory, error, needed)
+    try:
+      latest = max((s for s in self._mgr.all_steps() if s != step), default=None)
+    except Exception:  # pylint: disable=broad-except  # the folder itself may be gone
+      latest = None
+    resume = (f'the newest checkpoint is step {latest}' if latest is not None else
+              'no checkpoint was saved before it')
+    return CheckpointSaveError(f'saving step {step} into {self.directory} failed: {why}. '
+                               f'Stopped; {resume}: fix the cause and run the same command '
+                               'to resume')
+
+  def failure(self) -> CheckpointSaveError | None:
+    """The error of the last save if it has finished and failed, or the checkpoint folder
+    (or the workdir) gone, else None; never blocks (the trainer asks at every step). Local
+    to this process (stopping.StopRequest.agreed makes every process stop)."""
+    gone = checkpoint_files.missing_folder(self.directory)
+    if self._pending is not None and (gone or not self._mgr.is_saving_in_progress()):
+      try:
+        self.wait()  # finished (or cannot finish: its folder is gone)
+      except CheckpointSaveError as e:
+        return e
+    if gone:
+      latest = self._mgr.latest_step()
+      return CheckpointSaveError(
+          f'{gone}: no checkpoint can be saved there. Stopped' +
+          (f'; the newest checkpoint was step {latest}' if latest is not None else ''))
+    return None
+
+  def check_space(self, abstract_state) -> None:
+    """Before training: raises CheckpointSaveError when not even one checkpoint of a state
+    of this shape fits in the free space; warns when the checkpoints the run keeps (the
+    newest `keep`, the best, one being written) will not (local disks only)."""
+    free = checkpoint_files.free_bytes(self.directory)
+    if free is None:
+      return
+    needed = tree_bytes(abstract_state)
+    if free < needed:
+      raise CheckpointSaveError(
+          f'{self.directory} has {checkpoint_files.size_text(free)} free; a checkpoint of '
+          f'this model needs about {checkpoint_files.size_text(needed)}: free some space or '
+          'use another --workdir')
+    kept = self._keep + (1 if self._keep_best else 0) + 1 - len(self.all_steps())
+    if free < kept * needed:
+      logging.warning(
+          'Short of disk space: %s has %s free; each checkpoint needs about %s and the run '
+          'may write %d more (the newest %d kept, the best, one being written). The save '
+          'that does not fit stops the run.', self.directory,
+          checkpoint_files.size_text(free), checkpoint_files.size_text(needed), kept,
+          self._keep)
 
   def data_stream(self, step: int) -> dict | None:
     """The `data_stream` dict saved with `step`; None when it has none (saved without one,
@@ -357,11 +473,21 @@ class Checkpointer:
     return self._read_first(which, read)
 
   def wait(self) -> None:
-    """Blocks until the pending save is on disk (raises its error if it failed)."""
-    self._mgr.wait_until_finished()
+    """Blocks until the pending save is on disk; CheckpointSaveError if it failed."""
+    pending, self._pending = self._pending, None
+    try:
+      self._mgr.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except  # Orbax/TensorStore/OS errors
+      if pending is None:
+        raise
+      raise self._save_error(pending[0], e, pending[1]) from e
 
   def close(self) -> None:
-    self._mgr.close()
+    """Waits for the pending save (CheckpointSaveError if it failed) and closes."""
+    try:
+      self.wait()
+    finally:
+      self._mgr.close()
 
   def __enter__(self):
     return self
@@ -371,7 +497,22 @@ class Checkpointer:
       # Asked to stop at once (a second Ctrl-C): do not wait for the save in progress.
       # Its unfinished folder is removed by the next trainer.
       return
-    self.close()
+    if exc_type is None:
+      self.close()
+      return
+    # Already failing: the error on its way out is the one to report; a pending save that
+    # fails too (the same full disk) would only hide it.
+    try:
+      self.close()
+    except Exception as e:  # pylint: disable=broad-except
+      logging.warning('While stopping: %s', ' '.join(str(e).split())[:300])
+
+
+def tree_bytes(tree) -> int:
+  """Bytes of the arrays of `tree` (jax/numpy arrays or ShapeDtypeStructs): what a
+  checkpoint of it needs, give or take a few KiB of metadata."""
+  return int(sum(math.prod(np.shape(x)) * np.dtype(x.dtype).itemsize
+                 for x in jax.tree.leaves(tree) if hasattr(x, 'dtype')))
 
 
 def _absolute(directory) -> epath.Path:

@@ -107,9 +107,13 @@ def load_generator(args, workdir: str | None = None) -> inference.TrainedGenerat
   the compilation cache on as --compilation_cache says."""
   compile_cache.enable(args.compilation_cache)
   kwargs = {'bn_scope': args.bn_scope} if 'bn_scope' in args else {}
-  return workdirs.load_generator(workdir or workdir_of(args),
-                                 checkpoint_choice(args.checkpoint), args.mode,
-                                 direction=args.direction, **kwargs)
+  generator = workdirs.load_generator(workdir or workdir_of(args),
+                                      checkpoint_choice(args.checkpoint), args.mode,
+                                      direction=args.direction, **kwargs)
+  if args.pretrained and 'bn_scope' in args:
+    print(f'p2p_jax: {args.pretrained} loaded; compiling it for the first batch of each image '
+          'size (once: later runs load the compiled program from the cache)', flush=True)
+  return generator
 
 
 def parse(argv: list[str], define: Callable[[flags.FlagValues], None], prog: str,

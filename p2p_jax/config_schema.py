@@ -20,6 +20,10 @@ from p2p_jax.datasets import catalog
 from p2p_jax.models import DROPOUT_PLACEMENTS, layers
 
 
+# config.num_train_steps that means "train config.num_epochs epochs".
+USE_EPOCHS = -1
+
+
 def get_config() -> ml_collections.ConfigDict:
   """The paper's configuration (U-Net-256 + 70x70 PatchGAN, L1 + cGAN, facades)."""
   config = ml_collections.ConfigDict()
@@ -168,9 +172,11 @@ def get_config() -> ml_collections.ConfigDict:
   # ---------------------------------------------------------------- training
   # Global batch size (summed over all devices and hosts). Paper: 1 for facades.
   config.batch_size = 1
-  # Length of training in epochs of the train split; `num_train_steps` > 0 overrides it.
+  # Length of training in epochs of the train split, unless `num_train_steps` is a number of
+  # steps (> 0); its default USE_EPOCHS (-1) says "use num_epochs". 0 is refused (it would
+  # train nothing, and used to train num_epochs without a word).
   config.num_epochs = 200
-  config.num_train_steps = -1
+  config.num_train_steps = USE_EPOCHS
 
   # ---------------------------------------------------------------- logging, checkpoints
   # Every how many steps: losses are logged, samples written, validation run, a checkpoint
@@ -278,6 +284,10 @@ def validate(config) -> None:
   for path in ('optim.b1', 'optim.b2'):
     if not 0 <= flat[path] < 1:
       raise ValueError(f'config.{path} must be in [0, 1), got {flat[path]!r}')
+  if flat['num_train_steps'] <= 0 and flat['num_train_steps'] != USE_EPOCHS:
+    raise ValueError(f'config.num_train_steps must be a number of steps > 0, or '
+                     f'{USE_EPOCHS} to train config.num_epochs ({flat["num_epochs"]}) epochs; '
+                     f'got {flat["num_train_steps"]}')
   if flat['num_train_steps'] <= 0 and flat['num_epochs'] <= 0:
     raise ValueError(f'config.num_train_steps ({flat["num_train_steps"]}) or config.num_epochs '
                      f'({flat["num_epochs"]}) must be > 0: nothing to train')

@@ -42,6 +42,13 @@ PyTorch is needed to read and write .pth files (the CPU build is enough:
 pip install torch --index-url https://download.pytorch.org/whl/cpu).
 """
 
+if __name__ == '__main__':
+  # First, before JAX and the rest are imported: an offline first use of --pretrained=NAME
+  # fails in a second (pytorch/pretrained.py).
+  import sys  # pylint: disable=g-import-not-at-top
+  from p2p_jax.pytorch import pretrained as _pretrained  # pylint: disable=g-import-not-at-top
+  _pretrained.exit_if_unreachable(sys.argv[1:], 'p2p_jax.convert')
+
 import os
 import sys
 

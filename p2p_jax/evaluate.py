@@ -1,4 +1,4 @@
-"""Evaluates a trained generator on a dataset split: metrics, a CSV, an HTML page, a grid.
+r"""Evaluates a trained generator on a dataset split: metrics, a CSV, an HTML page, a grid.
 
   python -m p2p_jax.evaluate --workdir=/tmp/p2p_facades --split=test \
       [--checkpoint=latest|best|STEP] [--mode=paper|eval] [--seed=0] [--out_dir=DIR]
@@ -16,6 +16,16 @@ Image i of the split uses dropout key fold_in(PRNGKey(seed), i), so a seed fixes
 the number of devices).
 """
 
+if __name__ == '__main__':
+  # First, before JAX and the rest are imported: an offline first use of --pretrained=NAME
+  # fails in a second (pytorch/pretrained.py), and the huge-page re-execution
+  # (host_memory.py) does not import everything twice.
+  import sys  # pylint: disable=g-import-not-at-top
+  from p2p_jax.pytorch import pretrained as _pretrained  # pylint: disable=g-import-not-at-top
+  _pretrained.exit_if_unreachable(sys.argv[1:], 'p2p_jax.evaluate')
+  from p2p_jax import host_memory as _host_memory  # pylint: disable=g-import-not-at-top
+  _host_memory.reexec_with_hugepage_malloc()  # faster XLA:CPU (see host_memory.py)
+
 import csv
 import json
 import os
@@ -27,7 +37,7 @@ from typing import Iterable
 from absl import flags
 import numpy as np
 
-from p2p_jax import (cli, evaluation, host_memory, image_io, inference, input_pipeline,
+from p2p_jax import (cli, evaluation, image_io, inference, input_pipeline,
                      loss_plot, metrics, results_page, workdirs)
 from p2p_jax.pytorch import pretrained
 
@@ -235,6 +245,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-  # Faster XLA:CPU (see host_memory.py); re-imports this module once, which costs ~2 s.
-  host_memory.reexec_with_hugepage_malloc()
   sys.exit(main())

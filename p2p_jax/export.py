@@ -1,4 +1,4 @@
-"""Exports the trained generator as a TensorFlow SavedModel (jax.experimental.jax2tf).
+r"""Exports the trained generator as a TensorFlow SavedModel (jax.experimental.jax2tf).
 
   python -m p2p_jax.export --workdir=/tmp/p2p_facades --out_dir=/tmp/p2p_facades/saved_model \
       [--checkpoint=latest|best|STEP] [--mode=eval|paper] [--image_size=N]
@@ -20,6 +20,13 @@ StableHLO for CPU and CUDA (`platforms`).
 
 TensorFlow is imported only inside these functions.
 """
+
+if __name__ == '__main__':
+  # First, before JAX and the rest are imported: an offline first use of --pretrained=NAME
+  # fails in a second (pytorch/pretrained.py).
+  import sys  # pylint: disable=g-import-not-at-top
+  from p2p_jax.pytorch import pretrained as _pretrained  # pylint: disable=g-import-not-at-top
+  _pretrained.exit_if_unreachable(sys.argv[1:], 'p2p_jax.export')
 
 import json
 import os

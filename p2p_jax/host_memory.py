@@ -18,6 +18,7 @@ compilation leaves a few hundred MB of it), so that it does not add to the peak.
 
 import ctypes
 import os
+import signal
 import sys
 
 HUGEPAGE_TUNABLE = 'glibc.malloc.hugetlb=1'
@@ -58,11 +59,18 @@ def hugepage_command(environ=None, argv=None, executable=None, thp_path: str = _
   return executable, [executable] + argv[1:], environ
 
 
-def reexec_with_hugepage_malloc():
+SIGNALS_HELD_ENV = 'P2P_JAX_SIGNALS_HELD'
+
+
+def reexec_with_hugepage_malloc(hold_signals: bool = False):
   """Replaces this process by the same command with huge-page malloc (see module doc).
 
   Call first thing in a command-line entry point, before jax is imported; returns (doing
   nothing) when not applicable. The process id, arguments and environment otherwise stay.
+  hold_signals: keep SIGTERM and SIGINT blocked through execve (a signal that comes then
+  stays pending) for the new process to let through once its handler is in place
+  (stopping.stop_early, which SIGNALS_HELD_ENV tells to do so); otherwise a signal in that
+  window would find the default action and kill the process.
   """
   command = hugepage_command()
   if command is None:
@@ -70,7 +78,15 @@ def reexec_with_hugepage_malloc():
   executable, argv, env = command
   sys.stdout.flush()
   sys.stderr.flush()
-  os.execve(executable, argv, env)
+  held = (signal.SIGTERM, signal.SIGINT)
+  if hold_signals:
+    env[SIGNALS_HELD_ENV] = '1'
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+  try:
+    os.execve(executable, argv, env)
+  finally:  # only if execve failed
+    if hold_signals:
+      signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def release_free_memory() -> bool:

@@ -42,19 +42,32 @@ def open_image(path: str) -> Image.Image:
     image = Image.open(path)
     image.load()
   except Exception as e:  # pylint: disable=broad-except  # Pillow raises many types.
-    detail = str(e).replace(repr(str(path)), 'it').replace(str(path), 'it')  # named once
+    detail = str(e)
+    for form in (repr(str(path)), f'"{path}"', str(path)):  # the path is named once, first
+      detail = detail.replace(form, '')
+    detail = ' '.join(detail.split()).rstrip(' :')
     raise ImageError(f'{path}: cannot decode image ({type(e).__name__}: {detail}); expected '
                      'a complete image file') from e
   return image
 
 
-def read_image(path: str) -> np.ndarray:
+def has_alpha(image: Image.Image) -> bool:
+  """Whether a Pillow image has transparency (an alpha channel, or a palette/colour key
+  marked transparent), which reading it as RGB or gray drops."""
+  return image.mode in ('RGBA', 'LA', 'La', 'RGBa', 'PA') or 'transparency' in image.info
+
+
+def read_image(path: str, info: dict | None = None) -> np.ndarray:
   """Decodes `path` to uint8 [H, W, 1] (grayscale files) or [H, W, 3] (all others).
 
-  Alpha is dropped and palettes expanded; 16-bit grayscale is scaled to 8 bits.
-  Raises ImageError naming the file when it is missing or cannot be decoded.
+  Alpha is dropped (the colour under transparent pixels is kept as it is) and palettes
+  expanded; 16-bit grayscale is scaled to 8 bits. `info`, if given, receives 'alpha'
+  (whether the file had transparency). Raises ImageError naming the file when it is
+  missing or cannot be decoded.
   """
   with open_image(path) as im:
+    if info is not None:
+      info['alpha'] = has_alpha(im)
     if im.mode in ('I;16', 'I;16B', 'I;16L', 'I'):
       a = np.asarray(im, np.float64)
       a = a / 257.0 if a.max() > 255 else a

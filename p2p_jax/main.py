@@ -6,15 +6,21 @@ Override any field with --config.<field>=<value>, e.g. --config.batch_size=4
 
 Exit status: 0 when the run reached its last step or Ctrl-C stopped it (a checkpoint of the
 step it had reached is written); 75 when SIGTERM (a preemption, a scheduler) stopped it
-the same way, so that it is restarted and resumes (p2p_jax/stopping.py); 1 for an error,
-in one line when it is the user's to fix; 130 after a second Ctrl-C (stopped at once).
+the same way, or at once before the first step, so that it is restarted and resumes
+(p2p_jax/stopping.py); 1 for an error, in one line when it is the user's to fix (a save
+that failed included); 130 after a second Ctrl-C (stopped at once).
 """
 
 if __name__ == '__main__':
-  # First, before jax exists in this process: the command may re-execute itself once with
-  # glibc's huge-page malloc tunable (10-25% faster CPU training; see host_memory.py).
+  # First: SIGTERM or Ctrl-C from here on ends the command with one line and exit status 75
+  # (SIGTERM) before the trainer's own handling takes over (stopping.py).
+  from p2p_jax import stopping
+  stopping.stop_early()
+  # Before jax exists in this process: the command may re-execute itself once with glibc's
+  # huge-page malloc tunable (10-25% faster CPU training; see host_memory.py), holding the
+  # stop signals through it.
   from p2p_jax import host_memory
-  host_memory.reexec_with_hugepage_malloc()
+  host_memory.reexec_with_hugepage_malloc(hold_signals=True)
 
 import difflib  # noqa: E402
 import logging  # noqa: E402
@@ -101,7 +107,8 @@ def main(argv):
   compile_cache.enable(FLAGS.compilation_cache)
   try:
     outcome = train.run_training(FLAGS.config, FLAGS.workdir)
-  except (ValueError, FileNotFoundError, FloatingPointError, PermissionError) as e:
+  except (ValueError, FileNotFoundError, FloatingPointError, PermissionError,
+          stopping.OtherProcessError) as e:
     # Our errors name the file or field and what was expected: no stack trace needed.
     sys.exit(f'p2p_jax: {type(e).__name__}: {e}')
   except KeyboardInterrupt:

@@ -23,41 +23,140 @@ collective (call it on every process at the same points) that gives every proces
 answer. JAX's own preemption service (`multihost_utils.reached_preemption_sync_point`)
 listens to SIGTERM too, from C++; the handler here replaces it (Python's handler is
 installed after `jax.distributed.initialize`), so that SIGINT and SIGTERM take one path.
+
+The command (`python -m p2p_jax.main`, one process) also stops at once when there is nothing
+to save yet, so that a preemption notice's grace period (30 s on Kubernetes) is not spent
+waiting for imports or a compilation (a minute or more at 256 px):
+  * from its first line until the trainer's handler takes over (`stop_early`, the first
+    thing main.py does): the imports, the flags, the checks of the config and the workdir,
+    and across host_memory's re-execution of the process (the signals stay blocked through
+    execve, so one that comes then waits, pending, for the new process's handler);
+  * during set-up (`StopRequest`, until the first step starts): the data, the networks,
+    the compilation, the restore. The main thread may be inside a C++ call that runs no
+    Python handler (XLA compiling the step), so a watcher thread woken by the signal
+    itself (`signal.set_wakeup_fd`) ends the process, after releasing the trainer lock.
+Either ends at once with one line, `p2p_jax: stopped by SIGTERM while starting (no new step
+to save)`, and the usual exit status (75 for SIGTERM). Nothing is raised into the code that
+was running (a raise inside an import, a garbage-collection callback or a C extension can
+be lost, or crash the interpreter), and set-up writes nothing that a hard exit damages
+(its writes are atomic; a dataset being prepared is prepared again). Only the first ~0.1 s
+of the interpreter, before main.py runs, is left to the default action (exit 143). In a
+notebook or a test (train_and_evaluate in a Python process that goes on), a signal during
+set-up only sets the flag, as before, and the run returns at its start step; so does a run
+of several processes, which must agree on where they stop.
 """
 
 import logging
+import os
 import signal
+import sys
 import threading
 
-import numpy as np
-
-from p2p_jax import parallel
+from p2p_jax import host_memory  # light: no jax, no numpy (this module is imported first)
 
 EXIT_PREEMPTED = 75
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _ANOTHER_PROCESS = 'a stop request on another process'
+_COMMAND = {'early': False}  # stop_early() ran: this process is the command, not a notebook
+_EXITING = threading.Lock()  # held, never released, by the thread that ends the process
 
+
+class OtherProcessError(RuntimeError):
+  """Another process of a multi-host run stopped it with an error (`agreed`)."""
+
+
+def exit_code(stopped_by: str | None) -> int:
+  """The exit status of a run that ended normally, `stopped_by` a signal's name or None."""
+  return 0 if stopped_by in (None, 'SIGINT') else EXIT_PREEMPTED
+
+
+def exit_now(name: str, cleanups=()) -> None:
+  """Ends the process for a stop request before the first step: `cleanups()`, one line,
+  exit_code(name). From any thread; the first caller wins, the others wait for the end."""
+  _EXITING.acquire()  # pylint: disable=consider-using-with
+  try:
+    for cleanup in cleanups:
+      try:
+        cleanup()
+      except Exception:  # pylint: disable=broad-except  # exiting anyway
+        pass
+    print(f'p2p_jax: stopped by {name} while starting (no new step to save); run the same '
+          'command to resume', flush=True)
+    sys.stderr.flush()
+  finally:
+    os._exit(exit_code(name))  # pylint: disable=protected-access
+
+
+# ------------------------------------------------------------------ before the trainer
+
+def _early_handler(signum, frame):
+  del frame
+  exit_now(signal.Signals(signum).name)
+
+
+def stop_early(held_env: str = host_memory.SIGNALS_HELD_ENV) -> None:
+  """The command's first line: from now on SIGTERM and SIGINT end the process at once with
+  one line and exit_code (75 for SIGTERM) until the trainer's StopRequest takes over, and
+  StopRequest ends set-up at once too (module docstring). Signals that host_memory held
+  blocked across its re-execution (`held_env` set) are let through now, into this handler.
+  Main thread only."""
+  _COMMAND['early'] = True
+  for sig in _SIGNALS:
+    signal.signal(sig, _early_handler)
+  if os.environ.pop(held_env, None):
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+
+
+# ------------------------------------------------------------------ the trainer
 
 class StopRequest:
   """SIGTERM / SIGINT -> `requested` (the signal's name), for as long as the `with` lasts.
 
   Installs handlers only in the main thread (Python delivers signals there); elsewhere
   (a notebook's worker thread) it is a flag that nothing sets. The previous handlers are
-  restored on exit.
+  restored on exit. In the command (`stop_early` ran) with one process, a stop request
+  before the first `agreed()` (set-up) ends the process at once (module docstring), after
+  the cleanups registered with `on_exit` (the trainer lock).
   """
 
   def __init__(self):
     self.requested = None
     self._previous = {}
+    self._setup = False
+    self._setup_lock = threading.RLock()  # the main thread's handler may run inside it
+    self._cleanups = []
+    self._wakeup = None  # (read fd, write fd, the wakeup fd before ours)
+    self._watcher = None
 
   def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
-      for sig in (signal.SIGTERM, signal.SIGINT):
-        self._previous[sig] = signal.signal(sig, self._handle)
+    if threading.current_thread() is not threading.main_thread():
+      return self
+    from p2p_jax import parallel  # pylint: disable=g-import-not-at-top (imports jax)
+    self._setup = _COMMAND['early'] and parallel.process_count() == 1
+    for sig in _SIGNALS:
+      self._previous[sig] = signal.signal(sig, self._handle)
+    if self._setup:
+      read, write = os.pipe()
+      os.set_blocking(write, False)
+      self._wakeup = (read, write, signal.set_wakeup_fd(write, warn_on_full_buffer=False))
+      self._watcher = threading.Thread(target=self._watch, args=(read,), name='p2p_jax-stop',
+                                       daemon=True)
+      self._watcher.start()
     return self
+
+  def on_exit(self, cleanup) -> None:
+    """Calls `cleanup()` if a stop request ends the process during set-up."""
+    self._cleanups.append(cleanup)
+
+  def _exit_if_setup(self, name: str) -> None:
+    with self._setup_lock:  # the first step cannot start while this ends the process
+      if self._setup:
+        exit_now(name, self._cleanups)
 
   def _handle(self, signum, frame):
     del frame
     name = signal.Signals(signum).name
+    self._exit_if_setup(name)
     if self.requested not in (None, _ANOTHER_PROCESS):
       if signum == signal.SIGINT:
         raise KeyboardInterrupt  # Second Ctrl-C: stop now, without the final checkpoint.
@@ -67,25 +166,64 @@ class StopRequest:
     self.requested = name
     logging.warning('%s received: stopping after this step and saving a checkpoint', name)
 
+  def _watch(self, read: int):
+    """Set-up only: a stop signal ends the process from here, whatever the main thread is
+    doing (compiling in C++, where no Python handler runs)."""
+    while True:
+      try:
+        data = os.read(read, 64)
+      except OSError:
+        return
+      if not data:
+        return
+      for signum in data:
+        if signum in _SIGNALS:
+          self._exit_if_setup(signal.Signals(signum).name)
+
   def __exit__(self, *exc):
+    self._end_setup()
     for sig, handler in self._previous.items():
       # None: the previous handler was not installed from Python (JAX's C++ preemption
       # notifier); it cannot be put back, so the default takes its place.
       signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
-  def agreed(self) -> str | None:
+  def _end_setup(self) -> None:
+    """The first step starts: from now on a stop request saves the step it ends at."""
+    if self._wakeup is None:
+      return
+    with self._setup_lock:
+      self._setup = False
+      wakeup, self._wakeup = self._wakeup, None
+    if wakeup is None:
+      return
+    read, write, previous = wakeup
+    signal.set_wakeup_fd(previous)
+    os.close(write)  # the watcher reads end-of-file and returns
+    self._watcher.join(1.0)
+    os.close(read)
+
+  def agreed(self, error: Exception | None = None) -> str | None:
     """Why the run stops, the same on every process, or None to go on.
 
-    A collective with several processes: every process calls it at the same points.
+    error: a failure this process found that must end the run (a checkpoint that could not
+    be written, a workdir that is gone). When any process has one, every process raises:
+    that process its own error, the others OtherProcessError. A collective with several
+    processes: every process calls it at the same points. The first call ends set-up.
     """
+    self._end_setup()
+    from p2p_jax import parallel  # pylint: disable=g-import-not-at-top
     if parallel.process_count() == 1:
+      if error is not None:
+        raise error
       return self.requested
-    anyone = parallel.sum_over_processes(np.int32(self.requested is not None)) > 0
-    if anyone and self.requested is None:
+    import numpy as np  # pylint: disable=g-import-not-at-top
+    flags = parallel.sum_over_processes(
+        np.asarray([self.requested is not None, error is not None], np.int32))
+    if error is not None:
+      raise error
+    if flags[1]:
+      raise OtherProcessError('another process stopped the run with an error (see its '
+                              'message); nothing was saved after the newest checkpoint')
+    if flags[0] and self.requested is None:
       self.requested = _ANOTHER_PROCESS
     return self.requested
-
-
-def exit_code(stopped_by: str | None) -> int:
-  """The exit status of a run that ended normally, `stopped_by` a signal's name or None."""
-  return 0 if stopped_by in (None, 'SIGINT') else EXIT_PREEMPTED

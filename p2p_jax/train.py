@@ -13,7 +13,9 @@ Resuming is exact: the state holds the step, the networks, their optimisers and 
 random key (and whatever else the method keeps, e.g. CycleGAN's image pools); the data stream is deterministic for a seed and restarts at the batch after
 the checkpoint. A stop request (SIGTERM, Ctrl-C; p2p_jax/stopping.py) at any moment, set-up
 and the final save included, ends the run at the step it had completed, with a checkpoint
-of that step written before it returns; running the same command again continues it.
+of that step written before it returns (the command ends at once during set-up: nothing
+to save); running the same command again continues it. A save that fails, or a workdir
+that vanishes, stops the run at the next step (checkpointing.CheckpointSaveError).
 
 Nothing non-finite is saved: at log steps and before each checkpoint the losses and every
 floating-point leaf of the state (parameters, BatchNorm statistics, optimiser moments) are
@@ -125,12 +127,17 @@ def run_training(config, workdir: str, **kwargs) -> Outcome:
     eval_paired = kwargs.get('eval_batches') is not None or workdirs.eval_is_paired(config)
   # The stop request covers everything from here to the last byte of the final checkpoint
   # (the Checkpointer waits for it when it closes); the lock keeps a second trainer out.
-  with stopping.StopRequest() as stop, workdirs.trainer_lock(workdir), \
+  with stopping.StopRequest() as stop, workdirs.trainer_lock(workdir) as lock, \
       checkpointing.Checkpointer(workdirs.checkpoint_dir(workdir),
                                  keep=config.keep_checkpoints, keep_best=True,
                                  best_metric=workdirs.best_metric(eval_paired)) as ckpt:
-    return _run(config, workdir, ckpt, stop, devices, local_batch, eval_paired=eval_paired,
-                **kwargs)
+    stop.on_exit(lock.release)  # a stop during set-up may end the process (the command)
+    try:
+      return _run(config, workdir, ckpt, stop, devices, local_batch, eval_paired=eval_paired,
+                  **kwargs)
+    except OSError as e:  # writing a sample or the curves: the workdir gone, a full disk
+      workdirs.raise_if_storage_error(workdir, e, ckpt.failure())
+      raise
 
 
 def _run(config, workdir, ckpt, stop, devices, local_batch, train_batches=None,
@@ -152,6 +159,7 @@ def _run(config, workdir, ckpt, stop, devices, local_batch, train_batches=None,
                                  donate=True)
   init = setup.init
   abstract = runner.abstract_state(jax.eval_shape(init))
+  ckpt.check_space(abstract)  # not even one checkpoint fits: stop now, not at the first save
   # Compile the step (and the init) before any state exists and hand the compiler's leftover
   # memory back to the OS, so that it does not stay resident under the state and the step's
   # buffers (1.8 -> 1.4 GB after compile + init at 256 px; benchmarks/README.md). The jitted
@@ -312,7 +320,8 @@ def _run(config, workdir, ckpt, stop, devices, local_batch, train_batches=None,
               flush=True)
       if step_hook is not None:
         step_hook(step)
-      stopped_by = stop.agreed()  # every process stops at the same step
+      # Every process stops at the same step; a failed save or a vanished workdir stops it.
+      stopped_by = stop.agreed(ckpt.failure())
       final = step == n_steps or stopped_by is not None
       save = step % config.checkpoint_every_steps == 0 or final
       if step % config.log_every_steps == 0 or final:
@@ -334,8 +343,9 @@ def _run(config, workdir, ckpt, stop, devices, local_batch, train_batches=None,
         if save:
           drain(step)
         scores = validate_and_sample(step)
-        stopped_by = stop.agreed()  # a stop request during validation: save this step
-        save = save or stopped_by is not None
+        stopped_by = stop.agreed(ckpt.failure())  # a stop during validation: save this step
+        # "best" is the best validated step: a validation that improves on it is saved.
+        save = save or stopped_by is not None or ckpt.improves(scores)
       if save:
         drain(step)  # never save a state with a non-finite loss or leaf
         ckpt.save(step, state, scores, **saved_with)

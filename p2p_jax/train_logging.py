@@ -8,6 +8,7 @@ written with tensorboardX, which needs no TensorFlow.
 import hashlib
 import logging
 import os
+import shlex
 import sys
 import time
 
@@ -29,15 +30,72 @@ class _DropNoise(logging.Filter):
         n in record.getMessage() for n in _NOISE)
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+class _ConsoleFormatter(logging.Formatter):
+  """p2p_jax's own log records as its other console lines: `p2p_jax: resumed from step 4`,
+  `p2p_jax: warning: ...`; library records as `base` formats them (absl's `I1206 ...`)."""
+
+  def __init__(self, base: logging.Formatter | None):
+    super().__init__()
+    self.base = base or logging.Formatter('%(message)s')
+
+  def format(self, record: logging.LogRecord) -> str:
+    if not os.path.abspath(record.pathname).startswith(_PACKAGE_DIR):
+      return self.base.format(record)
+    level = '' if record.levelno < logging.WARNING else f'{record.levelname.lower()}: '
+    text = f'p2p_jax: {level}{record.getMessage()}'
+    if record.exc_info:
+      text += '\n' + self.formatException(record.exc_info)
+    return text
+
+
+class _StderrHandler(logging.StreamHandler):
+  """A handler on whatever sys.stderr is when a record comes (tests and notebooks replace
+  it), at WARNING, as Python's last-resort handler it stands in for."""
+  p2p_jax_console = True
+
+  def __init__(self):
+    super().__init__()
+    self.setLevel(logging.WARNING)
+
+  @property
+  def stream(self):
+    return sys.stderr
+
+  @stream.setter
+  def stream(self, value):
+    del value
+
+
 def quiet_console(verbose: bool = False) -> None:
   """Keeps library chatter off the console: JAX's and absl's INFO lines (Orbax, TFDS) and
   the warnings in _NOISE. Errors always show; verbose=True (--verbosity >= 0 given by hand)
-  shows everything."""
+  shows everything. p2p_jax's own log lines read `p2p_jax: ...` (`console_format`)."""
+  console_format()
   if verbose:
     return
   for name in ('absl', 'jax'):
     logging.getLogger(name).setLevel(logging.WARNING)
   logging.getLogger('absl').addFilter(_DropNoise())
+
+
+def console_format() -> None:
+  """Formats p2p_jax's log records like its printed lines (_ConsoleFormatter): on absl's
+  handler where absl's app installed it (main), else on a stderr handler of its own."""
+  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+  handler = absl_logging.get_absl_handler()
+  if handler in logging.root.handlers:
+    target = handler.python_handler
+  else:
+    target = next((h for h in logging.root.handlers if getattr(h, 'p2p_jax_console', False)),
+                  None)
+    if target is None:
+      target = _StderrHandler()
+      logging.root.addHandler(target)
+  if not isinstance(target.formatter, _ConsoleFormatter):
+    target.setFormatter(_ConsoleFormatter(target.formatter))
 
 
 def seconds_since_process_start() -> float:
@@ -103,18 +161,23 @@ def print_summary(workdir: str, latest: int | None, best: int | None, split: str
   samples = sorted(f for f in os.listdir(os.path.join(workdir, workdirs.SAMPLES))
                    if f.endswith('.png')) if os.path.isdir(
                        os.path.join(workdir, workdirs.SAMPLES)) else []
+  quoted = shlex.quote(workdir)  # a path with spaces still pastes as one argument
   lines = [f'p2p_jax: finished. In {workdir}:']
   if samples:
     lines.append(f'  samples      {workdirs.SAMPLES}/{samples[-1]} (input | output | target, '
                  f'{split} split; {len(samples)} in all)')
   lines.append(f'  curves       {loss_plot.PLOT_FILE}')
   lines.append(f'  checkpoints  {workdirs.CHECKPOINTS}/ (latest {latest}' +
-               (f', best by validation L1 {best})' if best is not None else ')'))
-  lines.append(f'  TensorBoard  tensorboard --logdir {os.path.join(workdir, workdirs.TENSORBOARD)}')
+               (f'; best {best}: the lowest validation L1 of all validations)'
+                if best is not None else ')'))
+  # TensorBoard shows 10 images per tag unless told otherwise (0: all of them).
+  lines.append('  TensorBoard  tensorboard --logdir '
+               f'{shlex.quote(os.path.join(workdir, workdirs.TENSORBOARD))} '
+               '--samples_per_plugin=images=0')
   which = 'best' if best is not None else 'latest'
   lines += ['Next:',
-            f'  python -m p2p_jax.evaluate --workdir={workdir} --checkpoint={which}',
-            f'  python -m p2p_jax.translate --workdir={workdir} --checkpoint={which} '
+            f'  python -m p2p_jax.evaluate --workdir={quoted} --checkpoint={which}',
+            f'  python -m p2p_jax.translate --workdir={quoted} --checkpoint={which} '
             '--input=IMAGE_OR_FOLDER --output=OUT']
   print('\n'.join(lines), file=stream or sys.stdout, flush=True)
 

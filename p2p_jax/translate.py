@@ -1,4 +1,4 @@
-"""Translates your own images with a trained generator.
+r"""Translates your own images with a trained generator.
 
   python -m p2p_jax.translate --workdir=/tmp/p2p_facades --input=photo.jpg --output=out.png
   python -m p2p_jax.translate --workdir=/tmp/p2p_facades --input=my_images/ --output=out/ \
@@ -17,9 +17,23 @@ in [-1, 1], one image or a list, sizes may differ) and returns the same kind.
 
 A folder run skips files that cannot be decoded, says which and why, and writes the rest.
 It refuses an output that would overwrite an input, and an output folder that is the
-input folder.
+input folder. Two things it does without refusing are counted and said in one warning line
+each: transparency is dropped (the colour under transparent pixels is translated as it
+is), and an image smaller than half the generator's tile (e.g. 8x4 against 256) is mostly
+mirrored padding to the generator.
 """
 
+if __name__ == '__main__':
+  # First, before JAX and the rest are imported: an offline first use of --pretrained=NAME
+  # fails in a second (pytorch/pretrained.py), and the huge-page re-execution
+  # (host_memory.py) does not import everything twice.
+  import sys  # pylint: disable=g-import-not-at-top
+  from p2p_jax.pytorch import pretrained as _pretrained  # pylint: disable=g-import-not-at-top
+  _pretrained.exit_if_unreachable(sys.argv[1:], 'p2p_jax.translate')
+  from p2p_jax import host_memory as _host_memory  # pylint: disable=g-import-not-at-top
+  _host_memory.reexec_with_hugepage_malloc()  # faster XLA:CPU (see host_memory.py)
+
+import logging
 import os
 import sys
 from typing import Sequence
@@ -27,7 +41,7 @@ from typing import Sequence
 from absl import flags
 import numpy as np
 
-from p2p_jax import cli, host_memory, image_io, inference
+from p2p_jax import cli, image_io, inference
 
 SIZE_POLICY = 'reflect-pad (centred) to a multiple of 2**depth, translate, crop back'
 
@@ -58,7 +72,7 @@ def _to_model_space(image, in_channels: int, multiple: int):
   if image.ndim != 3 or image.shape[-1] not in (1, 3, 4):
     raise ValueError(f'translate expects [H, W], [H, W, 1] or [H, W, 3] images, got '
                      f'shape {image.shape}')
-  image = image[..., :3]  # Drop alpha.
+  image = image[..., :3]  # Drop alpha (translate_images warns).
   is_uint8 = image.dtype == np.uint8
   image = image_io.to_float(image) if is_uint8 else image.astype(np.float32)
   padded, box = pad_to_multiple(image_io.to_channels(image, in_channels), multiple)
@@ -80,6 +94,11 @@ def translate_images(generator: inference.TrainedGenerator, images, *, seed: int
   indices = list(range(len(items))) if indices is None else list(indices)
   if len(indices) != len(items):
     raise ValueError(f'{len(indices)} indices for {len(items)} images')
+  with_alpha = sum(np.ndim(image) == 3 and np.shape(image)[-1] == 4 for image in items)
+  if with_alpha:
+    logging.warning('translate_images: %d of %d image(s) have an alpha channel; it is '
+                    'dropped (the colour under transparent pixels is translated as it is)',
+                    with_alpha, len(items))
   prepared = [_to_model_space(image, generator.in_channels, generator.multiple)
               for image in items]
   # Same padded size -> same batch; order within a size is kept for the keys.
@@ -148,13 +167,16 @@ def plan_outputs(input_path: str, output: str) -> list[tuple[str, str]]:
 
 def translate_files(generator: inference.TrainedGenerator, pairs: list[tuple[str, str]], *,
                     seed: int = 0, batch_size: int = 8) -> dict:
-  """Translates each (source, destination) pair; returns {'written': [...], 'skipped': [...]}.
+  """Translates each (source, destination) pair; returns {'written': [...], 'skipped': [...],
+  'alpha': [...], 'small': [...]}.
 
   Undecodable sources are skipped with their reason ('skipped': [(path, reason)]) and the
   others are still written. Source number i (its position in `pairs`) uses dropout key
   fold_in(PRNGKey(seed), i), so whether another file fails does not change an output.
+  'alpha' lists the sources whose transparency was dropped, 'small' (path, width, height)
+  those smaller than half the generator's tile (`warning_lines` says both in words).
   """
-  written, skipped = [], []
+  written, skipped, alpha, small = [], [], [], []
   out_dirs = {os.path.dirname(dst) or '.' for _, dst in pairs}
   for d in out_dirs:
     os.makedirs(d, exist_ok=True)
@@ -163,11 +185,18 @@ def translate_files(generator: inference.TrainedGenerator, pairs: list[tuple[str
   for start in range(0, len(pairs), chunk):
     images, todo = [], []
     for i, (src, dst) in enumerate(pairs[start:start + chunk], start):
+      info = {}
       try:
-        images.append(image_io.read_image(src))
+        images.append(image_io.read_image(src, info))
         todo.append((i, src, dst))
       except image_io.ImageError as e:
         skipped.append((src, str(e)))
+        continue
+      if info['alpha']:
+        alpha.append(src)
+      h, w = images[-1].shape[:2]
+      if 2 * min(h, w) < generator.multiple:
+        small.append((src, w, h))
     if not images:
       continue
     outputs = translate_images(generator, images, seed=seed, indices=[i for i, _, _ in todo],
@@ -179,7 +208,25 @@ def translate_files(generator: inference.TrainedGenerator, pairs: list[tuple[str
           'p2p_jax.input_channels': str(image.shape[-1])})
       image_io.write_png(dst, out, meta)
       written.append(dst)
-  return {'written': written, 'skipped': skipped}
+  return {'written': written, 'skipped': skipped, 'alpha': alpha, 'small': small}
+
+
+def warning_lines(report: dict, tile: int) -> list[str]:
+  """One line for the images whose transparency was dropped, one for those that are mostly
+  padding (translate_files' report; `tile`: the generator's multiple), counted."""
+  total = len(report['written']) + len(report['skipped'])
+  lines = []
+  if report['alpha']:
+    lines.append(f'{len(report["alpha"])} of {total} image(s) had transparency, dropped: the '
+                 'colour under transparent pixels was translated as it is (e.g. '
+                 f'{report["alpha"][0]}); flatten them onto a background first if it matters')
+  if report['small']:
+    path, w, h = min(report['small'], key=lambda x: min(x[1], x[2]))
+    lines.append(f'{len(report["small"])} of {total} image(s) are smaller than half the '
+                 f"generator's {tile} px tile (the smallest: {path}, {w}x{h}): reflect-padded "
+                 f'to {tile} px, what the generator sees is mostly mirrored padding; enlarge '
+                 'them first for a better result')
+  return lines
 
 
 def define_flags(fv) -> None:
@@ -207,9 +254,14 @@ def main(argv=None) -> int:
       image_io.read_image(pairs[0][0])  # A single bad image is an error, before loading.
     generator = cli.load_generator(args)
     report = translate_files(generator, pairs, seed=args.seed, batch_size=args.batch_size)
-    where = os.path.dirname(report['written'][0]) if report['written'] else args.output
-    print(f'wrote {len(report["written"])} image(s) ({generator.mode} mode, checkpoint step '
-          f'{generator.step}) to {where or "."}')
+    for line in warning_lines(report, generator.multiple):
+      print(f'p2p_jax.translate: warning: {line}', file=sys.stderr)
+    how = f'{generator.mode} mode, checkpoint step {generator.step}'
+    if not os.path.isdir(args.input) and report['written']:
+      print(f'wrote {report["written"][0]} ({how})')  # the file, not its folder
+    else:
+      where = os.path.dirname(report['written'][0]) if report['written'] else args.output
+      print(f'wrote {len(report["written"])} image(s) ({how}) to {where or "."}')
     if report['skipped']:
       print(f'skipped {len(report["skipped"])} file(s):', file=sys.stderr)
       for _, reason in report['skipped']:
@@ -220,6 +272,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-  # Faster XLA:CPU (see host_memory.py); re-imports this module once, which costs ~2 s.
-  host_memory.reexec_with_hugepage_malloc()
   sys.exit(main())

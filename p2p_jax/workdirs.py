@@ -5,7 +5,8 @@
   WORKDIR/samples/           input | output | target grids written during training
   WORKDIR/tensorboard/       TensorBoard events
   WORKDIR/eval/              what `python -m p2p_jax.evaluate` writes by default
-  WORKDIR/trainer.lock       who trains in it now (host, pid), while a trainer runs
+  WORKDIR/trainer.lock       who trains in it now (host, pid), while a trainer runs (deleted
+                             when it ends; a killed one's is taken over as stale)
   WORKDIR/pytorch_import.json  what `python -m p2p_jax.convert` made it from (converted
                              workdirs only): each network's .pth file, or null where the
                              network was initialised from the seed
@@ -30,7 +31,7 @@ from typing import Any
 from etils import epath
 import numpy as np
 
-from p2p_jax import checkpointing, config_schema, inference, methods, parallel
+from p2p_jax import checkpoint_files, checkpointing, config_schema, inference, methods, parallel
 from p2p_jax.datasets import catalog
 
 CONFIG_FILE = 'config.json'
@@ -90,6 +91,26 @@ def check_writable(directory, min_free_bytes: int = 0) -> None:
       raise checkpointing.CheckpointError(
           f'{path} has {free / 2**20:.0f} MiB free; checkpoints need at least '
           f'{min_free_bytes / 2**20:.0f} MiB')
+
+
+def raise_if_storage_error(workdir: str, error: OSError,
+                           save_error: Exception | None = None) -> None:
+  """Raises an OSError met while writing into `workdir` (a sample, the curves) again as a
+  CheckpointError of one line when its cause is the workdir's storage: the workdir gone,
+  its disk full, read-only, no permission; `save_error` (a failed save's, which says more)
+  when there is one. Returns for other errors."""
+  if save_error is not None:
+    raise save_error from error
+  if checkpoint_files.is_local(workdir) and not os.path.isdir(absolute_path(workdir)):
+    raise checkpointing.CheckpointError(
+        f'the workdir {absolute_path(workdir)} is gone (deleted or moved while training): '
+        f'stopped ({error.strerror or error})') from error
+  if checkpoint_files.os_errno(error) in checkpoint_files.STORAGE_ERRNOS:
+    why = checkpoint_files.write_failure(checkpoint_dir(workdir), error)
+    what = getattr(error, 'filename', None) or f'into {workdir}'
+    raise checkpointing.CheckpointError(
+        f'cannot write {what}: {why}. Stopped; fix the cause and run the same command to '
+        'resume from the newest checkpoint') from error
 
 
 def save_config(config, workdir: str) -> str:
@@ -266,6 +287,7 @@ class TrainerLock:
     self._fd = None
     self._stop = threading.Event()
     self._thread = None
+    self._release_lock = threading.Lock()
 
   def _read(self) -> dict:
     os.lseek(self._fd, 0, os.SEEK_SET)
@@ -286,17 +308,31 @@ class TrainerLock:
     self._fd = None
     raise WorkdirLockedError(message)
 
+  def _open_locked(self) -> None:
+    """Opens the file and flocks it (or raises WorkdirLockedError). Its owner deletes it on
+    release, so a lock won on a file that was deleted meanwhile (or replaced) is tried
+    again on the file that is there now."""
+    while True:
+      self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+      try:
+        fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except BlockingIOError:
+        self._fail(f'{os.path.dirname(self.path)} is in use by another trainer: '
+                   f'{self._describe(self._read())}. Stop it first, or use another workdir')
+      except OSError:
+        return  # No flock on this file system: the owner's identity decides alone.
+      try:
+        same = os.stat(self.path).st_ino == os.fstat(self._fd).st_ino
+      except FileNotFoundError:
+        same = False
+      if same:
+        return
+      os.close(self._fd)
+
   def acquire(self) -> 'TrainerLock':
     """Takes the lock or raises WorkdirLockedError naming the trainer that holds it."""
     os.makedirs(os.path.dirname(self.path), exist_ok=True)
-    self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-      fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-      self._fail(f'{os.path.dirname(self.path)} is in use by another trainer: '
-                 f'{self._describe(self._read())}. Stop it first, or use another workdir')
-    except OSError:
-      pass  # No flock on this file system: the owner's identity decides alone.
+    self._open_locked()
     owner = self._read()
     if owner and owner.get('host') == self.owner['host']:
       alive = _running(owner)
@@ -328,19 +364,23 @@ class TrainerLock:
         pass  # A workdir on a flaky file system: the next beat may succeed.
 
   def release(self) -> None:
-    """Empties the file (a free lock) and lets the OS lock go; idempotent."""
-    if self._fd is None:
-      return
-    self._stop.set()
-    if self._thread is not None:
-      self._thread.join()
-    try:
-      if self._read().get('pid') == os.getpid():
-        os.ftruncate(self._fd, 0)
-    except OSError:
-      pass
-    os.close(self._fd)  # Releases the flock.
-    self._fd = None
+    """Deletes the file (nothing is left behind) and lets the OS lock go; idempotent, and
+    safe from another thread (stopping.StopRequest's exit during set-up)."""
+    with self._release_lock:
+      if self._fd is None:
+        return
+      # A first run that failed (or stopped) before saving leaves no empty folder behind.
+      _remove_if_empty(os.path.join(os.path.dirname(self.path), CHECKPOINTS))
+      self._stop.set()
+      if self._thread is not None and self._thread is not threading.current_thread():
+        self._thread.join()
+      try:
+        if self._read().get('pid') == os.getpid():
+          os.unlink(self.path)  # while holding the flock: see _open_locked
+      except OSError:
+        pass
+      os.close(self._fd)  # Releases the flock.
+      self._fd = None
 
   def __enter__(self):
     return self.acquire()
@@ -372,3 +412,10 @@ def trainer_lock(workdir: str, **kwargs):
     yield lock
   finally:
     lock.release()
+
+
+def _remove_if_empty(directory: str) -> None:
+  try:
+    os.rmdir(directory)  # only ever removes an empty folder
+  except OSError:
+    pass

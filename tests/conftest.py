@@ -23,6 +23,9 @@ if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
   os.environ['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '-1'
 # TensorFlow (input pipeline tests) must not grab the CPUs' memory or spam the log.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# Datasets are prepared in the test process (and the commands it starts), not in a child
+# process each (a Python start per preparation); tests/test_prepare_child.py tests that.
+os.environ.setdefault('P2P_JAX_PREPARE_IN_PROCESS', '1')
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

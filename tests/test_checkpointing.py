@@ -318,6 +318,12 @@ def test_after_a_failed_read_only_its_orphaned_reads_are_silenced(monkeypatch, c
   sys.unraisablehook(unraisable(RuntimeError('Event loop is closed')))
   sys.unraisablehook(unraisable(RuntimeError('something else')))
   assert [str(u.exc_value) for u in seen] == ['something else']
+  # The writes of a failed save, closed as Python exits (ImportError: sys.meta_path is None).
+  coroutine = lambda f: types.SimpleNamespace(cr_code=types.SimpleNamespace(co_filename=f))
+  for where in ('/venv/orbax/checkpoint/_src/serialization/serialization.py', '/my/code.py'):
+    sys.unraisablehook(types.SimpleNamespace(exc_value=ImportError('sys.meta_path is None'),
+                                             exc_type=ImportError, object=coroutine(where)))
+  assert [str(u.exc_value) for u in seen] == ['something else', 'sys.meta_path is None']
   with caplog.at_level(logging.ERROR, logger='asyncio'):
     logging.getLogger('asyncio').error(
         'Future exception was never retrieved\nfuture: <Future finished exception='

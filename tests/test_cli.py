@@ -28,6 +28,9 @@ def test_every_flag_has_help_and_help_exits_zero(name, capsys):
   out = capsys.readouterr().out
   assert all(f'--{f.name}' in out for fs in flags.values() for f in fs)
   assert '(default:' in out
+  # The usage lines read as written: no shell continuation swallowed into a run of spaces.
+  usage = [line for line in out.splitlines() if line.startswith(f'  python -m {name}')]
+  assert usage and not any('   ' in line.strip() for line in usage), usage
 
 
 @pytest.mark.parametrize('name', sorted(TOOLS))

@@ -113,6 +113,18 @@ def test_nothing_to_train_is_rejected():
     config_schema.validate(config)
 
 
+@pytest.mark.parametrize('steps', [0, -2])
+def test_num_train_steps_is_steps_or_use_epochs(steps):
+  """0 used to mean 'use num_epochs' (200 epochs) without a word."""
+  config = tiny_config()
+  assert config.num_train_steps == config_schema.USE_EPOCHS == -1
+  config_schema.validate(config)                # the default: num_epochs
+  config.num_train_steps = steps
+  with pytest.raises(ValueError, match=rf'config.num_train_steps must be a number of steps > 0, '
+                     rf'or -1 to train config.num_epochs \(200\) epochs; got {steps}'):
+    config_schema.validate(config)
+
+
 @pytest.mark.skipif(jax.device_count() < 3, reason='needs several (fake) devices')
 def test_batch_not_divisible_by_devices_fails_before_touching_the_workdir(tmp_path):
   config = tiny_config()

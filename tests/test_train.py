@@ -82,8 +82,9 @@ def assert_bit_equal(a, b):
 
 
 def steps_on_disk(workdir):
-  return sorted(int(p) for p in os.listdir(os.path.join(workdir, 'checkpoints'))
-                if p.isdigit())
+  folder = os.path.join(workdir, 'checkpoints')  # a run that saved nothing removes it
+  return sorted(int(p) for p in os.listdir(folder) if p.isdigit()) if os.path.isdir(
+      folder) else []
 
 
 def snapshot(workdir):

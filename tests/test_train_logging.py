@@ -4,6 +4,7 @@ closing summary, and a quiet console."""
 import glob
 import logging
 import os
+import shlex
 
 import numpy as np
 import pytest
@@ -86,7 +87,23 @@ def test_the_summary_says_where_things_are_and_what_to_run(tmp_path, capsys):
   out = capsys.readouterr().out
   assert 'samples/step_0000010.png' in out and 'losses.png' in out and 'best' in out
   assert f'python -m p2p_jax.evaluate --workdir={tmp_path} --checkpoint=best' in out
-  assert f'tensorboard --logdir {tmp_path / "tensorboard"}' in out
+  assert (f'tensorboard --logdir {tmp_path / "tensorboard"} --samples_per_plugin=images=0'
+          in out)                                 # every sample grid, not TensorBoard's 10
+  assert 'best 8: the lowest validation L1 of all validations' in out
+
+
+def test_the_summary_quotes_paths_with_spaces(tmp_path, capsys):
+  workdir = tmp_path / 'my runs' / "it's"
+  workdir.mkdir(parents=True)
+  train_logging.print_summary(str(workdir), latest=4, best=None, split='val')
+  lines = capsys.readouterr().out.splitlines()
+  # Each command, pasted into a shell, passes the workdir as one argument.
+  evaluate = shlex.split(next(l for l in lines if 'p2p_jax.evaluate' in l))
+  assert evaluate[3:] == [f'--workdir={workdir}', '--checkpoint=latest']
+  translate = shlex.split(next(l for l in lines if 'p2p_jax.translate' in l))
+  assert translate[3] == f'--workdir={workdir}'
+  board = shlex.split(next(l for l in lines if 'tensorboard --logdir' in l))
+  assert board[2:4] == ['--logdir', f'{workdir}/tensorboard']
 
 
 def test_console_drops_library_noise_but_never_errors(caplog):

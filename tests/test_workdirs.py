@@ -55,9 +55,32 @@ def test_a_second_trainer_is_refused_naming_the_first(tmp_path):
                        rf'{re.escape(socket.gethostname())}'):
       workdirs.TrainerLock(tmp_path / 'run').acquire()
     assert isinstance(workdirs.WorkdirLockedError('x'), ValueError)  # one line in main
-  assert (tmp_path / 'run' / 'trainer.lock').read_text() == ''      # released: free
+  assert not (tmp_path / 'run' / 'trainer.lock').exists()            # released: deleted
   workdirs.TrainerLock(tmp_path / 'run').acquire().release()           # and free again
   del first
+
+
+def test_a_lock_won_on_a_file_its_owner_deleted_is_taken_again(tmp_path, monkeypatch):
+  """A trainer that opened the lock file just before its owner released (deleted) it wins
+  the flock on a file no one else sees: it must lock the file that is there now instead."""
+  lock = workdirs.TrainerLock(tmp_path)
+  real_flock, calls = workdirs.fcntl.flock, []
+
+  def flock_after_the_owner_left(fd, op):
+    calls.append(fd)
+    if len(calls) == 1:                     # the owner deletes the file, another makes it
+      os.unlink(lock.path)
+      with open(lock.path, 'w'):
+        pass
+    return real_flock(fd, op)
+
+  monkeypatch.setattr(workdirs.fcntl, 'flock', flock_after_the_owner_left)
+  with lock:
+    assert len(calls) == 2                  # tried again on the new file
+    # pylint: disable-next=protected-access
+    assert os.fstat(lock._fd).st_ino == os.stat(lock.path).st_ino
+    assert json.loads(open(lock.path).read())['pid'] == os.getpid()
+  assert not os.path.exists(lock.path)
 
 
 def test_the_lock_of_a_trainer_that_is_gone_is_taken_over(tmp_path, caplog):

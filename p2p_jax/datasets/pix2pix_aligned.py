@@ -37,7 +37,7 @@ import tempfile
 
 import tensorflow_datasets as tfds
 
-from p2p_jax.datasets import sources
+from p2p_jax.datasets import child_process, sources
 # A module-level name (tests replace it): the one reachability probe, shared with the
 # pretrained-model downloads.
 from p2p_jax.downloads import unreachable
@@ -76,14 +76,17 @@ class Pix2PixAligned(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       'extracted folder into the manual dir (config.data.source).')
 
   def __init__(self, *, manual_dir: str | None = None, download: bool = True,
-               on_bad_file: str = 'error', **kwargs):
+               on_bad_file: str = 'error', load_size: int | None = None, **kwargs):
     """manual_dir: where official archives are looked for; download: whether to try the
-    official URL when they are not there; on_bad_file: 'error' or 'skip'."""
+    official URL when they are not there; on_bad_file: 'error' or 'skip'; load_size: the
+    training size, to warn about images enlarged more than 2x to it."""
     super().__init__(**kwargs)
+    self._load_size = load_size
     self.manual_dir = manual_dir or os.path.join(
         os.fspath(self.data_dir_root), 'downloads', 'manual')
     self._download = download
     self._on_bad_file = on_bad_file
+    self.extract_dir = None  # where `prepare` has archives extracted (then deleted)
 
   def _info(self) -> tfds.core.DatasetInfo:
     config = self.builder_config
@@ -131,14 +134,19 @@ class Pix2PixAligned(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def _generate_examples(self, split: str, dirs: tuple[str, ...]):
     config = self.builder_config
     bad = sources.BadFiles(self._on_bad_file)
+    notes = sources.ImageNotes(self._load_size)
     if config.layout == 'paired':
-      examples = sources.paired_examples(*dirs, config.a_channels, config.b_channels, bad)
+      examples = sources.paired_examples(*dirs, config.a_channels, config.b_channels, bad,
+                                         notes)
     else:
-      examples = sources.aligned_examples(*dirs, config.a_channels, config.b_channels, bad)
+      examples = sources.aligned_examples(*dirs, config.a_channels, config.b_channels, bad,
+                                          notes)
     count = 0
     for key, example in examples:
       count += 1
       yield key, example
+    for line in notes.lines(dirs[0]):
+      logging.warning(line)
     if not count:
       raise DataError(f'{dirs[0]}: every file of split {split!r} was bad ({len(bad.skipped)} '
                       f'skipped; first: {bad.skipped[0] if bad.skipped else "-"})')
@@ -162,7 +170,8 @@ class Pix2PixAligned(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       path = (find_local(official, self.manual_dir, self.SPLIT_MARKER)
               or self._fetch(dl_manager, official))
     if sources.is_archive(path):
-      path = os.fspath(dl_manager.extract(path))  # Into a temporary folder; see `prepare`.
+      # Into `prepare`'s temporary folder, without TFDS's extractor (it imports TensorFlow).
+      path = sources.extract_archive(path, self.extract_dir or tempfile.mkdtemp())
     return sources.unwrap(path)
 
   # The folder whose presence marks an extracted dataset (an official one's first split).
@@ -231,18 +240,31 @@ def builder_for(data_config, *, in_channels: int = 3, out_channels: int = 3) -> 
     manual_dir = os.path.abspath(os.path.expanduser(data_config.source))
   return Pix2PixAligned(
       config=config, data_dir=data_config.data_dir or None, manual_dir=manual_dir,
-      download=data_config.get('download', True), on_bad_file=data_config.on_bad_file)
+      download=data_config.get('download', True), on_bad_file=data_config.on_bad_file,
+      load_size=data_config.get('load_size'))
 
 
-def prepare(data_config, *, in_channels: int = 3, out_channels: int = 3) -> Pix2PixAligned:
-  """Returns the builder for `config.data`, preparing the dataset first if needed."""
+def prepare(data_config, *, in_channels: int = 3, out_channels: int = 3,
+            in_process: bool = False) -> Pix2PixAligned:
+  """Returns the builder for `config.data`, preparing the dataset first if needed: in a
+  child process where TensorFlow is installed (child_process.py), so that TFDS does not
+  load it into this one, unless `in_process`."""
   builder = builder_for(data_config, in_channels=in_channels, out_channels=out_channels)
-  return prepare_builder(builder, data_config.on_bad_file)
+  return prepare_builder(builder, data_config, in_channels=in_channels,
+                         out_channels=out_channels, in_process=in_process,
+                         builder_for=builder_for)
 
 
-def prepare_builder(builder, on_bad_file: str):
+def prepare_builder(builder, data_config, *, in_channels: int, out_channels: int,
+                    in_process: bool, builder_for):
   """Prepares `builder`'s dataset if it is not yet (this module's builders and those of
-  p2p_jax/datasets/unpaired.py); returns the builder."""
+  p2p_jax/datasets/unpaired.py, made by `builder_for(data_config, ...)`); returns the
+  builder. Where TensorFlow is installed, in a child process unless `in_process`."""
+  if not builder.is_prepared() and not in_process and child_process.wanted():
+    print(f'p2p_jax: preparing {builder.builder_config.name} in {builder.data_dir} '
+          '(once; later runs reuse it)', flush=True)
+    child_process.prepare(data_config, in_channels, out_channels, builder_for.__module__)
+    builder = builder_for(data_config, in_channels=in_channels, out_channels=out_channels)
   if not builder.is_prepared():
     # TFDS names an extraction after the archive's file name only and reuses it when it
     # exists, so a replaced archive, or another one of the same name, would be read from a
@@ -251,8 +273,10 @@ def prepare_builder(builder, on_bad_file: str):
     extracted = os.path.join(os.fspath(builder.data_dir_root), 'downloads', 'extracted')
     os.makedirs(extracted, exist_ok=True)
     extract_dir = tempfile.mkdtemp(prefix=f'{builder.builder_config.name}.', dir=extracted)
-    print(f'p2p_jax: preparing {builder.builder_config.name} in {builder.data_dir} '
-          '(once; later runs reuse it)', flush=True)
+    builder.extract_dir = extract_dir
+    if not in_process:  # (the parent said it)
+      print(f'p2p_jax: preparing {builder.builder_config.name} in {builder.data_dir} '
+            '(once; later runs reuse it)', flush=True)
     try:
       # TFDS's per-shard progress bars swamp the console of a training run.
       tfds.display_progress_bar(False)
@@ -263,7 +287,7 @@ def prepare_builder(builder, on_bad_file: str):
     finally:
       tfds.display_progress_bar(True)
       shutil.rmtree(extract_dir, ignore_errors=True)
-  _check_bad_file_policy(builder, on_bad_file)
+  _check_bad_file_policy(builder, data_config.on_bad_file)
   return builder
 
 

@@ -10,12 +10,14 @@ when there are no sub-folders, a single 'train' split:
   paired:  `A/` and `B/` folders (each with the same split sub-folders), where the files that
            belong together have the same name up to the extension (A/train/1.png, B/train/1.jpg).
 
-Images may be any size; the input pipeline resizes them. The two images of a pair must have
-the same size (a different one is a bad file: pix2pix needs pixel-aligned pairs, and
-resizing one of them would hide a mismatched pair). Colour images are decoded as RGB
-(alpha dropped, palettes expanded). Where a config wants 1 channel, RGB becomes luma
-(ITU-R 601 weights). Where it wants 3, a grayscale image is a bad file: repeating the gray
-channel three times would silently hide a wrong dataset or a wrong `model.in_channels`.
+Images may be any size; the input pipeline resizes them (`ImageNotes` warns, counted, about
+images so small that they are enlarged more than 2x, and about transparency, which is
+dropped). The two images of a pair must have the same size (a different one is a bad file:
+pix2pix needs pixel-aligned pairs, and resizing one of them would hide a mismatched pair).
+Colour images are decoded as RGB (alpha dropped, palettes expanded). Where a config wants
+1 channel, RGB becomes luma (ITU-R 601 weights). Where it wants 3, a grayscale image is a
+bad file: repeating the gray channel three times would silently hide a wrong dataset or a
+wrong `model.in_channels`.
 """
 
 import hashlib
@@ -50,9 +52,72 @@ class BadFiles:
     self.skipped.append(str(error))
 
 
+class ImageNotes:
+  """What preparation does to images without refusing them, counted for one warning line
+  each (`lines`): transparency dropped (the colour under transparent pixels is kept as it
+  is), and images so small that training enlarges them more than 2x (a side under half of
+  config.data.load_size: an 8x4 A|B pair becomes 286x286 halves, 71x)."""
+
+  def __init__(self, load_size: int | None):
+    self.load_size = load_size
+    self.seen = 0
+    self.alpha: list[str] = []
+    self.small: list[tuple[int, str, int, int]] = []  # (shorter side, path, width, height)
+
+  def see(self, path: str, images, width: int, height: int) -> None:
+    """One example: its Pillow image(s) and the size of one half (A or B)."""
+    self.seen += 1
+    if any(image_io.has_alpha(image) for image in images):
+      self.alpha.append(path)
+    if self.load_size and 2 * min(width, height) < self.load_size:
+      self.small.append((min(width, height), path, width, height))
+
+  def lines(self, where: str) -> list[str]:
+    out = []
+    if self.alpha:
+      out.append(f'{where}: {len(self.alpha)} of {self.seen} image(s) had transparency; it is '
+                 f'dropped and the colour under transparent pixels used as it is (e.g. '
+                 f'{self.alpha[0]}); flatten them onto a background first if that matters')
+    if self.small:
+      side, path, width, height = min(self.small)
+      out.append(f'{where}: {len(self.small)} of {self.seen} image(s) are smaller than half of '
+                 f'data.load_size ({self.load_size}) on a side: training enlarges them up to '
+                 f'{self.load_size / side:.0f}x (the smallest: {path}, {width}x{height} per '
+                 'half)')
+    return out
+
+
 def is_archive(path: str) -> bool:
   return os.path.isfile(path) and path.lower().endswith(
       ('.tar', '.tar.gz', '.tgz', '.tar.bz2', '.tbz2', '.tar.xz', '.zip'))
+
+
+def extract_archive(path: str, into: str) -> str:
+  """Extracts a .tar(.gz|.bz2|.xz) or .zip archive into a new folder under `into`; returns it.
+
+  Done here, not by TFDS, whose extractor imports TensorFlow (for its file API): with
+  TensorFlow installed it would load into the trainer's process, and without it the
+  extraction fails. Members that would land outside the folder (absolute paths, '..',
+  links out of it) are refused with a DataError naming the archive.
+  """
+  import tarfile  # pylint: disable=g-import-not-at-top
+  import zipfile  # pylint: disable=g-import-not-at-top
+  target = os.path.join(into, os.path.basename(path) + '.extracted')
+  os.makedirs(target, exist_ok=True)
+  try:
+    if zipfile.is_zipfile(path):
+      with zipfile.ZipFile(path) as archive:
+        for name in archive.namelist():
+          resolved = os.path.realpath(os.path.join(target, name))
+          if not resolved.startswith(os.path.realpath(target) + os.sep):
+            raise DataError(f'{path}: member {name!r} would be extracted outside its folder')
+        archive.extractall(target)
+    else:
+      with tarfile.open(path) as archive:
+        archive.extractall(target, filter='data')  # refuses members outside `target`
+  except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as e:
+    raise DataError(f'{path}: cannot extract the archive ({type(e).__name__}: {e})') from e
+  return target
 
 
 def _subdirs(folder: str) -> list[str]:
@@ -142,7 +207,8 @@ def png_bytes(image: Image.Image) -> bytes:
   return buffer.getvalue()
 
 
-def aligned_example(path: str, a_channels: int, b_channels: int) -> dict:
+def aligned_example(path: str, a_channels: int, b_channels: int,
+                    notes: ImageNotes | None = None) -> dict:
   """Reads one A|B image and returns {'a': png, 'b': png, 'name': file name}."""
   image = open_image(path)
   width, height = image.size
@@ -151,17 +217,20 @@ def aligned_example(path: str, a_channels: int, b_channels: int) -> dict:
                     'as wide as high (A left, B right). Use paired_folders for separate files')
   a = to_channels(image.crop((0, 0, height, height)), a_channels, path, 'A half')
   b = to_channels(image.crop((height, 0, width, height)), b_channels, path, 'B half')
+  if notes is not None:
+    notes.see(path, (image,), height, height)
   return {'a': png_bytes(a), 'b': png_bytes(b), 'name': os.path.basename(path)}
 
 
-def aligned_examples(folder: str, a_channels: int, b_channels: int, bad: BadFiles):
+def aligned_examples(folder: str, a_channels: int, b_channels: int, bad: BadFiles,
+                     notes: ImageNotes | None = None):
   """Yields (key, example) for every good A|B image in `folder`."""
   files = list_images(folder)
   if not files:
     raise DataError(f'{folder}: empty; expected A|B images ({", ".join(IMAGE_EXTENSIONS)})')
   for f in files:
     try:
-      yield f, aligned_example(os.path.join(folder, f), a_channels, b_channels)
+      yield f, aligned_example(os.path.join(folder, f), a_channels, b_channels, notes)
     except DataError as e:
       bad(e)
 
@@ -179,7 +248,7 @@ def _by_stem(folder: str, bad: BadFiles) -> dict[str, str]:
 
 
 def paired_examples(a_folder: str, b_folder: str, a_channels: int, b_channels: int,
-                    bad: BadFiles):
+                    bad: BadFiles, notes: ImageNotes | None = None):
   """Yields (key, example) for every A file whose B file (same name) exists and is good."""
   if not list_images(a_folder):
     raise DataError(f'{a_folder}: empty; expected images ({", ".join(IMAGE_EXTENSIONS)})')
@@ -196,8 +265,9 @@ def paired_examples(a_folder: str, b_folder: str, a_channels: int, b_channels: i
       continue
     b_path = os.path.join(b_folder, b_files[stem])
     try:
-      a = to_channels(open_image(a_path), a_channels, a_path, 'A image')
-      b = to_channels(open_image(b_path), b_channels, b_path, 'B image')
+      a_image, b_image = open_image(a_path), open_image(b_path)
+      a = to_channels(a_image, a_channels, a_path, 'A image')
+      b = to_channels(b_image, b_channels, b_path, 'B image')
       if a.size != b.size:
         # Pairs must be pixel-aligned; resizing one would hide a mismatched pair.
         raise DataError(f'{a_path}: A is {a.size[0]}x{a.size[1]} but its B image {b_path} '
@@ -205,4 +275,6 @@ def paired_examples(a_folder: str, b_folder: str, a_channels: int, b_channels: i
     except DataError as e:
       bad(e)
       continue
+    if notes is not None:
+      notes.see(a_path, (a_image, b_image), *a.size)
     yield a_file, {'a': png_bytes(a), 'b': png_bytes(b), 'name': a_file}

@@ -188,7 +188,11 @@ def builder_for(data_config, *, in_channels: int = 3, out_channels: int = 3) -> 
       download=data_config.get('download', True), on_bad_file=data_config.on_bad_file)
 
 
-def prepare(data_config, *, in_channels: int = 3, out_channels: int = 3) -> UnpairedImages:
-  """Returns the builder for an unpaired `config.data`, preparing it first if needed."""
+def prepare(data_config, *, in_channels: int = 3, out_channels: int = 3,
+            in_process: bool = False) -> UnpairedImages:
+  """Returns the builder for an unpaired `config.data`, preparing it first if needed (in a
+  child process where TensorFlow is installed, unless `in_process`: child_process.py)."""
   builder = builder_for(data_config, in_channels=in_channels, out_channels=out_channels)
-  return pix2pix_aligned.prepare_builder(builder, data_config.on_bad_file)
+  return pix2pix_aligned.prepare_builder(builder, data_config, in_channels=in_channels,
+                                         out_channels=out_channels, in_process=in_process,
+                                         builder_for=builder_for)

@@ -24,15 +24,21 @@ Cache (`--pretrained_dir`, default $XDG_CACHE_HOME/p2p_jax/pretrained, i.e.
                                                      is the published G (its G_B is none:
                                                      BtoA is refused, see cyclegan_workdir)
 Offline, the first use fails at once (a TCP probe of the server) with the URL and the
-exact path where to put the file. P2P_JAX_PRETRAINED_URL and P2P_JAX_CYCLEGAN_PRETRAINED_URL
-replace the two URL bases (mirrors; tests serve files from a local HTTP server).
+exact path where to put the file; the tools check that before their heavy imports
+(`exit_if_unreachable`), so it takes a second, not twenty. First use says what it does as
+it does it: downloading, converting (once), compiling (the tools).
+P2P_JAX_PRETRAINED_URL and P2P_JAX_CYCLEGAN_PRETRAINED_URL replace the two URL bases
+(mirrors; tests serve files from a local HTTP server).
+
+Importing this module is light (no JAX, no torch): the tools import it first.
 """
 
 import os
+import sys
+import time
 
-from p2p_jax import compile_cache, config_schema, downloads, workdirs
+from p2p_jax import compile_cache, downloads
 from p2p_jax.datasets import catalog
-from p2p_jax.pytorch import cyclegan_workdir, files, weights, workdir as workdir_lib
 from p2p_jax.pytorch.pretrained_models import MODELS, Pretrained  # noqa: F401
 
 URL_BASE = {'pix2pix': 'http://efrosgans.eecs.berkeley.edu/pix2pix/models-pytorch',
@@ -114,6 +120,9 @@ def p2p_dataset(name: str) -> str | None:
 def config_for(name: str):
   """The config of a published model: its method, architecture and the data it was
   trained on (where p2p_jax knows that dataset; else the method's default data)."""
+  # pylint: disable=g-import-not-at-top (they import jax)
+  from p2p_jax import config_schema
+  from p2p_jax.pytorch import cyclegan_workdir
   m = model(name)
   if m.method == 'cyclegan':
     config = cyclegan_workdir.reference_config()
@@ -155,26 +164,75 @@ def fetch(name: str, directory: str | None = None) -> str:
   url = url_for(name)
   if os.path.isfile(path):
     return path
-  fix = f'download {url} yourself and put it at {path} (or pass --pretrained_dir)'
   why_not = downloads.unreachable(url)
   if why_not:
-    raise PretrainedError(f'{resolve(name)}: {path} is not there and {url} cannot be reached '
-                          f'({why_not}); {fix}')
+    raise PretrainedError(_unreachable(resolve(name), path, url, why_not))
   print(f'p2p_jax: downloading {url} -> {path}', flush=True)
+  start = time.perf_counter()
   try:
-    return downloads.download(url, path)
+    downloads.download(url, path)
   except downloads.DownloadError as e:
-    raise PretrainedError(f'{resolve(name)}: download failed ({e}); {fix}') from None
+    raise PretrainedError(f'{resolve(name)}: download failed ({e}); {_fix(path, url)}') from None
+  print(f'p2p_jax: downloaded {os.path.getsize(path) / 2**20:.0f} MB in '
+        f'{time.perf_counter() - start:.0f} s', flush=True)
+  return path
+
+
+def _fix(path: str, url: str) -> str:
+  return f'download {url} yourself and put it at {path} (or pass --pretrained_dir)'
+
+
+def _unreachable(name: str, path: str, url: str, why_not: str) -> str:
+  return (f'{name}: {path} is not there and {url} cannot be reached ({why_not}); '
+          f'{_fix(path, url)}')
+
+
+def _flag(argv: list[str], name: str) -> str | None:
+  """The value of --name=V or --name V in `argv` (absl's two forms), else None."""
+  for i, arg in enumerate(argv):
+    if arg.startswith(f'--{name}='):
+      return arg.split('=', 1)[1]
+    if arg == f'--{name}' and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def exit_if_unreachable(argv: list[str], prog: str) -> None:
+  """For a tool's first lines, before JAX is imported: when `argv` asks for --pretrained=NAME
+  that is neither converted nor downloaded yet and its server cannot be reached (offline),
+  says so in one line and exits 2 at once; returns otherwise (the tool then reports any
+  other problem itself, an unknown or ambiguous name included)."""
+  name = _flag(argv, 'pretrained')
+  try:
+    qualified = resolve(name) if name else None
+  except PretrainedError:
+    return
+  if qualified is None:
+    return
+  path, workdir = _cache(qualified, _flag(argv, 'pretrained_dir'))
+  if os.path.isfile(os.path.join(workdir, 'config.json')) or os.path.isfile(path):
+    return
+  why_not = downloads.unreachable(url_for(qualified))
+  if why_not:
+    print(f'{prog}: error: {_unreachable(qualified, path, url_for(qualified), why_not)}',
+          file=sys.stderr, flush=True)
+    raise SystemExit(2)
 
 
 def workdir_for(name: str, directory: str | None = None) -> str:
   """The p2p_jax workdir of a published model in the cache folder, converted from the
   .pth file (fetched if needed) the first time and reused afterwards."""
+  from p2p_jax import workdirs  # pylint: disable=g-import-not-at-top (imports jax)
   _, workdir = _cache(name, directory)
   if os.path.isfile(os.path.join(workdir, workdirs.CONFIG_FILE)):
     return workdir
   path = fetch(name, directory)
+  print(f'p2p_jax: converting {path} into the p2p_jax workdir {workdir} (once: later uses '
+        'load it directly; this builds and compiles the training state, a minute or two on '
+        'a CPU)', flush=True)
+  start = time.perf_counter()
   convert_into(name, path, workdir)
+  print(f'p2p_jax: converted in {time.perf_counter() - start:.0f} s', flush=True)
   return workdir
 
 
@@ -193,6 +251,8 @@ def convert_into(name: str, path: str, workdir: str) -> dict:
   config (pix2pix: D from the seed; CycleGAN: G_A is the file's G, G_B and both Ds from
   the seed: the reference publishes only that G). Raises PretrainedError when the file is
   not the architecture every published model of its method has."""
+  # pylint: disable=g-import-not-at-top (torch and jax, only now)
+  from p2p_jax.pytorch import cyclegan_workdir, files, weights, workdir as workdir_lib
   m, qualified = model(name), resolve(name)
   g_sd = files.read_pth(path)
   _, arch = weights.generator_from_torch(g_sd, source=path)
