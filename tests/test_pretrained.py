@@ -115,12 +115,12 @@ def test_offline_the_command_fails_before_importing_jax(tool, tmp_path):
     port = s.getsockname()[1]
   env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path / 'fake'), ROOT]),
              P2P_JAX_PRETRAINED_URL=f'http://127.0.0.1:{port}/models', P2P_JAX_KEEP_MALLOC='1')
-  result = subprocess.run([sys.executable, '-m', f'p2p_jax.{tool}', '--pretrained=sat2map',
+  result = subprocess.run([sys.executable, '-m', f'p2p_jax.{tool}', '--pretrained=pix2pix.sat2map',
                            f'--pretrained_dir={tmp_path / "cache"}', '--input=i.png',
                            '--output=o.png'], env=env, capture_output=True, text=True,
                           timeout=120, check=False)
   assert result.returncode == 2, result.stderr
-  assert result.stderr.startswith(f'p2p_jax.{tool}: error: sat2map: ') and (
+  assert result.stderr.startswith(f'p2p_jax.{tool}: error: pix2pix.sat2map: ') and (
       result.stderr.count('\n') == 1), result.stderr
   assert 'jax was imported' not in result.stderr + result.stdout
 
