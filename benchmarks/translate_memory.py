@@ -10,8 +10,8 @@ bicubic with mild noise, quality 90), with a unet_256 (configs/default.py, paper
 default) of random weights in a workdir the script makes once (memory and time do not
 depend on the weights). Variants: 'auto' (the default tiling), 'off' (the whole image in
 one pass: translate before tiling), or 'TILE:MARGIN' (--tile=TILE --tile_margin=MARGIN).
-An 'off' case whose estimated need (0.75 KB per padded pixel + 1 GB) exceeds the
-machine's available memory is skipped and says so. Compilation is included (the
+An 'off' case whose estimated need (--whole-kb-per-px, 0.75 KB per padded pixel for
+unet_256, + 1 GB) exceeds the machine's available memory is skipped and says so. Compilation is included (the
 persistent cache is off: every case compiles, as a first run does).
 
 Prints one JSON line per case:
@@ -126,6 +126,9 @@ def main(argv=None):
   parser.add_argument('--mode', default='paper', choices=['paper', 'eval'])
   parser.add_argument('--generator', default='unet_256')
   parser.add_argument('--ngf', type=int, default=64)
+  parser.add_argument('--whole-kb-per-px', type=float, default=0.75,
+                      help="an 'off' case's estimated need per padded pixel (unet_256: "
+                      '0.75; unet_32 at ngf 4: 0.12), to skip what cannot fit')
   parser.add_argument('--dir', default='/tmp/p2p_translate_memory',
                       help='inputs, workdir and outputs (reused between runs)')
   args = parser.parse_args(argv)
@@ -144,7 +147,7 @@ def main(argv=None):
                 'ngf': args.ngf, 'mode': args.mode, 'input_mb': round(
                     os.path.getsize(src) / 2 ** 20, 1), 'decode_peak_rss_mb': round(decode_mb)}
       padded = (-(-size // multiple) * multiple) ** 2
-      need = padded * 0.75e3 / 2 ** 20 + 1024
+      need = padded * args.whole_kb_per_px * 1e3 / 2 ** 20 + 1024
       if variant == 'off' and need > available_mb():
         record['skipped'] = (f'the whole image needs about {need / 1024:.0f} GB; '
                              f'{available_mb() / 1024:.0f} GB available')

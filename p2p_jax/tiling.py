@@ -284,7 +284,8 @@ def for_generator(generator, tile: str = 'auto', margin: str = 'auto') -> Tiling
   for tile='off'.
 
   tile: 'auto' (the larger of AUTO_TILE and AUTO_TILE_MARGINS margins, rounded up to the
-    generator's multiple), 'off', or a side in px (a multiple of the multiple).
+    generator's multiple; for generators other than U-Nets, whose reach this module does
+    not know yet, None), 'off', or a side in px (a multiple of the multiple).
   margin: 'auto' (the generator's receptive reach, or where the tile is too small for
     that, the most that lets tiles advance by a quarter tile) or px. Raises ValueError
     naming the flag.
@@ -293,7 +294,9 @@ def for_generator(generator, tile: str = 'auto', margin: str = 'auto') -> Tiling
   if tile == 'off':
     return None
   module, mode = generator.generator, generator.mode
-  if not isinstance(module, UNet):
+  if not isinstance(module, UNet):  # its reach is not known here: whole images, as before
+    if tile == 'auto':
+      return None
     raise ValueError(f'--tile knows the receptive field of U-Nets only, not of '
                      f'{type(module).__name__}: use --tile=off')
   multiple = generator.multiple

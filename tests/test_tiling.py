@@ -3,6 +3,7 @@ equality with a whole-image pass in eval mode (tiny U-Nets, images of a few hund
 
 import functools
 import os
+import types
 
 import jax
 import numpy as np
@@ -199,6 +200,13 @@ def test_paper_mode_tiles_are_seamless_and_say_they_differ(monkeypatch):
     assert (np.abs(np.diff(out, axis=axis - 1)) <= bound).all()
     violations[axis] = (np.abs(np.diff(hard, axis=axis - 1)) > bound).sum()
   assert sum(violations.values()) > 0, violations
+
+
+def test_generators_of_unknown_reach_run_whole_unless_told_to_tile():
+  other = types.SimpleNamespace(generator=object(), mode='eval', multiple=4)
+  assert tiling.for_generator(other, 'auto') is None
+  with pytest.raises(ValueError, match='U-Nets only, not of object: use --tile=off'):
+    tiling.for_generator(other, '64')
 
 
 def test_large_batches_are_split_to_the_tile_budget(monkeypatch):
