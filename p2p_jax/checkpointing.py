@@ -52,7 +52,6 @@ import logging as std_logging
 import math
 import os
 import warnings
-from typing import Any
 
 from absl import logging
 from etils import epath

@@ -7,12 +7,16 @@ were made (inference mode, seed, checkpoint), so an output file documents itself
 """
 
 import os
+import struct
+import zlib
 
 import numpy as np
 from PIL import Image, PngImagePlugin
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.ppm', '.pgm', '.tif', '.tiff',
                     '.webp', '.gif')
+# Pixels per band when converting a decoded image to an array (see `_pixels`).
+BAND_PIXELS = 2 ** 22
 # Pillow modes of single-channel images.
 GRAY_MODES = ('1', 'L', 'LA', 'La', 'I', 'I;16', 'I;16B', 'I;16L', 'F')
 
@@ -73,8 +77,21 @@ def read_image(path: str, info: dict | None = None) -> np.ndarray:
       a = a / 257.0 if a.max() > 255 else a
       return np.clip(np.round(a), 0, 255).astype(np.uint8)[..., None]
     if im.mode in GRAY_MODES:
-      return np.asarray(im.convert('L'), np.uint8)[..., None]
-    return np.asarray(im.convert('RGB'), np.uint8)
+      return _pixels(im, 'L')[..., None]
+    return _pixels(im, 'RGB')
+
+
+def _pixels(im: Image.Image, mode: str) -> np.ndarray:
+  """`im` in `mode` ('L' or 'RGB') as uint8 [H, W(, 3)], converted a band of rows at a
+  time: a 9000x9000 JPEG peaks at Pillow's copy plus the array (about 0.6 GB), not at
+  two more full-size copies (1.1 GB)."""
+  width, height = im.size
+  out = np.empty((height, width) + ((3,) if mode == 'RGB' else ()), np.uint8)
+  rows = max(1, BAND_PIXELS // max(width, 1))
+  for top in range(0, height, rows):
+    out[top:top + rows] = np.asarray(im.crop((0, top, width, min(top + rows, height))
+                                            ).convert(mode), np.uint8)
+  return out
 
 
 def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
@@ -127,3 +144,95 @@ def read_png_metadata(path: str) -> dict:
   """The text chunks written by `write_png`."""
   with Image.open(path) as im:
     return dict(getattr(im, 'text', {}))
+
+
+class PngWriter:
+  """Writes a PNG a band of rows at a time, so a huge output never sits whole in memory.
+
+  Same file as `write_png` makes (8-bit gray or RGB, text chunks from `metadata`, rows
+  filtered per row as Pillow and libpng choose: the filter with the least sum of absolute
+  differences; zlib level 6), written to PATH.tmp and renamed into place by `close`.
+  Use as a context manager: an exception removes the unfinished file.
+  """
+
+  def __init__(self, path: str, height: int, width: int, channels: int,
+               metadata: dict | None = None):
+    if channels not in (1, 3):
+      raise ValueError(f'{path}: PNG rows need 1 or 3 channels, got {channels}')
+    self.path, self.shape, self.row = path, (height, width, channels), 0
+    self._tmp = path + '.tmp'
+    self._zip = zlib.compressobj(6)
+    self._prev = np.zeros(width * channels, np.uint8)
+    self._file = open(self._tmp, 'wb')
+    self._file.write(b'\x89PNG\r\n\x1a\n')
+    color_type = 0 if channels == 1 else 2
+    self._chunk(b'IHDR', struct.pack('>IIBBBBB', width, height, 8, color_type, 0, 0, 0))
+    for key, value in (metadata or {}).items():
+      key, value = str(key), str(value)
+      try:
+        self._chunk(b'tEXt', key.encode('latin-1') + b'\0' + value.encode('latin-1'))
+      except UnicodeEncodeError:   # as Pillow: international text goes in iTXt
+        self._chunk(b'iTXt', key.encode('latin-1') + b'\0\0\0\0\0' + value.encode('utf-8'))
+
+  def _chunk(self, kind: bytes, data: bytes) -> None:
+    self._file.write(struct.pack('>I', len(data)) + kind + data +
+                     struct.pack('>I', zlib.crc32(kind + data)))
+
+  def write(self, rows: np.ndarray) -> None:
+    """Appends rows: uint8 [n, width, channels] (or float in [-1, 1], rounded)."""
+    rows = np.asarray(rows)
+    rows = rows if rows.dtype == np.uint8 else to_uint8(rows)
+    if rows.ndim == 2:
+      rows = rows[..., None]
+    if rows.shape[1:] != self.shape[1:] or self.row + len(rows) > self.shape[0]:
+      raise ValueError(f'{self.path}: rows of shape {rows.shape} do not continue an image '
+                       f'of shape {self.shape} at row {self.row}')
+    flat = rows.reshape(len(rows), -1)
+    for start in range(0, len(flat), 64):      # bounded scratch: 64 rows at a time
+      band = flat[start:start + 64]
+      filtered = _png_filter(band, self._prev, self.shape[2])
+      self._prev = band[-1].copy()
+      data = self._zip.compress(filtered.tobytes())
+      if data:
+        self._chunk(b'IDAT', data)
+    self.row += len(rows)
+
+  def close(self) -> None:
+    """Finishes the file and moves it into place; raises if rows are missing."""
+    if self.row != self.shape[0]:
+      raise ValueError(f'{self.path}: {self.row} of {self.shape[0]} rows written')
+    self._chunk(b'IDAT', self._zip.flush())
+    self._chunk(b'IEND', b'')
+    self._file.close()
+    os.replace(self._tmp, self.path)
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, kind, value, traceback):
+    if kind is None:
+      self.close()
+    else:
+      self._file.close()
+      if os.path.exists(self._tmp):
+        os.remove(self._tmp)
+
+
+def _png_filter(rows: np.ndarray, prev: np.ndarray, bpp: int) -> np.ndarray:
+  """PNG-filtered scanlines (filter byte + data) of uint8 rows [n, width * bpp], each with
+  the filter type (None, Sub, Up, Average, Paeth) whose bytes have the least sum of
+  absolute values as signed bytes. prev: the raw row above the first one."""
+  x = rows.astype(np.int16)
+  up = np.concatenate([prev[None].astype(np.int16), x[:-1]])
+  left = np.zeros_like(x)
+  left[:, bpp:] = x[:, :-bpp]
+  up_left = np.zeros_like(x)
+  up_left[:, bpp:] = up[:, :-bpp]
+  p = left + up - up_left
+  pa, pb, pc = np.abs(p - left), np.abs(p - up), np.abs(p - up_left)
+  paeth = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up, up_left))
+  candidates = np.stack([x, x - left, x - up, x - (left + up) // 2, x - paeth]) & 0xFF
+  cost = np.minimum(candidates, 256 - candidates).sum(axis=-1)      # [5, n]
+  best = np.argmin(cost, axis=0)
+  chosen = candidates[best, np.arange(len(x))].astype(np.uint8)
+  return np.concatenate([best.astype(np.uint8)[:, None], chosen], axis=1)

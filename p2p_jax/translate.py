@@ -11,7 +11,12 @@ the output has the input's size and its pixels map 1:1 to the input's. Channels:
 image into a 3-channel model has its channel repeated; RGB into a 1-channel model becomes
 luma. Outputs are PNGs named <input name without extension>.png (<full name>.png when two
 inputs share a stem) whose text chunks record the mode, seed, checkpoint and source file.
-Images of the same padded size are translated in batches of --batch_size. In Python,
+Images of more than --tile x --tile pixels after padding (default 'auto': 3072 for unet_256,
+2048 for smaller U-Nets) are translated in overlapping tiles blended back together, one
+tile at a time, and written to their PNG a band of rows at a time (p2p_jax/tiling.py:
+in eval mode equal to a whole-image pass up to float rounding; in paper mode each tile
+has its own statistics); --tile=off translates them whole. Images of the same padded size
+are translated in batches of --batch_size (and of at most a tile's pixels). In Python,
 `translate_images(generator, images)` does the same for arrays (uint8 in [0, 255] or float
 in [-1, 1], one image or a list, sizes may differ) and returns the same kind.
 
@@ -33,6 +38,7 @@ if __name__ == '__main__':
   from p2p_jax import host_memory as _host_memory  # pylint: disable=g-import-not-at-top
   _host_memory.reexec_with_hugepage_malloc()  # faster XLA:CPU (see host_memory.py)
 
+import itertools
 import logging
 import os
 import sys
@@ -41,7 +47,7 @@ from typing import Sequence
 from absl import flags
 import numpy as np
 
-from p2p_jax import cli, image_io, inference
+from p2p_jax import cli, image_io, inference, tiling
 
 SIZE_POLICY = 'reflect-pad (centred) to a multiple of 2**depth, translate, crop back'
 
@@ -64,15 +70,25 @@ def pad_to_multiple(image: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple
   return np.pad(image, pads, mode=mode), (top, left, h, w)
 
 
-def _to_model_space(image, in_channels: int, multiple: int):
-  """One user image -> (padded float [-1, 1] image, crop box, was it uint8)."""
+def _checked(image) -> np.ndarray:
+  """One user image as [H, W, 1 or 3] (alpha dropped), its dtype kept."""
   image = np.asarray(image)
   if image.ndim == 2:
     image = image[..., None]
   if image.ndim != 3 or image.shape[-1] not in (1, 3, 4):
     raise ValueError(f'translate expects [H, W], [H, W, 1] or [H, W, 3] images, got '
                      f'shape {image.shape}')
-  image = image[..., :3]  # Drop alpha (translate_images warns).
+  return image[..., :3]  # Drop alpha (translate_images warns).
+
+
+def _padded_shape(image: np.ndarray, multiple: int) -> tuple[int, int]:
+  h, w = image.shape[:2]
+  return h + -h % multiple, w + -w % multiple
+
+
+def _to_model_space(image, in_channels: int, multiple: int):
+  """One user image -> (padded float [-1, 1] image, crop box, was it uint8)."""
+  image = _checked(image)
   is_uint8 = image.dtype == np.uint8
   image = image_io.to_float(image) if is_uint8 else image.astype(np.float32)
   padded, box = pad_to_multiple(image_io.to_channels(image, in_channels), multiple)
@@ -80,12 +96,15 @@ def _to_model_space(image, in_channels: int, multiple: int):
 
 
 def translate_images(generator: inference.TrainedGenerator, images, *, seed: int = 0,
-                     indices: Sequence[int] | None = None, batch_size: int = 8):
+                     indices: Sequence[int] | None = None, batch_size: int = 8,
+                     tile: str = 'auto', tile_margin: str = 'auto'):
   """Translates one image or a list of images of any size; outputs keep each input's size.
 
   images: [H, W], [H, W, 1] or [H, W, 3] arrays, uint8 in [0, 255] or float in [-1, 1]
     (or a list of them, sizes may differ; a stacked [N, H, W, C] array is a list of N).
   indices: each image's number in the run, for its dropout key (default 0, 1, ...).
+  tile, tile_margin: as translate's flags (p2p_jax/tiling.py): images over the tile's
+    pixel count are translated in blended tiles, and batches hold at most that many pixels.
   Returns the same structure: uint8 outputs for uint8 inputs, float32 [-1, 1] otherwise.
   """
   stacked = hasattr(images, 'shape') and len(images.shape) == 4
@@ -99,25 +118,54 @@ def translate_images(generator: inference.TrainedGenerator, images, *, seed: int
     logging.warning('translate_images: %d of %d image(s) have an alpha channel; it is '
                     'dropped (the colour under transparent pixels is translated as it is)',
                     with_alpha, len(items))
-  prepared = [_to_model_space(image, generator.in_channels, generator.multiple)
-              for image in items]
+  tiles = tiling.for_generator(generator, tile, tile_margin)
+  items = [_checked(image) for image in items]
   # Same padded size -> same batch; order within a size is kept for the keys.
   outputs = [None] * len(items)
   by_shape = {}
-  for j, (padded, _, _) in enumerate(prepared):
-    by_shape.setdefault(padded.shape, []).append(j)
-  for group in by_shape.values():
-    for start in range(0, len(group), batch_size):
-      chunk = group[start:start + batch_size]
-      out = generator.apply(np.stack([prepared[j][0] for j in chunk]), seed=seed,
+  for j, image in enumerate(items):
+    shape = _padded_shape(image, generator.multiple)
+    plan = tiles.plan(*shape) if tiles else None
+    if plan:
+      outputs[j] = _tiled_output(generator, image, plan, seed, indices[j])
+    else:
+      by_shape.setdefault(shape, []).append(j)
+  for shape, group in by_shape.items():
+    size = tiles.max_batch(*shape, batch_size) if tiles else batch_size
+    for start in range(0, len(group), size):
+      chunk = group[start:start + size]
+      # Converted to float one batch at a time, not all at once.
+      prepared = [_to_model_space(items[j], generator.in_channels, generator.multiple)
+                  for j in chunk]
+      out = generator.apply(np.stack([p[0] for p in prepared]), seed=seed,
                             indices=[indices[j] for j in chunk])
-      for j, o in zip(chunk, out):
-        (top, left, h, w), is_uint8 = prepared[j][1], prepared[j][2]
+      for j, o, (_, (top, left, h, w), is_uint8) in zip(chunk, out, prepared):
         o = o[top:top + h, left:left + w]
         outputs[j] = image_io.to_uint8(o) if is_uint8 else o
   if stacked:
     return np.stack(outputs)
   return outputs[0] if single else outputs
+
+
+def _tiled_output(generator, image, plan, seed, index) -> np.ndarray:
+  """The whole output of a tiled image, assembled from its bands."""
+  out = None
+  for row, band in tiling.generator_bands(generator, image, plan, seed=seed, index=index):
+    if out is None:
+      out = np.empty(image.shape[:2] + band.shape[-1:],
+                     np.uint8 if image.dtype == np.uint8 else np.float32)
+    out[row:row + len(band)] = image_io.to_uint8(band) if out.dtype == np.uint8 else band
+  return out
+
+
+def _write_tiled(generator, image, plan, dst, metadata, seed, index) -> None:
+  """Translates a tiled image straight into its PNG, a band of rows at a time."""
+  bands = tiling.generator_bands(generator, image, plan, seed=seed, index=index)
+  row, band = next(bands)
+  with image_io.PngWriter(dst, image.shape[0], image.shape[1], band.shape[-1],
+                          metadata) as png:
+    for row, band in itertools.chain([(row, band)], bands):
+      png.write(image_io.to_uint8(band))
 
 
 # ------------------------------------------------------------------ files
@@ -166,7 +214,8 @@ def plan_outputs(input_path: str, output: str) -> list[tuple[str, str]]:
 
 
 def translate_files(generator: inference.TrainedGenerator, pairs: list[tuple[str, str]], *,
-                    seed: int = 0, batch_size: int = 8) -> dict:
+                    seed: int = 0, batch_size: int = 8, tile: str = 'auto',
+                    tile_margin: str = 'auto', log=None) -> dict:
   """Translates each (source, destination) pair; returns {'written': [...], 'skipped': [...],
   'alpha': [...], 'small': [...]}.
 
@@ -175,11 +224,21 @@ def translate_files(generator: inference.TrainedGenerator, pairs: list[tuple[str
   fold_in(PRNGKey(seed), i), so whether another file fails does not change an output.
   'alpha' lists the sources whose transparency was dropped, 'small' (path, width, height)
   those smaller than half the generator's tile (`warning_lines` says both in words).
+  Images over the tile size (see translate_images) are translated as soon as they are read,
+  in tiles, straight into their PNG; `log` (e.g. print) gets one line on how, once.
   """
-  written, skipped, alpha, small = [], [], [], []
+  tiles = tiling.for_generator(generator, tile, tile_margin)
+  written, skipped, alpha, small, noted = [], [], [], [], False
   out_dirs = {os.path.dirname(dst) or '.' for _, dst in pairs}
   for d in out_dirs:
     os.makedirs(d, exist_ok=True)
+
+  def metadata(i, src, image, **extra):
+    return dict(generator.metadata, **{
+        'p2p_jax.seed': str(seed), 'p2p_jax.image_index': str(i),
+        'p2p_jax.source': os.path.abspath(src), 'p2p_jax.size_policy': SIZE_POLICY,
+        'p2p_jax.input_channels': str(image.shape[-1])}, **extra)
+
   # Reading a few batches at a time bounds memory for large folders.
   chunk = max(batch_size * 4, 1)
   for start in range(0, len(pairs), chunk):
@@ -187,26 +246,33 @@ def translate_files(generator: inference.TrainedGenerator, pairs: list[tuple[str
     for i, (src, dst) in enumerate(pairs[start:start + chunk], start):
       info = {}
       try:
-        images.append(image_io.read_image(src, info))
-        todo.append((i, src, dst))
+        image = image_io.read_image(src, info)
       except image_io.ImageError as e:
         skipped.append((src, str(e)))
         continue
       if info['alpha']:
         alpha.append(src)
-      h, w = images[-1].shape[:2]
+      h, w = image.shape[:2]
       if 2 * min(h, w) < generator.multiple:
         small.append((src, w, h))
+      plan = tiles.plan(*_padded_shape(image, generator.multiple)) if tiles else None
+      if plan:
+        if log and not noted:
+          log(f'tiles: {tiles.describe()}')
+          noted = True
+        meta = metadata(i, src, image, **{'p2p_jax.tiles': f'{plan.count} tiles: '
+                                          f'{tiles.describe()}'})
+        _write_tiled(generator, image, plan, dst, meta, seed, i)
+        written.append(dst)
+        continue
+      images.append(image)
+      todo.append((i, src, dst))
     if not images:
       continue
     outputs = translate_images(generator, images, seed=seed, indices=[i for i, _, _ in todo],
-                               batch_size=batch_size)
+                               batch_size=batch_size, tile=tile, tile_margin=tile_margin)
     for (i, src, dst), out, image in zip(todo, outputs, images):
-      meta = dict(generator.metadata, **{
-          'p2p_jax.seed': str(seed), 'p2p_jax.image_index': str(i),
-          'p2p_jax.source': os.path.abspath(src), 'p2p_jax.size_policy': SIZE_POLICY,
-          'p2p_jax.input_channels': str(image.shape[-1])})
-      image_io.write_png(dst, out, meta)
+      image_io.write_png(dst, out, metadata(i, src, image))
       written.append(dst)
   return {'written': written, 'skipped': skipped, 'alpha': alpha, 'small': small}
 
@@ -237,6 +303,16 @@ def define_flags(fv) -> None:
                       'if needed)', flag_values=fv, required=True)
   flags.DEFINE_integer('batch_size', 8, 'images of the same padded size translated together',
                        lower_bound=1, flag_values=fv)
+  flags.DEFINE_string('tile', 'auto', 'images of more than NxN pixels (after padding) are '
+                      'translated in NxN tiles, blended (p2p_jax/tiling.py): '
+                      f"'auto' (N = {tiling.AUTO_TILE}, or {tiling.AUTO_TILE_MARGINS} x the "
+                      "generator's receptive reach if larger: 3072 for unet_256), 'off' "
+                      '(whole images: memory grows with the image), or N (a multiple of '
+                      '2**depth)', flag_values=fv)
+  flags.DEFINE_string('tile_margin', 'auto', "px of each tile's inner borders computed for "
+                      "context and not used: 'auto' (the generator's receptive reach, so "
+                      'that in eval mode tiles equal a whole-image pass), or a number',
+                      flag_values=fv)
 
 
 def parse_args(argv):
@@ -253,7 +329,8 @@ def main(argv=None) -> int:
     if len(pairs) == 1 and not os.path.isdir(args.input):
       image_io.read_image(pairs[0][0])  # A single bad image is an error, before loading.
     generator = cli.load_generator(args)
-    report = translate_files(generator, pairs, seed=args.seed, batch_size=args.batch_size)
+    report = translate_files(generator, pairs, seed=args.seed, batch_size=args.batch_size,
+                             tile=args.tile, tile_margin=args.tile_margin, log=print)
     for line in warning_lines(report, generator.multiple):
       print(f'p2p_jax.translate: warning: {line}', file=sys.stderr)
     how = f'{generator.mode} mode, checkpoint step {generator.step}'

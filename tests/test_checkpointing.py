@@ -4,7 +4,6 @@ import gc
 import glob
 import logging
 import os
-import re
 import sys
 import types
 
