@@ -63,8 +63,9 @@ def evaluate_batches(generator: inference.TrainedGenerator, batches: Iterable[di
   rows, grid, taken = [], [], set()
 
   def write(_, batch, out, scores):
+    shown = generator.shown_input(batch)
     for j, name in enumerate(batch['name']):
-      x, y = batch['input'][j], batch['target'][j]
+      x, y = shown[j], batch['target'][j]
       stem = _safe_name(name, taken)
       row = {'name': name.decode('utf-8', 'replace') if isinstance(name, bytes) else name}
       for kind, image, meta in (('input', x, None), ('output', out[j], out_meta),

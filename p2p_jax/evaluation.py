@@ -30,7 +30,9 @@ def score(generator, batches: Iterable[dict], *, limit: int = -1, seed: int = 0,
 
   generator: an inference.TrainedGenerator.
   batches: {'input': [B,H,W,Cin], 'target': [B,H,W,Cout]} in [-1, 1] (any other keys, e.g.
-    'name', are cut to the same images and passed on), e.g. input_pipeline.numpy_batches.
+    'name', are cut to the same images and passed on), e.g. input_pipeline.numpy_batches;
+    for pix2pixHD {'label', 'instance', 'target'} (generator.model_input says what the
+    generator takes).
   limit: stop after this many images of this process (-1: all).
   on_batch(index of its first image, batch, outputs, per-image scores as numpy arrays).
   With several processes each scores its own batches and the means are over the images of
@@ -40,9 +42,10 @@ def score(generator, batches: Iterable[dict], *, limit: int = -1, seed: int = 0,
   for batch in batches:
     if 0 <= limit <= index:
       break
-    n = len(batch['input']) if limit < 0 else min(len(batch['input']), limit - index)
+    x = generator.model_input(batch)  # the batch's 'input', or what the method makes of it
+    n = len(x) if limit < 0 else min(len(x), limit - index)
     batch = {k: v[:n] for k, v in batch.items()}
-    out = generator.apply(batch['input'], seed=seed, indices=np.arange(index, index + n))
+    out = generator.apply(x[:n], seed=seed, indices=np.arange(index, index + n))
     per_image = {k: np.asarray(v) for k, v in
                  _per_image(out, np.asarray(batch['target'], np.float32), metrics).items()}
     sums += [per_image[name].sum() for name in metrics]

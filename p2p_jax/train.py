@@ -110,6 +110,7 @@ def run_training(config, workdir: str, **kwargs) -> Outcome:
   """train_and_evaluate (same arguments), returning how the run ended as well."""
   config_schema.validate(config)
   config = config_schema.with_absolute_paths(config)
+  methods.get(config).preflight(config)  # files it needs (pix2pixHD's VGG19), before writing
   workdir = workdirs.absolute_path(workdir)
   parallel.maybe_initialize_distributed(config.distributed)
   devices = parallel.devices(kwargs.pop('devices', None))
@@ -146,9 +147,12 @@ def _run(config, workdir, ckpt, stop, devices, local_batch, train_batches=None,
 
   # ---------------------------------------------------------------- state
   method = methods.get(config)
+  batch_keys = method.batch_keys_for(config)
   setup = method.setup(config, per_epoch, parallel.AXIS)
+  # Arrays every step reads but nobody trains (pix2pixHD's VGG19): placed once, not saved.
+  constants = setup.constants() if setup.constants is not None else None
   runner = parallel.DataParallel(setup.step, config.compute.mapping, devices=devices,
-                                 donate=True)
+                                 donate=True, constants=constants)
   init = setup.init
   abstract = runner.abstract_state(jax.eval_shape(init))
   # Compile the step (and the init) before any state exists and hand the compiler's leftover
@@ -172,7 +176,10 @@ def _run(config, workdir, ckpt, stop, devices, local_batch, train_batches=None,
     state = ckpt.restore(abstract)
     logging.info('resumed from step %d in %s', int(state.step), workdir)
   else:
-    state = runner.put_state(make_state())
+    state = make_state()
+    if setup.warm_start is not None:  # a new run that starts from another's weights
+      state = setup.warm_start(state)
+    state = runner.put_state(state)
   # The init's executable and its freed scratch (~0.3 GB at 256 px) are not needed again.
   del make_state
   host_memory.release_free_memory()
@@ -218,7 +225,7 @@ def _run(config, workdir, ckpt, stop, devices, local_batch, train_batches=None,
     if eval_paired:
       first = []
       keep_first = lambda i, batch, out, _: first or first.append(
-          (batch['input'], out, batch['target']))
+          (translators['AtoB'].shown_input(batch), out, batch['target']))
       result = evaluation.score(translators['AtoB'], eval_batches(), seed=config.seed,
                                 limit=limit, metrics=('l1', 'psnr'), on_batch=keep_first)
       scores.update({f'val_{k}': v for k, v in result.items() if k != 'num_images'})
@@ -288,7 +295,7 @@ def _run(config, workdir, ckpt, stop, devices, local_batch, train_batches=None,
   try:
     while step < n_steps and stopped_by is None:
       batch = next(data)
-      state, step_metrics = runner(state, {k: batch[k] for k in method.batch_keys})
+      state, step_metrics = runner(state, {k: batch[k] for k in batch_keys})
       step += 1
       pending.append((step, step_metrics))
       if step == start + 1 and main:

@@ -50,18 +50,12 @@ def pad_to_multiple(image: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple
   return np.pad(image, pads, mode=mode), (top, left, h, w)
 
 
-def _to_model_space(image, in_channels: int, multiple: int):
-  """One user image -> (padded float [-1, 1] image, crop box, was it uint8)."""
-  image = np.asarray(image)
-  if image.ndim == 2:
-    image = image[..., None]
-  if image.ndim != 3 or image.shape[-1] not in (1, 3, 4):
-    raise ValueError(f'translate expects [H, W], [H, W, 1] or [H, W, 3] images, got '
-                     f'shape {image.shape}')
-  image = image[..., :3]  # Drop alpha.
-  is_uint8 = image.dtype == np.uint8
-  image = image_io.to_float(image) if is_uint8 else image.astype(np.float32)
-  padded, box = pad_to_multiple(image_io.to_channels(image, in_channels), multiple)
+def _to_model_space(generator: inference.TrainedGenerator, image):
+  """One user image -> (padded model input, crop box, was it uint8). What the model takes
+  is the method's (Method.image_to_model_input): a float [-1, 1] image for pix2pix and
+  CycleGAN, label ids for pix2pixHD."""
+  image, is_uint8 = generator.image_to_model_input(image)
+  padded, box = pad_to_multiple(image, generator.multiple)
   return padded, box, is_uint8
 
 
@@ -80,8 +74,7 @@ def translate_images(generator: inference.TrainedGenerator, images, *, seed: int
   indices = list(range(len(items))) if indices is None else list(indices)
   if len(indices) != len(items):
     raise ValueError(f'{len(indices)} indices for {len(items)} images')
-  prepared = [_to_model_space(image, generator.in_channels, generator.multiple)
-              for image in items]
+  prepared = [_to_model_space(generator, image) for image in items]
   # Same padded size -> same batch; order within a size is kept for the keys.
   outputs = [None] * len(items)
   by_shape = {}
@@ -164,7 +157,7 @@ def translate_files(generator: inference.TrainedGenerator, pairs: list[tuple[str
     images, todo = [], []
     for i, (src, dst) in enumerate(pairs[start:start + chunk], start):
       try:
-        images.append(image_io.read_image(src))
+        images.append(generator.read_input(src))
         todo.append((i, src, dst))
       except image_io.ImageError as e:
         skipped.append((src, str(e)))
