@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from p2p_jax.models import layers
-from p2p_jax.models.pix2pixhd import downsample
+from p2p_jax.models.pix2pixhd import downsample, instance_norm
 
 
 def layer_specs(n_layers: int, ndf: int) -> list[tuple[int, int, bool]]:
@@ -55,8 +55,7 @@ class NLayerDiscriminator(nn.Module):
     for j, (features, stride, normalised) in enumerate(specs):
       h = self.conv(features, 4, stride, 2, dtype=self.dtype, name=f'layer{j}')(h)
       if normalised:
-        h = layers.norm_layer('instance', train=False, axis_name=None, dtype=self.dtype,
-                              name=f'layer{j}_norm')(h)
+        h = instance_norm(self.dtype, f'layer{j}_norm')(h)
       if j < len(specs) - 1:
         h = nn.leaky_relu(h, 0.2)
       outputs.append(h)

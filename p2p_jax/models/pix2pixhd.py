@@ -55,9 +55,16 @@ def downsample(x: jax.Array) -> jax.Array:
   return total / count
 
 
+def instance_norm(dtype, name: str) -> nn.Module:
+  """InstanceNorm2d(affine=False): eps 1e-5, biased variance, here in two passes,
+  mean((x - mean)^2), since a channel's mean can be large against its spread (conv biases
+  at PyTorch's init), where E[x^2] - E[x]^2 loses the variance to float32 rounding."""
+  return nn.InstanceNorm(epsilon=1e-5, use_scale=False, use_bias=False, dtype=dtype,
+                         use_fast_variance=False, name=name)
+
+
 def _relu_norm(h, name, dtype):
-  norm = layers.norm_layer('instance', train=False, axis_name=None, dtype=dtype, name=name)
-  return nn.relu(norm(h))
+  return nn.relu(instance_norm(dtype, name)(h))
 
 
 class ResidualBlock(nn.Module):
@@ -71,9 +78,7 @@ class ResidualBlock(nn.Module):
     h = self.conv(self.features, 3, 1, 0, dtype=self.dtype, name='conv1')(reflect_pad(x, 1))
     h = _relu_norm(h, 'conv1_norm', self.dtype)
     h = self.conv(self.features, 3, 1, 0, dtype=self.dtype, name='conv2')(reflect_pad(h, 1))
-    norm = layers.norm_layer('instance', train=False, axis_name=None, dtype=self.dtype,
-                             name='conv2_norm')
-    return x + norm(h)
+    return x + instance_norm(self.dtype, 'conv2_norm')(h)
 
 
 def _blocks(remat: bool):
