@@ -104,12 +104,13 @@ def gan_losses(preds: list, target_is_real: bool, mode: str) -> jax.Array:
 def feature_matching(pred_fake: list, pred_real: list, n_layers: int,
                      lambda_feat: float) -> jax.Array:
   """sum over scales and layers but the last of (1/num_D)(4/(n_layers+1)) lambda_feat
-  mean |fake feature - real feature|, the real features held constant."""
+  mean |fake feature - real feature|, the real features held constant (L1 with torch's
+  gradient at ties, vgg19.l1)."""
   weight = (1.0 / len(pred_fake)) * (4.0 / (n_layers + 1)) * lambda_feat
   total = jnp.zeros((), jnp.float32)
   for fake, real in zip(pred_fake, pred_real):
     for f, r in zip(fake[:-1], real[:-1]):
-      total = total + weight * jnp.mean(jnp.abs(f - jax.lax.stop_gradient(r)))
+      total = total + weight * vgg19.l1(f, jax.lax.stop_gradient(r))
   return total
 
 

@@ -48,10 +48,10 @@ def downsample(x: jax.Array) -> jax.Array:
   window covers (the padding is not counted)."""
   window, strides = (1, 3, 3, 1), (1, 2, 2, 1)
   pads = ((0, 0), (1, 1), (1, 1), (0, 0))
-  total = jax.lax.reduce_window(x, jnp.zeros((), x.dtype), jax.lax.add, window, strides, pads)
+  # A Python 0.0 lets JAX see a window sum (differentiable), not a general reduction.
+  total = jax.lax.reduce_window(x, 0.0, jax.lax.add, window, strides, pads)
   ones = jnp.ones((1,) + x.shape[1:3] + (1,), x.dtype)
-  count = jax.lax.reduce_window(ones, jnp.zeros((), x.dtype), jax.lax.add, window, strides,
-                                pads)
+  count = jax.lax.reduce_window(ones, 0.0, jax.lax.add, window, strides, pads)
   return total / count
 
 

@@ -53,8 +53,25 @@ def to_kernels(weights: dict) -> dict:
           for i in CONV_SHAPES}
 
 
-def _max_pool(x):
-  return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), 'VALID')
+def max_pool(x: jax.Array) -> jax.Array:
+  """MaxPool2d(2, 2) on NHWC (odd rows and columns dropped), whose gradient goes to the
+  first maximum of each window in row-major order, as torch's kernels route it. Ties are
+  common here: label maps are constant over regions, so are the generator's outputs and
+  their features there; XLA's pooling gradient would pick another of the tied pixels
+  (a subgradient as valid, but not the official one)."""
+  n, h, w, c = x.shape
+  x = x[:, :h // 2 * 2, :w // 2 * 2]
+  windows = x.reshape(n, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
+  windows = windows.reshape(n, h // 2, w // 2, 4, c)
+  first = jnp.argmax(jax.lax.stop_gradient(windows), axis=3)  # the first maximum
+  return jnp.take_along_axis(windows, first[:, :, :, None], axis=3)[:, :, :, 0]
+
+
+def l1(a: jax.Array, b: jax.Array) -> jax.Array:
+  """mean |a - b| with torch's gradient, sign(a - b), 0 where they are equal (jnp.abs's
+  is 1 there)."""
+  d = a - b
+  return jnp.mean(d * jax.lax.stop_gradient(jnp.sign(d)))
 
 
 def features(kernels: dict, x: jax.Array, *, conv=layers.conv2d, dtype=jnp.float32):
@@ -68,7 +85,7 @@ def features(kernels: dict, x: jax.Array, *, conv=layers.conv2d, dtype=jnp.float
     if op == 'out':
       outs.append(h)
     elif op == 'pool':
-      h = _max_pool(h)
+      h = max_pool(h)
     else:
       kernel, bias = kernels[op[1]]
       h = jax.nn.relu(conv(h, kernel.astype(dtype), 1, 1) + bias.astype(dtype))
@@ -84,5 +101,5 @@ def perceptual_loss(kernels: dict, x: jax.Array, y: jax.Array, *, conv=layers.co
   total = jnp.zeros((), jnp.float32)
   for w, f in zip(LAYER_WEIGHTS, both):
     fx, fy = f[:n].astype(jnp.float32), jax.lax.stop_gradient(f[n:]).astype(jnp.float32)
-    total = total + w * jnp.mean(jnp.abs(fx - fy))
+    total = total + w * l1(fx, fy)
   return total

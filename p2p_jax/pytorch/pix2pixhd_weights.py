@@ -37,7 +37,9 @@ def _clean(state_dict, source) -> dict:
   for key, value in state_dict.items():
     if hasattr(value, 'detach'):
       value = value.detach().cpu().numpy()
-    out[key[len('module.'):] if key.startswith('module.') else key] = np.asarray(value)
+    # A copy: a live network's tensors share memory with its numpy views, and its
+    # optimiser would otherwise change the converted arrays in place.
+    out[key[len('module.'):] if key.startswith('module.') else key] = np.array(value)
   return out
 
 
