@@ -8,6 +8,11 @@ r"""Converts pix2pix weights between the PyTorch reference and p2p_jax workdirs.
       [--to_pytorch_d=net_D.pth] [--checkpoint=latest|best|STEP] [--overwrite]
   # One of the reference's published generators, by name, into a workdir:
   python -m p2p_jax.convert --pretrained=facades_label2photo [--workdir=DIR]
+  # pix2pixHD's published label2city_1024p generator (a LocalEnhancer; its --config says
+  # the labels: 35 + instance edges), and a pix2pixHD workdir back to the official layout:
+  python -m p2p_jax.convert --from_pytorch=label2city_1024p/latest_net_G.pth \
+      --config=configs/pix2pixhd_cityscapes_1024p.py --workdir=/tmp/label2city_1024p
+  python -m p2p_jax.convert --workdir=/tmp/label2city_1024p --to_pytorch=latest_net_G.pth
 
 Import writes config.json (the schema's defaults, or --config's fields, with the `model`
 block the tensors imply and dropout_placement='pytorch') and an Orbax checkpoint at step 0
@@ -29,9 +34,10 @@ import sys
 
 from absl import flags
 
-from p2p_jax import cli, config_schema, input_pipeline
+from p2p_jax import cli, config_schema, input_pipeline, workdirs
 from p2p_jax.models import layers
-from p2p_jax.pytorch import pretrained, workdir as workdir_lib
+from p2p_jax.pytorch import (files, pix2pixhd_weights, pix2pixhd_workdir, pretrained,
+                             workdir as workdir_lib)
 
 _IMPORT_ONLY = ('config', 'direction', 'norm', 'seed')
 _EXPORT_ONLY = ('checkpoint', 'overwrite')
@@ -105,12 +111,22 @@ def _describe(arch: dict, g_params: int) -> str:
 
 
 def run_import(args) -> dict:
-  """--from_pytorch[_d] into --workdir; returns import_files' summary."""
-  config = config_schema.load_file(args.config) if args.config else config_schema.get_config()
+  """--from_pytorch[_d] into --workdir; returns import_files' summary. pix2pixHD's files
+  (a --config of method pix2pixhd, or a LocalEnhancer's keys) go to its own converter."""
+  config = config_schema.load_file(args.config) if args.config else None
+  g_sd = files.read_pth(args.from_pytorch)
+  d_sd = files.read_pth(args.from_pytorch_d) if args.from_pytorch_d else None
+  if (config is not None and config.method == 'pix2pixhd') or (
+      pix2pixhd_weights.is_local_enhancer(g_sd)):
+    return pix2pixhd_workdir.import_weights(
+        g_sd, args.workdir, d_state_dict=d_sd, config=config, seed=args.seed,
+        g_source=args.from_pytorch, d_source=args.from_pytorch_d)
+  config = config_schema.get_config() if config is None else config
   if args.direction:
     config.data.direction = args.direction
-  return workdir_lib.import_files(args.from_pytorch, args.workdir, d_path=args.from_pytorch_d,
-                                  config=config, norm=args.norm, seed=args.seed)
+  return workdir_lib.import_weights(g_sd, args.workdir, d_state_dict=d_sd, config=config,
+                                    norm=args.norm, seed=args.seed,
+                                    g_source=args.from_pytorch, d_source=args.from_pytorch_d)
 
 
 def main(argv=None) -> int:
@@ -119,9 +135,10 @@ def main(argv=None) -> int:
   def run():
     mode = _mode(args)
     if mode == 'export':
-      step = workdir_lib.export_files(args.workdir, args.to_pytorch, d_path=args.to_pytorch_d,
-                                      which=cli.checkpoint_choice(args.checkpoint),
-                                      overwrite=args.overwrite)
+      hd = workdirs.load_config(args.workdir).method == 'pix2pixhd'
+      export = pix2pixhd_workdir.export_files if hd else workdir_lib.export_files
+      step = export(args.workdir, args.to_pytorch, d_path=args.to_pytorch_d,
+                    which=cli.checkpoint_choice(args.checkpoint), overwrite=args.overwrite)
       d = f' and D to {args.to_pytorch_d}' if args.to_pytorch_d else ''
       print(f'wrote G of {args.workdir} (checkpoint step {step}) to {args.to_pytorch}{d}')
       return 0

@@ -14,8 +14,13 @@ official `label_nc 0` mode) with the instance ids as a 4th channel when instance
 
 `colorize` paints a label map with the official palette (util.labelcolormap: Cityscapes'
 colours for 35 labels, a bit-interleaved palette otherwise) for sample grids and result
-pages; `read_label_file` reads a label or instance PNG as its integer ids.
+pages; `read_label_file` reads a label or instance PNG as its integer ids, and
+`find_instance_map` the instance map that goes with a label map, by the official layouts'
+names (Cityscapes' *_gtFine_labelIds.png / *_gtFine_instanceIds.png; the official
+datasets' test_label/ beside test_inst/).
 """
+
+import os
 
 import jax
 import jax.numpy as jnp
@@ -117,3 +122,23 @@ def read_label_file(path: str) -> np.ndarray:
       return np.asarray(im).astype(np.int32)
     raise image_io.ImageError(f'{path}: a {im.mode} image, but a label map holds one id per '
                               'pixel (a gray or palette PNG)')
+
+
+def find_instance_map(label_path: str) -> str | None:
+  """The instance map of a label map file, if one is where the official layouts put it:
+  the same name with 'labelIds' -> 'instanceIds' (Cityscapes), in the same folder or in
+  the sibling folder '<x>_inst' of '<x>_label' (pix2pixHD's datasets/cityscapes/)."""
+  folder, name = os.path.split(os.path.abspath(label_path))
+  names = [name.replace('labelIds', 'instanceIds')] + (
+      [name] if 'labelIds' not in name else [])
+  folders = []
+  if folder.endswith('_label'):
+    folders.append(folder[:-len('_label')] + '_inst')
+  folders.append(folder)
+  for f in folders:
+    for n in names:
+      candidate = os.path.join(f, n)
+      if os.path.normcase(candidate) != os.path.normcase(os.path.abspath(label_path)) and (
+          os.path.isfile(candidate)):
+        return candidate
+  return None

@@ -41,6 +41,7 @@ checkpoints nor constants of the compiled program.
 """
 
 import functools
+import logging
 import os
 from typing import Any, Callable
 
@@ -309,6 +310,7 @@ class Pix2PixHD(base.Method):
   name = 'pix2pixhd'
   data_kind = 'labels'
   batch_keys = ('label', 'instance', 'target')
+  _warned = False  # the missing-instance-map warning, once per process
 
   def data_kind_for(self, config) -> str:
     # label_nc 0 without instances: pairs of images, as pix2pix's.
@@ -425,9 +427,26 @@ class Pix2PixHD(base.Method):
     return batch['input']
 
   def read_input(self, config, path: str) -> np.ndarray:
-    if _hd(config).label_nc:
-      return label_maps.read_label_file(path)[..., None]
-    return image_io.read_image(path)
+    """A label map file as ids [H, W, 1], or [H, W, 2] with its instance map where
+    label_maps.find_instance_map finds one (and instance_map is on); otherwise the
+    label map stands in for it (image_to_model_input), which a warning says once."""
+    hd = _hd(config)
+    if not hd.label_nc:
+      return image_io.read_image(path)
+    label = label_maps.read_label_file(path)
+    instance_path = label_maps.find_instance_map(path) if hd.instance_map else None
+    if instance_path is None:
+      if hd.instance_map and not self._warned:
+        self._warned = True
+        logging.warning('no instance map found beside %s (e.g. its *_instanceIds.png, or '
+                        '<x>_inst/ beside <x>_label/): the label map\'s own boundaries '
+                        'stand in for the instance boundaries', path)
+      return label[..., None]
+    instance = label_maps.read_label_file(instance_path)
+    if instance.shape != label.shape:
+      raise image_io.ImageError(f'{instance_path}: instance map of size {instance.shape}, '
+                                f'but its label map {path} is {label.shape}')
+    return np.stack([label, instance], -1)
 
   def image_to_model_input(self, config, image, in_channels: int):
     """A label map [H, W] / [H, W, 1] of ids (or [H, W, 2]: label and instance ids) ->
