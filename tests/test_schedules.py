@@ -86,5 +86,6 @@ def test_pix2pixhd_schedule_is_its_train_py(niter, niter_decay):
     if epoch > niter:
       current -= lr / niter_decay
   got = p2p_lrs('linear_decay_pix2pixhd', lr, niter, niter_decay)
-  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-12)
-  assert got[-1] == pytest.approx(lr / niter_decay)
+  # float32: 1 - 99 / 100 is exact only to float32's rounding of the factor (~1e-7 of lr)
+  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7 * lr)
+  assert got[-1] == pytest.approx(lr / niter_decay, rel=1e-4)
