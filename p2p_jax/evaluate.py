@@ -63,7 +63,7 @@ def evaluate_batches(generator: inference.TrainedGenerator, batches: Iterable[di
   rows, grid, taken = [], [], set()
 
   def write(_, batch, out, scores):
-    shown = generator.shown_input(batch)
+    shown = evaluation.shown_input(generator, batch)
     for j, name in enumerate(batch['name']):
       x, y = shown[j], batch['target'][j]
       stem = _safe_name(name, taken)

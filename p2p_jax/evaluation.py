@@ -23,6 +23,20 @@ def _per_image(output, target, names):
   return {name: _METRIC_FNS[name](output, target) for name in names}
 
 
+def model_input(generator, batch: dict):
+  """What `generator.apply` takes for a batch: the method's (TrainedGenerator.model_input),
+  or the batch's 'input' for any other object with an `apply`."""
+  fn = getattr(generator, 'model_input', None)
+  return batch['input'] if fn is None else fn(batch)
+
+
+def shown_input(generator, batch: dict):
+  """The batch's input as an image for grids and pages (TrainedGenerator.shown_input), or
+  its 'input'."""
+  fn = getattr(generator, 'shown_input', None)
+  return batch['input'] if fn is None else fn(batch)
+
+
 def score(generator, batches: Iterable[dict], *, limit: int = -1, seed: int = 0,
           metrics: tuple[str, ...] = METRICS,
           on_batch: Callable[[int, dict, np.ndarray, dict], None] | None = None) -> dict:
@@ -42,7 +56,7 @@ def score(generator, batches: Iterable[dict], *, limit: int = -1, seed: int = 0,
   for batch in batches:
     if 0 <= limit <= index:
       break
-    x = generator.model_input(batch)  # the batch's 'input', or what the method makes of it
+    x = model_input(generator, batch)  # the batch's 'input', or what the method makes of it
     n = len(x) if limit < 0 else min(len(x), limit - index)
     batch = {k: v[:n] for k, v in batch.items()}
     out = generator.apply(x[:n], seed=seed, indices=np.arange(index, index + n))

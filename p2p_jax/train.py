@@ -234,7 +234,7 @@ def _run(config, workdir, ckpt, stop, devices, local_batch, train_batches=None,
     if eval_paired:
       first = []
       keep_first = lambda i, batch, out, _: first or first.append(
-          (translators['AtoB'].shown_input(batch), out, batch['target']))
+          (evaluation.shown_input(translators['AtoB'], batch), out, batch['target']))
       result = evaluation.score(translators['AtoB'], eval_batches(), seed=config.seed,
                                 limit=limit, metrics=('l1', 'psnr'), on_batch=keep_first)
       scores.update({f'val_{k}': v for k, v in result.items() if k != 'num_images'})
