@@ -8,6 +8,7 @@ label maps, instance maps and photos in the batch form of the labelled pipeline:
 batch i is a function of (seed, i).
 """
 
+import functools
 import os
 import signal
 
@@ -205,3 +206,41 @@ def test_load_pretrain_must_be_a_global_run_of_twice_the_width(tmp_path, local_r
                      r"enhancer needs a global run with 'pix2pixhd_global'"):
     run(config, tmp_path / 'w')
   assert not os.path.exists(tmp_path / 'w')
+
+
+def test_two_devices_step_as_one_with_the_vgg_weights_replicated():
+  """The step per replica (gradients and losses averaged over the devices), the VGG19
+  weights given once to parallel.DataParallel and replicated: two devices with one image
+  each, under pmap and under shard_map, compute the step of one device with both."""
+  torch = pytest.importorskip('torch')
+  import torch_reference_hd as tr  # pylint: disable=import-outside-toplevel
+  from p2p_jax import parallel  # pylint: disable=import-outside-toplevel
+  from p2p_jax.methods import pix2pixhd  # pylint: disable=import-outside-toplevel
+  from p2p_jax.models import vgg19  # pylint: disable=import-outside-toplevel
+  del torch
+  config = make_config('pix2pixhd_global', vgg_loss=True)
+  kernels = vgg19.to_kernels({k: v.numpy() for k, v in tr.vgg19_state_dict(seed=3).items()})
+  setup = pix2pixhd.METHOD.setup(config, 2, parallel.AXIS)
+  runs = {}
+  for mapping, devices in (('pmap', jax.devices()[:1]), ('pmap', jax.devices()[:2]),
+                           ('shard_map', jax.devices()[:2])):
+    runner = parallel.DataParallel(setup.step, mapping, devices=devices, donate=True,
+                                   constants=kernels)
+    state = runner.put_state(jax.jit(setup.init)())
+    data = labelled()(0)
+    for _ in range(2):
+      state, m = runner(state, next(data))
+    runs[mapping, len(devices)] = parallel.fetch(state), parallel.fetch(m)
+  (state_1, metrics_1) = runs['pmap', 1]
+  assert float(metrics_1['G_VGG']) > 0
+  for state_2, metrics_2 in (runs['pmap', 2], runs['shard_map', 2]):
+    for name in metrics_1:
+      np.testing.assert_allclose(metrics_2[name], metrics_1[name], rtol=1e-5, err_msg=name)
+    # Biases that instance norm follows change no output; their gradients are rounding
+    # noise that Adam scales to +-lr (tests/test_pix2pixhd_trajectory.py). Not the others.
+    for path, a in jax.tree_util.tree_leaves_with_path(state_2.g.params):
+      key = jax.tree_util.keystr(path)
+      if key.endswith("['bias']") and "['conv_out']" not in key:
+        continue
+      b = functools.reduce(lambda t, k: t[k.key], path, state_1.g.params)
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-6, err_msg=key)

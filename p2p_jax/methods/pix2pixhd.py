@@ -87,7 +87,9 @@ def create_train_state(key, generator, discriminator, tx, config) -> TrainState:
   """Step 0: G and D from independent keys (weights N(0, 0.02), biases PyTorch's default),
   fresh Adam states. g.params = {'G': ...}, d.params = {'D': ...}."""
   kg, kd, kr = jax.random.split(key, 3)
-  size = config.data.crop_size
+  # Parameter shapes do not depend on the image size: init on the smallest valid one (a
+  # 2048x1024 forward would be dead code, but there is no need to trace it either).
+  size = 2 * networks.size_multiple(config.model.generator, config)
   x = jnp.zeros((1, size, size, networks.hd_input_channels(config)), jnp.float32)
   g_params = {'G': generator.init(kg, x)['params']}
   y = jnp.zeros((1, size, size, config.model.out_channels), jnp.float32)
@@ -177,7 +179,8 @@ def make_train_step(generator, discriminator, tx: optax.GradientTransformation, 
 
     (g_total, d_total), pull_back, parts = jax.vjp(
         objectives, per_replica(state.g.params), per_replica(state.d.params), has_aux=True)
-    one, zero = jnp.ones((), jnp.float32), jnp.zeros((), jnp.float32)
+    # Cotangents of per-device losses (under shard_map: marked per device as they are).
+    one, zero = per_replica((jnp.ones((), jnp.float32), jnp.zeros((), jnp.float32)))
     g_grads, _ = pull_back((one, zero))   # G's loss through the fakes, D held
     _, d_grads = pull_back((zero, one))   # D's loss, the fakes held
     g_grads, d_grads = pmean(g_grads), pmean(d_grads)
