@@ -34,6 +34,7 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from p2p_jax.models import layers
 from p2p_jax.models.resnet import reflect_pad
@@ -91,7 +92,9 @@ def _check(name: str, shape, in_channels: int, multiple: int, smallest: int) -> 
     raise ValueError(f'{name} expects images of shape [batch, height, width, {in_channels}], '
                      f'got shape {tuple(shape)}')
   _, h, w, c = shape
-  if h % multiple or w % multiple or h < smallest or w < smallest:
+  # Symbolic sizes (a SavedModel for any size, export.py) are multiples by construction.
+  sizes = [d for d in (h, w) if isinstance(d, (int, np.integer))]
+  if any(d % multiple or d < smallest for d in sizes):
     raise ValueError(f'{name} needs height and width that are multiples of {multiple} and at '
                      f'least {smallest}, got {h}x{w} (shape {tuple(shape)})')
   if c != in_channels:
