@@ -31,8 +31,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Seed of everything random: init, dropout, data order, jitter. Same seed, same run.
   config.seed = 0
   # What is trained (p2p_jax/methods): 'pix2pix' (paired data; U-Net G + PatchGAN D on
-  # (x, y); this file's defaults are its paper's) or 'cyclegan' (unpaired data; two
-  # generators and two discriminators; configs/cyclegan.py sets the reference's choices).
+  # (x, y); this file's defaults are its paper's), 'cyclegan' (unpaired data; two
+  # generators and two discriminators; configs/cyclegan.py sets the reference's choices)
+  # or 'pix2pixhd' (label maps -> photos; configs/pix2pixhd_*.py).
   config.method = 'pix2pix'
 
   # ---------------------------------------------------------------- model (architecture)
@@ -105,6 +106,51 @@ def get_config() -> ml_collections.ConfigDict:
   # sees the stored one instead. 0: D sees only the newest fakes.
   config.cyclegan.pool_size = 50
 
+  # ---------------------------------------------------------------- pix2pixHD
+  # Used when method = 'pix2pixhd' (Wang et al. 2018; NVIDIA/pix2pixHD's options, whose
+  # names these keep; configs/pix2pixhd_*.py). The generator is model.generator
+  # 'pix2pixhd_global' (--netG global) or 'pix2pixhd_local' (--netG local) with model.ngf;
+  # D has num_D scales of model.d_layers (n_layers_D) layers and model.ndf filters; the GAN
+  # loss is loss.gan_mode ('lsgan', or 'vanilla' for --no_lsgan); model.norm 'instance'.
+  config.pix2pixhd = ml_collections.ConfigDict()
+  # Label classes: the generator sees a one-hot map of label_nc channels (Cityscapes' 35
+  # label ids); 0: the input is an image of model.in_channels channels (the official
+  # label_nc 0 mode, e.g. day -> night photos).
+  config.pix2pixhd.label_nc = 35
+  # Add the instance boundary map (1 where a pixel's instance id differs from a
+  # 4-neighbour's) as one more input channel (the official default; --no_instance: False).
+  config.pix2pixhd.instance_map = True
+  # The global generator: stride-2 convs and residual blocks (its n_downsample_global 4,
+  # n_blocks_global 9); the local enhancers: how many, and their residual blocks (1, 3).
+  config.pix2pixhd.n_downsample_global = 4
+  config.pix2pixhd.n_blocks_global = 9
+  config.pix2pixhd.n_local_enhancers = 1
+  config.pix2pixhd.n_blocks_local = 3
+  # Discriminators at 1, 1/2, 1/4, ... of the resolution (2; 3 for the 1024p recipe).
+  config.pix2pixhd.num_D = 2
+  # Weight of both feature-matching terms (D's features and VGG19's).
+  config.pix2pixhd.lambda_feat = 10.0
+  # D's feature-matching loss (--no_ganFeat_loss: False).
+  config.pix2pixhd.feat_match = True
+  # VGG19 perceptual loss (--no_vgg_loss: False); its weights are read from vgg_weights.
+  config.pix2pixhd.vgg_loss = True
+  # torchvision's vgg19-dcbb9e9d.pth (never downloaded by p2p_jax: from
+  # https://download.pytorch.org/models/vgg19-dcbb9e9d.pth). '': torchvision's cache,
+  # $TORCH_HOME/hub/checkpoints/vgg19-dcbb9e9d.pth (~/.cache/torch/hub/checkpoints/...).
+  config.pix2pixhd.vgg_weights = ''
+  # Coarse to fine (model.generator 'pix2pixhd_local'): a workdir of a finished
+  # 'pix2pixhd_global' run (ngf twice this run's), whose generator becomes the local
+  # enhancer's global part and whose D scales are copied by name, at step 0 of a new run;
+  # then for niter_fix_global epochs only the local enhancer trains, after which
+  # everything does, with a fresh Adam (the official --load_pretrain, --niter_fix_global).
+  config.pix2pixhd.load_pretrain = ''
+  config.pix2pixhd.niter_fix_global = 0
+  # Recompute the residual blocks' activations in the backward pass instead of keeping
+  # them (nn.remat): less memory at 2048x1024, more compute; same results and parameters.
+  config.pix2pixhd.remat = False
+  # Not implemented: the instance-wise feature encoder (--instance_feat / --label_feat,
+  # feat_num 3, Encoder, encode_features.py); p2p_jax trains labels-only models.
+
   # ---------------------------------------------------------------- optimiser
   config.optim = ml_collections.ConfigDict()
   # Adam, as the paper: lr 2e-4, beta1 0.5, beta2 0.999, for both networks.
@@ -116,6 +162,8 @@ def get_config() -> ml_collections.ConfigDict:
   # then `decay_epochs` + 1 linearly decaying ones, the last at lr 0.
   # 'linear_decay_epoch_end': stepped at the end of each epoch (the reference before
   # mid-2020, and p2p_jax before): lr for `constant_epochs`, the last epoch at lr / 101.
+  # 'linear_decay_pix2pixhd': pix2pixHD's (niter = constant_epochs, niter_decay =
+  # decay_epochs): lr for constant + 1 epochs, then lr / decay less each epoch.
   # 'constant': lr for all epochs (Lua code). See p2p_jax/schedules.py.
   config.optim.schedule = 'linear_decay'
   config.optim.constant_epochs = 100
@@ -230,7 +278,10 @@ _POSITIVE = ('model.ngf', 'model.ndf', 'model.in_channels', 'model.out_channels'
              'log_every_steps', 'sample_every_steps', 'eval_every_steps',
              'checkpoint_every_steps', 'keep_checkpoints')
 _NON_NEGATIVE = ('loss.gan_weight', 'loss.recon_weight', 'cyclegan.lambda_a',
-                 'cyclegan.lambda_b', 'cyclegan.lambda_identity', 'cyclegan.pool_size')
+                 'cyclegan.lambda_b', 'cyclegan.lambda_identity', 'cyclegan.pool_size',
+                 'pix2pixhd.label_nc', 'pix2pixhd.n_blocks_global',
+                 'pix2pixhd.n_local_enhancers', 'pix2pixhd.n_blocks_local',
+                 'pix2pixhd.lambda_feat', 'pix2pixhd.niter_fix_global')
 
 # Old key -> new key. Configs saved before a rename are moved on load (`migrate`).
 RENAMED = {
@@ -302,7 +353,7 @@ def validate(config) -> None:
   if flat['data.load_size'] < flat['data.crop_size']:
     raise ValueError(f'config.data.load_size ({flat["data.load_size"]}) must be >= '
                      f'config.data.crop_size ({flat["data.crop_size"]})')
-  side = networks.size_multiple(flat['model.generator'])
+  side = networks.size_multiple(flat['model.generator'], config)
   if flat['data.crop_size'] % side:
     raise ValueError(f'config.data.crop_size ({flat["data.crop_size"]}) must be a multiple '
                      f'of {side} for model.generator={flat["model.generator"]!r}')
@@ -310,14 +361,14 @@ def validate(config) -> None:
     if flat[path] not in (1, 3):
       raise ValueError(f'config.{path} must be 1 or 3, got {flat[path]!r}')
   methods.get(flat['method']).validate(config)
-  _check_method_data(flat)
+  _check_method_data(flat, config)
 
 
-def _check_method_data(flat: dict) -> None:
+def _check_method_data(flat: dict, config) -> None:
   """A dataset of the kind the method trains on: pairs for pix2pix; unpaired domains, or
   pairs read unpaired on request, for CycleGAN."""
   method, dataset = flat['method'], flat['data.dataset']
-  kind = methods.get(method).data_kind
+  kind = methods.get(method).data_kind_for(config)
   unpaired = catalog.is_unpaired(dataset, kind)
   if kind == 'paired' and unpaired:
     raise ValueError(f'config.data.dataset {dataset!r} is unpaired (trainA/ trainB/), but '
@@ -332,7 +383,8 @@ def _check_method_data(flat: dict) -> None:
 # ------------------------------------------------------------------ paths
 
 # Fields that name files or folders.
-PATH_FIELDS = ('data.source', 'data.data_dir')
+PATH_FIELDS = ('data.source', 'data.data_dir', 'pix2pixhd.vgg_weights',
+               'pix2pixhd.load_pretrain')
 
 
 def with_absolute_paths(config) -> ml_collections.ConfigDict:

@@ -17,10 +17,16 @@ r"""Converts weights between the PyTorch reference (pix2pix and CycleGAN) and p2
       [--to_pytorch_d=net_D.pth] [--to_pytorch_g_b=...] [--to_pytorch_d_b=...] [--overwrite]
   # One of the reference's published generators, by name, into a workdir:
   python -m p2p_jax.convert --pretrained=cyclegan.horse2zebra [--workdir=DIR]
+  python -m p2p_jax.convert --pretrained=pix2pix.facades_label2photo [--workdir=DIR]
+  # pix2pixHD's published label2city_1024p generator (a LocalEnhancer; its --config says
+  # the labels: 35 + instance edges), and a pix2pixHD workdir back to the official layout:
+  python -m p2p_jax.convert --from_pytorch=label2city_1024p/latest_net_G.pth \
+      --config=configs/pix2pixhd_cityscapes_1024p.py --workdir=/tmp/label2city_1024p
+  python -m p2p_jax.convert --workdir=/tmp/label2city_1024p --to_pytorch=latest_net_G.pth
 
-Which method: CycleGAN when the files include a G_B or D_B or the G is a ResnetGenerator,
-pix2pix otherwise; a --config of the other method is refused, and --method says it
-outright (the reference also trains pix2pix with ResNets and CycleGAN with U-Nets).
+Which method: pix2pixHD when G is the official LocalEnhancer or --config is a pix2pixhd
+one; CycleGAN when the files include a G_B or D_B or the G is a ResnetGenerator; pix2pix
+otherwise; a --config of another method is refused, and --method says it outright (the reference also trains pix2pix with ResNets and CycleGAN with U-Nets).
 
 Import writes config.json (the method's reference defaults, or --config's fields, with the
 `model` block the tensors imply), an Orbax checkpoint at step 0 of a full training state
@@ -174,6 +180,12 @@ def _describe(arch: dict) -> str:
 
 def _report_import(args, summary) -> str:
   seed = summary['config'].seed
+  if summary['method'] == 'pix2pixhd':
+    d = ('D converted' if summary['d_converted']
+         else f'D initialised from seed {seed} (no --from_pytorch_d)')
+    return (f"converted pix2pixHD {_describe(summary['arch'])}, {summary['g_params']:,} "
+            f'params) from {args.from_pytorch} into {args.workdir} (config.json + checkpoint '
+            f'step 0); {d}')
   if summary['method'] == 'pix2pix':
     d = ('D converted' if summary['d_converted']
          else f'D initialised from seed {seed} (no --from_pytorch_d)')

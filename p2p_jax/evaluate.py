@@ -73,7 +73,8 @@ def evaluate_batches(generator: inference.TrainedGenerator, batches: Iterable[di
   results = _Results(out_dir, generator, seed, grid_rows)
   evaluation.score(generator, batches, limit=max_images, seed=seed,
                    on_batch=lambda _, batch, out, scores: results.add(
-                       batch['name'], {'input': batch['input'], 'output': out,
+                       batch['name'], {'input': evaluation.shown_input(generator, batch),
+                                       'output': out,
                                        'target': batch['target']}, scores))
   return results.write(METRICS, header, curves)
 

@@ -23,6 +23,20 @@ def _per_image(output, target, names):
   return {name: _METRIC_FNS[name](output, target) for name in names}
 
 
+def model_input(generator, batch: dict):
+  """What `generator.apply` takes for a batch: the method's (TrainedGenerator.model_input),
+  or the batch's 'input' for any other object with an `apply`."""
+  fn = getattr(generator, 'model_input', None)
+  return batch['input'] if fn is None else fn(batch)
+
+
+def shown_input(generator, batch: dict):
+  """The batch's input as an image for grids and pages (TrainedGenerator.shown_input), or
+  its 'input'."""
+  fn = getattr(generator, 'shown_input', None)
+  return batch['input'] if fn is None else fn(batch)
+
+
 def score(generator, batches: Iterable[dict], *, limit: int = -1, seed: int = 0,
           metrics: tuple[str, ...] = METRICS,
           on_batch: Callable[[int, dict, np.ndarray, dict], None] | None = None) -> dict:
@@ -30,7 +44,9 @@ def score(generator, batches: Iterable[dict], *, limit: int = -1, seed: int = 0,
 
   generator: an inference.TrainedGenerator.
   batches: {'input': [B,H,W,Cin], 'target': [B,H,W,Cout]} in [-1, 1] (any other keys, e.g.
-    'name', are cut to the same images and passed on), e.g. input_pipeline.numpy_batches.
+    'name', are cut to the same images and passed on), e.g. input_pipeline.numpy_batches;
+    for pix2pixHD {'label', 'instance', 'target'} (generator.model_input says what the
+    generator takes).
   limit: stop after this many images of this process (-1: all).
   on_batch(index of its first image, batch, outputs, per-image scores as numpy arrays).
   With several processes each scores its own batches and the means are over the images of
@@ -40,9 +56,10 @@ def score(generator, batches: Iterable[dict], *, limit: int = -1, seed: int = 0,
   for batch in batches:
     if 0 <= limit <= index:
       break
-    n = len(batch['input']) if limit < 0 else min(len(batch['input']), limit - index)
+    x = model_input(generator, batch)  # the batch's 'input', or what the method makes of it
+    n = len(x) if limit < 0 else min(len(x), limit - index)
     batch = {k: v[:n] for k, v in batch.items()}
-    out = generator.apply(batch['input'], seed=seed, indices=np.arange(index, index + n))
+    out = generator.apply(x[:n], seed=seed, indices=np.arange(index, index + n))
     per_image = {k: np.asarray(v) for k, v in
                  _per_image(out, np.asarray(batch['target'], np.float32), metrics).items()}
     sums += [per_image[name].sum() for name in metrics]

@@ -154,6 +154,25 @@ class TrainedGenerator:
   def in_channels(self) -> int:
     return self.generator.in_channels
 
+  # How batches and files become this generator's input: the method says
+  # (p2p_jax/methods/base.py; pix2pix and CycleGAN: the batch's 'input' image).
+
+  def model_input(self, batch: dict) -> np.ndarray:
+    """What `apply` takes for a host batch (pix2pixHD: its packed label maps)."""
+    return self.method.model_input(self.config, batch)
+
+  def shown_input(self, batch: dict) -> np.ndarray:
+    """The batch's input as an image [N, H, W, C] in [-1, 1] (sample grids, result pages)."""
+    return self.method.shown_input(self.config, batch)
+
+  def read_input(self, path: str, info: dict | None = None) -> np.ndarray:
+    """A user's input file as translate reads it (`info`: as image_io.read_image's)."""
+    return self.method.read_input(self.config, path, info)
+
+  def image_to_model_input(self, image) -> tuple[np.ndarray, bool]:
+    """One user input -> (float32 [H, W, in_channels] for `apply`, outputs as uint8?)."""
+    return self.method.image_to_model_input(self.config, image, self.in_channels)
+
   def _runner(self, n: int):
     """The mapped function for a batch of n: over the most devices that divide n evenly."""
     k = _largest_divisor(n, len(self.devices))

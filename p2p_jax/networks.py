@@ -13,17 +13,66 @@ import jax.numpy as jnp
 from p2p_jax import kernels
 from p2p_jax.models import (GENERATORS, RESNET_GENERATORS, PatchGAN, ResnetGenerator, UNet,
                             layers)
+from p2p_jax.models.multiscale_d import MultiscaleDiscriminator
+from p2p_jax.models.pix2pixhd import HD_GENERATORS, GlobalGenerator, LocalEnhancer
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
-# config.model.generator: the U-Nets (pix2pix) and the ResNets (CycleGAN), any for any method.
-GENERATOR_NAMES = (*GENERATORS, *RESNET_GENERATORS)
+# config.model.generator: the U-Nets (pix2pix) and the ResNets (CycleGAN), any for any
+# method; pix2pixHD's global generator and local enhancer (method pix2pixhd only).
+GENERATOR_NAMES = (*GENERATORS, *RESNET_GENERATORS, *HD_GENERATORS)
 
 
-def size_multiple(generator: str) -> int:
-  """Image height and width must be multiples of this for the generator named."""
+def size_multiple(generator: str, config=None) -> int:
+  """Image height and width must be multiples of this for the generator named (pix2pixHD's
+  depend on config.pix2pixhd: 2**n_downsample_global, times 2**n_local_enhancers)."""
   if generator in RESNET_GENERATORS:
     return 2 ** ResnetGenerator.n_downsampling
+  if generator in HD_GENERATORS:
+    hd = config.pix2pixhd
+    local = hd.n_local_enhancers if generator == 'pix2pixhd_local' else 0
+    return 2 ** (hd.n_downsample_global + local)
   return 2 ** GENERATORS[generator][0]
+
+
+def hd_input_channels(config) -> int:
+  """Channels of pix2pixHD's encoded input: label_nc one-hot (or model.in_channels with
+  label_nc 0), + 1 for the instance edges."""
+  hd = config.pix2pixhd
+  return (hd.label_nc or config.model.in_channels) + (1 if hd.instance_map else 0)
+
+
+def _hd_layers(config):
+  """pix2pixHD's conv layers: biases at PyTorch's default init (its weights_init)."""
+  convs = kernels.convolutions(config.compute.conv_impl)
+  return (functools.partial(layers.Conv, op=convs.conv2d, bias_init='torch'),
+          functools.partial(layers.ConvTranspose3x3, op=convs.conv_transpose_3x3,
+                            bias_init='torch'))
+
+
+def _create_hd_generator(config, in_channels: int | None, out_channels: int | None):
+  model, hd = config.model, config.pix2pixhd
+  conv, conv_transpose = _hd_layers(config)
+  kwargs = dict(in_channels=hd_input_channels(config) if in_channels is None else in_channels,
+                out_channels=model.out_channels if out_channels is None else out_channels,
+                remat=hd.remat, dtype=DTYPES[config.compute.dtype], conv=conv,
+                conv_transpose=conv_transpose)
+  if model.generator == 'pix2pixhd_global':
+    return GlobalGenerator(ngf=model.ngf, n_downsampling=hd.n_downsample_global,
+                           n_blocks=hd.n_blocks_global, **kwargs)
+  return LocalEnhancer(ngf=model.ngf, n_downsample_global=hd.n_downsample_global,
+                       n_blocks_global=hd.n_blocks_global,
+                       n_local_enhancers=hd.n_local_enhancers,
+                       n_blocks_local=hd.n_blocks_local, **kwargs)
+
+
+def create_multiscale_discriminator(config) -> MultiscaleDiscriminator:
+  """pix2pixHD's D: config.pix2pixhd.num_D PatchGANs of config.model.d_layers layers on
+  concat(encoded input, image)."""
+  conv, _ = _hd_layers(config)
+  return MultiscaleDiscriminator(
+      num_D=config.pix2pixhd.num_D, n_layers=config.model.d_layers, ndf=config.model.ndf,
+      in_channels=hd_input_channels(config) + config.model.out_channels,
+      dtype=DTYPES[config.compute.dtype], conv=conv)
 
 
 def _bn_axis(config, axis_name):
@@ -41,13 +90,17 @@ def _layers(config):
 
 def create_generator(config, axis_name: str | None = None, *, in_channels: int | None = None,
                      out_channels: int | None = None):
-  """The generator named by `config.model.generator` (a UNet or a ResnetGenerator).
+  """The generator named by `config.model.generator` (a UNet, a ResnetGenerator, or
+  pix2pixHD's GlobalGenerator / LocalEnhancer, whose input channels default to
+  `hd_input_channels`).
 
   axis_name: the device axis the step is mapped over; BatchNorm averages its batch
   statistics over it when `config.model.sync_batch_stats` is set.
   in_channels, out_channels: instead of the config's (CycleGAN's G_B maps back).
   """
   model = config.model
+  if model.generator in HD_GENERATORS:
+    return _create_hd_generator(config, in_channels, out_channels)
   in_channels = model.in_channels if in_channels is None else in_channels
   out_channels = model.out_channels if out_channels is None else out_channels
   if model.generator in RESNET_GENERATORS:

@@ -179,10 +179,14 @@ class DataParallel:
     batched_out: whether outputs are per-example (concatenated over devices, e.g. images)
       instead of invariant (the new state and averaged metrics).
     donate: donate the state argument (halves memory for the train step).
+    constants: None, or a pytree of arrays that `fn` gets as a third argument at every call
+      (fn(state, batch, constants)), placed replicated on the devices once, here: weights
+      a step reads but does not train (pix2pixHD's VGG19), kept out of the state (and so
+      out of checkpoints) and out of the compiled program's constants.
   """
 
   def __init__(self, fn: Callable, mapping: str = 'pmap', devices=None,
-               batched_out: bool = False, donate: bool = False):
+               batched_out: bool = False, donate: bool = False, constants: Any = None):
     self.mapping = mapping
     self.devices = list(devices) if devices is not None else jax.devices()
     self.local_devices = [d for d in self.devices if d.process_index == jax.process_index()]
@@ -190,14 +194,18 @@ class DataParallel:
     self.spans_processes = len(self.local_devices) < len(self.devices)
     self.mesh = Mesh(np.asarray(self.devices), (AXIS,))
     out_axis = 0 if batched_out else None
+    # The constants go in as the state does: unmapped, replicated on every device.
+    self._extra = () if constants is None else (self.put_state(constants),)
+    in_axes = (None, 0) + (None,) * len(self._extra)
     if mapping == 'pmap':
-      self._fn = jax.pmap(fn, axis_name=AXIS, in_axes=(None, 0), out_axes=out_axis,
+      self._fn = jax.pmap(fn, axis_name=AXIS, in_axes=in_axes, out_axes=out_axis,
                           devices=self.devices, donate_argnums=(0,) if donate else ())
     else:
       out_spec = P(AXIS) if batched_out else P()
+      in_specs = (P(), P(AXIS)) + (P(),) * len(self._extra)
       # On one device the step skips its cross-device means (see train_step.py), so its
       # outputs are not provably replicated; over one device there is nothing to check.
-      mapped = jax.shard_map(fn, mesh=self.mesh, in_specs=(P(), P(AXIS)), out_specs=out_spec,
+      mapped = jax.shard_map(fn, mesh=self.mesh, in_specs=in_specs, out_specs=out_spec,
                              check_vma=len(self.devices) > 1)
       self._fn = jax.jit(mapped, donate_argnums=(0,) if donate else ())
     self.batched_out = batched_out
@@ -242,7 +250,7 @@ class DataParallel:
     """
     # A multi-process pmap takes the global state as it is. (Not its host-local copy: jax 0.10
     # deletes a donated host-local input it has just placed, and the step then fails.)
-    out = self._fn(state, self._split(batch))
+    out = self._fn(state, self._split(batch), *self._extra)
     if self.batched_out and self.mapping == 'pmap':
       out = jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:]), out)
     elif self.mapping == 'pmap' and self.spans_processes:
@@ -263,7 +271,7 @@ class DataParallel:
     executable is the one a later call with the real state reuses (a leaf without that
     sharding would make the call trace and compile the step a second time).
     """
-    return self._fn.lower(self.abstract_state(state), self._split(batch))
+    return self._fn.lower(self.abstract_state(state), self._split(batch), *self._extra)
 
   def precompile(self, abstract_state, batch) -> tuple[float, float] | None:
     """Compiles for a state of this shape (jax.ShapeDtypeStruct leaves) before one exists;

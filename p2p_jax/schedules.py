@@ -12,13 +12,17 @@ reference's train.py did until mid-2020 (the commit 032e884 era) and p2p_jax did
 factor 1 - max(0, e + 1 - constant) / (decay + 1), constant epochs at lr, the last at
 lr / (decay + 1). Both are tested epoch by epoch against torch's LambdaLR
 (tests/test_schedules.py).
+pix2pixHD's train.py steps its own rule (Pix2PixHDModel.update_learning_rate), which neither
+of those is: at the end of each epoch e > niter (1-based) it lowers lr by lr / niter_decay,
+so 'linear_decay_pix2pixhd' runs epoch e (0-based) at factor
+1 - max(0, e - constant) / decay: constant + 1 epochs at lr, the last at lr / decay.
 With steps as the unit (optim.constant_steps / decay_steps) both decay every step to 0.
 """
 
 import jax.numpy as jnp
 import optax
 
-SCHEDULES = ('constant', 'linear_decay', 'linear_decay_epoch_end')
+SCHEDULES = ('constant', 'linear_decay', 'linear_decay_epoch_end', 'linear_decay_pix2pixhd')
 
 # How many scheduler steps the reference has taken when epoch e (0-based) runs: e + 1 when
 # it steps at the start of each epoch, e when at the end.
@@ -44,6 +48,13 @@ def create_schedule(optim_config, steps_per_epoch: int) -> optax.Schedule:
   if steps_per_epoch < 1:
     raise ValueError(f'steps_per_epoch must be >= 1, got {steps_per_epoch}')
   constant, decay = optim_config.constant_epochs, optim_config.decay_epochs
+  if optim_config.schedule == 'linear_decay_pix2pixhd':
+    def hd_per_epoch(step):
+      # lr - k * lr / niter_decay after k updates; the k-th comes at the end of epoch
+      # niter + k (1-based), so epoch e (0-based) has had max(0, e - niter) of them.
+      e = step // steps_per_epoch
+      return lr * jnp.maximum(1.0 - jnp.maximum(0, e - constant) / max(decay, 1), 0.0)
+    return hd_per_epoch
   shift = _STEPS_BEFORE_EPOCH[optim_config.schedule]
 
   def per_epoch(step):

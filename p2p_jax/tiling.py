@@ -31,7 +31,6 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from p2p_jax import image_io
 from p2p_jax.models import UNet, dropout_layers
 
 # 'auto' tiles: at least this side, and at least this many margins, so that the margins
@@ -347,11 +346,9 @@ def generator_bands(generator, image: np.ndarray, plan: Plan, *, seed: int = 0,
   Tile k draws its dropout key from index * TILE_KEY_STRIDE + k (mod 2**32)."""
   h, w = image.shape[:2]
   offset = ((-h % generator.multiple) // 2, (-w % generator.multiple) // 2)
-  is_uint8 = image.dtype == np.uint8
 
-  def to_input(window):
-    window = image_io.to_float(window) if is_uint8 else window.astype(np.float32)
-    return image_io.to_channels(window, generator.in_channels)
+  def to_input(window):  # as a whole-image pass converts it (the method's conversion)
+    return generator.image_to_model_input(window)[0]
 
   def apply_tile(k, x):
     key_index = (int(index) * TILE_KEY_STRIDE + k) % 2 ** 32

@@ -113,6 +113,16 @@ def run_training(config, workdir: str, **kwargs) -> Outcome:
   """train_and_evaluate (same arguments), returning how the run ended as well."""
   config_schema.validate(config)
   config = config_schema.with_absolute_paths(config)
+  methods.get(config).preflight(config)  # files it needs (pix2pixHD's VGG19), before writing
+  if methods.get(config).data_kind_for(config) == 'labels' and (
+      kwargs.get('train_batches') is None or kwargs.get('eval_batches') is None):
+    # Until the labelled input pipeline (issue 26, Data) lands: say so, before any work.
+    raise ValueError(
+        f'config.data.dataset {config.data.dataset!r}: {config.method} with label maps '
+        '(pix2pixhd.label_nc > 0 or instance_map) needs the labelled input pipeline, which '
+        'this version does not have yet; pass train_batches= and eval_batches= to '
+        'train.train_and_evaluate, or train on paired images (label_nc 0, instance_map '
+        'False, e.g. configs/pix2pixhd_demo.py)')
   workdir = workdirs.absolute_path(workdir)
   parallel.maybe_initialize_distributed(config.distributed)
   devices = parallel.devices(kwargs.pop('devices', None))
@@ -154,9 +164,12 @@ def _run(config, workdir, ckpt, stop, devices, local_batch, train_batches=None,
 
   # ---------------------------------------------------------------- state
   method = methods.get(config)
+  batch_keys = method.batch_keys_for(config)
   setup = method.setup(config, per_epoch, parallel.AXIS)
+  # Arrays every step reads but nobody trains (pix2pixHD's VGG19): placed once, not saved.
+  constants = setup.constants() if setup.constants is not None else None
   runner = parallel.DataParallel(setup.step, config.compute.mapping, devices=devices,
-                                 donate=True)
+                                 donate=True, constants=constants)
   init = setup.init
   abstract = runner.abstract_state(jax.eval_shape(init))
   ckpt.check_space(abstract)  # not even one checkpoint fits: stop now, not at the first save
@@ -188,7 +201,10 @@ def _run(config, workdir, ckpt, stop, devices, local_batch, train_batches=None,
     if notice and main:
       print(notice, flush=True)
   else:
-    state = runner.put_state(make_state())
+    state = make_state()
+    if setup.warm_start is not None:  # a new run that starts from another's weights
+      state = setup.warm_start(state)
+    state = runner.put_state(state)
   # The init's executable and its freed scratch (~0.3 GB at 256 px) are not needed again.
   del make_state
   host_memory.release_free_memory()
@@ -234,7 +250,7 @@ def _run(config, workdir, ckpt, stop, devices, local_batch, train_batches=None,
     if eval_paired:
       first = []
       keep_first = lambda i, batch, out, _: first or first.append(
-          (batch['input'], out, batch['target']))
+          (evaluation.shown_input(translators['AtoB'], batch), out, batch['target']))
       result = evaluation.score(translators['AtoB'], eval_batches(), seed=config.seed,
                                 limit=limit, metrics=('l1', 'psnr'), on_batch=keep_first)
       scores.update({f'val_{k}': v for k, v in result.items() if k != 'num_images'})
@@ -309,7 +325,7 @@ def _run(config, workdir, ckpt, stop, devices, local_batch, train_batches=None,
       t0 = time.perf_counter()
       batch = next(data)
       waited[0] += time.perf_counter() - t0
-      state, step_metrics = runner(state, {k: batch[k] for k in method.batch_keys})
+      state, step_metrics = runner(state, {k: batch[k] for k in batch_keys})
       step += 1
       pending.append((step, step_metrics))
       if step == start + 1 and main:

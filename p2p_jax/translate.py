@@ -71,14 +71,15 @@ def pad_to_multiple(image: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple
 
 
 def _checked(image) -> np.ndarray:
-  """One user image as [H, W, 1 or 3] (alpha dropped), its dtype kept."""
+  """One user input as [H, W, C] (alpha of an RGBA image dropped), its dtype kept; the
+  channels the method takes are checked by its image_to_model_input."""
   image = np.asarray(image)
   if image.ndim == 2:
     image = image[..., None]
-  if image.ndim != 3 or image.shape[-1] not in (1, 3, 4):
+  if image.ndim != 3:
     raise ValueError(f'translate expects [H, W], [H, W, 1] or [H, W, 3] images, got '
                      f'shape {image.shape}')
-  return image[..., :3]  # Drop alpha (translate_images warns).
+  return image[..., :3] if image.shape[-1] == 4 else image  # (translate_images warns)
 
 
 def _padded_shape(image: np.ndarray, multiple: int) -> tuple[int, int]:
@@ -86,12 +87,12 @@ def _padded_shape(image: np.ndarray, multiple: int) -> tuple[int, int]:
   return h + -h % multiple, w + -w % multiple
 
 
-def _to_model_space(image, in_channels: int, multiple: int):
-  """One user image -> (padded float [-1, 1] image, crop box, was it uint8)."""
-  image = _checked(image)
-  is_uint8 = image.dtype == np.uint8
-  image = image_io.to_float(image) if is_uint8 else image.astype(np.float32)
-  padded, box = pad_to_multiple(image_io.to_channels(image, in_channels), multiple)
+def _to_model_space(generator: inference.TrainedGenerator, image):
+  """One user image -> (padded model input, crop box, was it uint8). What the model takes
+  is the method's (Method.image_to_model_input): a float [-1, 1] image for pix2pix and
+  CycleGAN, label ids for pix2pixHD."""
+  image, is_uint8 = generator.image_to_model_input(image)
+  padded, box = pad_to_multiple(image, generator.multiple)
   return padded, box, is_uint8
 
 
@@ -135,8 +136,7 @@ def translate_images(generator: inference.TrainedGenerator, images, *, seed: int
     for start in range(0, len(group), size):
       chunk = group[start:start + size]
       # Converted to float one batch at a time, not all at once.
-      prepared = [_to_model_space(items[j], generator.in_channels, generator.multiple)
-                  for j in chunk]
+      prepared = [_to_model_space(generator, items[j]) for j in chunk]
       out = generator.apply(np.stack([p[0] for p in prepared]), seed=seed,
                             indices=[indices[j] for j in chunk])
       for j, o, (_, (top, left, h, w), is_uint8) in zip(chunk, out, prepared):
@@ -246,7 +246,7 @@ def translate_files(generator: inference.TrainedGenerator, pairs: list[tuple[str
     for i, (src, dst) in enumerate(pairs[start:start + chunk], start):
       info = {}
       try:
-        image = image_io.read_image(src, info)
+        image = generator.read_input(src, info)
       except image_io.ImageError as e:
         skipped.append((src, str(e)))
         continue

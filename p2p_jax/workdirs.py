@@ -161,7 +161,8 @@ def check_same_model(config, workdir: str) -> None:
 def eval_is_paired(config) -> bool:
   """Whether the validation split of `config`'s dataset pairs each input with its target
   (always for pix2pix; for CycleGAN only on a paired dataset read unpaired)."""
-  return not catalog.is_unpaired(config.data.dataset, methods.get(config).data_kind)
+  kind = methods.get(config).data_kind_for(config)
+  return not catalog.is_unpaired(config.data.dataset, kind)
 
 
 def best_metric(eval_paired: bool) -> str:

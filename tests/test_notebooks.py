@@ -159,6 +159,9 @@ def test_anatomy_runs(tmp_path, kernel_spec):
   assert '| generator (unet_256) | 54,413,955 | 54,413,955 |' in tables
   assert '| discriminator (70x70, 6 channels) | 2,768,705 | 2,768,705 |' in tables
   assert '| 3 | 70 | 70 | 30x30 |' in tables  # receptive field row of the paper's D
+  # pix2pixHD's published generators, counted from the official layer list.
+  assert '| LocalEnhancer (label2city_1024p, ngf 32) | 182,857,059 | 182,857,059 |' in tables
+  assert '| GlobalGenerator (label2city_512p, ngf 64) | 182,546,755 | 182,546,755 |' in tables
   assert '| l1+cgan |' in tables and '| l1 |' in tables
   for name, gan_weight in (('l1', 0.0), ('l1_cgan', 1.0)):
     saved = json.loads((out / f'ablation_{name}' / 'config.json').read_text())

@@ -74,3 +74,18 @@ def test_the_default_is_the_current_reference_and_constant_stays_constant():
   lrs = p2p_lrs('linear_decay', 1.0, 100, 100)
   assert np.all(lrs[:99] == 1.0) and lrs[99] == pytest.approx(100 / 101) and lrs[-1] == 0.0
   np.testing.assert_allclose(p2p_lrs('constant', 2e-4, 100, 100), 2e-4, rtol=1e-7)
+
+
+@pytest.mark.parametrize('niter,niter_decay', [(100, 100), (50, 50), (3, 4), (0, 5)])
+def test_pix2pixhd_schedule_is_its_train_py(niter, niter_decay):
+  """NVIDIA/pix2pixHD's train.py: after each epoch e > niter (1-based) Pix2PixHDModel.
+  update_learning_rate() lowers lr by lr / niter_decay."""
+  lr, want, current = 2e-4, [], 2e-4
+  for epoch in range(1, niter + niter_decay + 1):
+    want.append(current)          # the epoch runs at the current lr
+    if epoch > niter:
+      current -= lr / niter_decay
+  got = p2p_lrs('linear_decay_pix2pixhd', lr, niter, niter_decay)
+  # float32: 1 - 99 / 100 is exact only to float32's rounding of the factor (~1e-7 of lr)
+  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7 * lr)
+  assert got[-1] == pytest.approx(lr / niter_decay, rel=1e-4)

@@ -3,6 +3,8 @@
   pix2pix.py    pix2pix (Isola et al. 2017): U-Net G, PatchGAN D on pairs (x, y)
   cyclegan.py   CycleGAN (Zhu et al. 2017): two ResNet Gs, two PatchGANs, image pools,
                 unpaired data
+  pix2pixhd.py  pix2pixHD (Wang et al. 2018): label maps -> photos, global generator and
+                local enhancer, multi-scale D, feature matching, VGG19 loss
 
 What a method provides, and the state convention shared code relies on: base.py.
 """
@@ -15,6 +17,7 @@ from p2p_jax.methods.base import DATA_KINDS, DIRECTIONS, Method, Setup  # noqa: 
 METHODS = {
     'pix2pix': 'p2p_jax.methods.pix2pix',
     'cyclegan': 'p2p_jax.methods.cyclegan',
+    'pix2pixhd': 'p2p_jax.methods.pix2pixhd',
 }
 
 

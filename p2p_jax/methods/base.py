@@ -10,7 +10,14 @@ command lines know no method by name. They ask the method that `config.method` n
   * `validate` and `architecture`: its config checks, and the fields that fix its
     networks (a workdir holds one architecture);
   * `generator` and `generator_variables`: which network translates which direction at
-    inference ('AtoB': the config's input domain to its target domain; 'BtoA': back).
+    inference ('AtoB': the config's input domain to its target domain; 'BtoA': back);
+  * `model_input`, `shown_input`, `read_input` and `image_to_model_input`: how a batch or
+    a user's file becomes the generator's input and what a sample grid shows as the input
+    (by default the batch's 'input' image; pix2pixHD's label and instance maps);
+  * `data_kind_for` and `batch_keys_for`: as `data_kind` and `batch_keys`, where they
+    depend on the config (pix2pixHD trains on pairs of images when label_nc is 0);
+  * `preflight`: checks of what training needs beyond the config (files it reads), run by
+    the trainer before anything is written.
 
 A state is a pytree of arrays with, whatever the method: `step` (int32 scalar, steps
 done), `g` and `d` (state.NetState: params, batch_stats, opt_state; a method that trains
@@ -23,6 +30,8 @@ method's own state class. Checkpoints hold the whole state; inference reads `g` 
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
+
+from p2p_jax import image_io
 
 # config.method's data needs: which input pipeline feeds the step.
 #   'paired':   {'input', 'target'}, pixel-aligned (pix2pix).
@@ -39,10 +48,18 @@ class Setup(NamedTuple):
   step: (state, batch) -> (state, metrics), one replica's view (p2p_jax.parallel maps it).
   example_batch: batch_size -> a host batch of zeros with the shapes and dtypes `step`
     takes (what the trainer compiles for before any data is read).
+  constants: None, or () -> a pytree of host arrays read once (pix2pixHD's VGG19 weights)
+    that every call of `step` gets as a third argument, placed on the devices once
+    (p2p_jax.parallel.DataParallel): neither in the state nor in checkpoints, and not
+    baked into the compiled program.
+  warm_start: None, or state -> state, applied on the host to the step-0 state of a new
+    run (not on resume): weights from another run (pix2pixHD's load_pretrain).
   """
   init: Callable[[], Any]
-  step: Callable[[Any, dict], tuple[Any, dict]]
+  step: Callable[..., tuple[Any, dict]]
   example_batch: Callable[[int], dict]
+  constants: Callable[[], Any] | None = None
+  warm_start: Callable[[Any], Any] | None = None
 
 
 class Method:
@@ -55,6 +72,47 @@ class Method:
 
   def validate(self, config) -> None:
     """Raises ValueError naming the field for a value this method cannot train with."""
+
+  def preflight(self, config) -> None:
+    """Raises (FileNotFoundError, ValueError: one line naming the field) when something
+    training needs beyond the config is missing; the trainer calls it before it writes."""
+
+  def data_kind_for(self, config) -> str:
+    """The data kind (DATA_KINDS) this method trains on with `config`."""
+    return self.data_kind
+
+  def batch_keys_for(self, config) -> tuple[str, ...]:
+    """The keys of a training batch with `config`."""
+    return self.batch_keys
+
+  def model_input(self, config, batch: dict) -> np.ndarray:
+    """What the inference generator (`generator`) takes for a host batch [N, ...]."""
+    return batch['input']
+
+  def shown_input(self, config, batch: dict) -> np.ndarray:
+    """The input as an image [N, H, W, C] in [-1, 1] for sample grids and result pages."""
+    return batch['input']
+
+  def read_input(self, config, path: str, info: dict | None = None) -> np.ndarray:
+    """A user's input file (translate) as an array: uint8 [H, W, 1 or 3] by default.
+    `info` as image_io.read_image's (whether the file had transparency)."""
+    return image_io.read_image(path, info)
+
+  def image_to_model_input(self, config, image: np.ndarray,
+                           in_channels: int) -> tuple[np.ndarray, bool]:
+    """One input of `read_input` (or a user's array) -> (float32 [H, W, in_channels] as
+    `generator` takes it, whether outputs go back as uint8). By default uint8 images are
+    scaled to [-1, 1], float ones taken as [-1, 1]; channels as image_io.to_channels."""
+    image = np.asarray(image)
+    if image.ndim == 2:
+      image = image[..., None]
+    if image.ndim != 3 or image.shape[-1] not in (1, 3, 4):
+      raise ValueError(f'translate expects [H, W], [H, W, 1] or [H, W, 3] images, got '
+                       f'shape {image.shape}')
+    image = image[..., :3]  # Drop alpha.
+    is_uint8 = image.dtype == np.uint8
+    image = image_io.to_float(image) if is_uint8 else image.astype(np.float32)
+    return image_io.to_channels(image, in_channels), is_uint8
 
   def architecture(self, config) -> dict[str, Any]:
     """{'model.ngf': 64, ...}: the fields that fix the networks' parameters."""

@@ -8,7 +8,9 @@ reference's geometry.
     output_padding=1), the same for CycleGAN's and pix2pixHD's ResNet generators.
   * `norm_layer`: BatchNorm (the paper), instance norm or none; `uses_bias`: the reference's
     rule for conv biases.
-  * Initialisation: conv weights N(0, 0.02), biases 0, BatchNorm scale N(1, 0.02).
+  * Initialisation: conv weights N(0, 0.02), biases 0, BatchNorm scale N(1, 0.02);
+    pix2pixHD leaves biases at PyTorch's default, U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    (`bias_init='torch'`).
 Parameters keep the standard HWIO layout (kernel [kh, kw, in, out]) whatever computes the
 convolution (`op`, see `p2p_jax.kernels`), so checkpoints, export and parameter counts do
 not depend on it.
@@ -25,6 +27,25 @@ from p2p_jax.models import batch_norm
 
 # pix2pix initialises every conv weight with N(0, 0.02) and every bias with 0.
 conv_init = nn.initializers.normal(stddev=0.02)
+
+
+def torch_bias_init(fan_in: int):
+  """PyTorch's default bias init of Conv2d / ConvTranspose2d: U(-1/sqrt(fan_in), ...)."""
+  bound = 1.0 / np.sqrt(fan_in) if fan_in > 0 else 0.0
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+  return init
+
+
+# `bias_init` of the conv layers: 'zeros' (pix2pix, CycleGAN: the reference's init_weights
+# zeroes them) or 'torch' (pix2pixHD's weights_init leaves PyTorch's default).
+BIAS_INITS = ('zeros', 'torch')
+
+
+def _bias(module: nn.Module, features: int, fan_in: int, kind: str) -> jax.Array:
+  init = nn.initializers.zeros if kind == 'zeros' else torch_bias_init(fan_in)
+  return module.param('bias', init, (features,), jnp.float32)
 
 
 def bn_scale_init(key, shape, dtype=jnp.float32):
@@ -76,6 +97,7 @@ class Conv(nn.Module):
   """k x k convolution, stride s, zero padding p, with an optional bias.
 
   op: computes conv2d(x, kernel, stride, padding) (default: the definition above).
+  bias_init: one of BIAS_INITS (PyTorch's fan_in: in_channels * k * k).
   """
   features: int
   kernel_size: int = 4
@@ -84,6 +106,7 @@ class Conv(nn.Module):
   use_bias: bool = True
   dtype: Any = jnp.float32
   op: Callable = conv2d
+  bias_init: str = 'zeros'
 
   @nn.compact
   def __call__(self, x):
@@ -91,8 +114,7 @@ class Conv(nn.Module):
     kernel = self.param('kernel', conv_init, (k, k, x.shape[-1], self.features), jnp.float32)
     y = self.op(x.astype(self.dtype), kernel.astype(self.dtype), self.stride, self.padding)
     if self.use_bias:
-      y = y + self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32
-                         ).astype(self.dtype)
+      y = y + _bias(self, self.features, x.shape[-1] * k * k, self.bias_init).astype(self.dtype)
     return y
 
 
@@ -121,19 +143,20 @@ class ConvTranspose3x3(nn.Module):
   width (ResNet generators).
 
   op: computes conv_transpose_3x3_s2(x, kernel) (default: the definition above).
+  bias_init: one of BIAS_INITS (PyTorch's fan_in of a transposed conv: out_channels * 9).
   """
   features: int
   use_bias: bool = True
   dtype: Any = jnp.float32
   op: Callable = conv_transpose_3x3_s2
+  bias_init: str = 'zeros'
 
   @nn.compact
   def __call__(self, x):
     kernel = self.param('kernel', conv_init, (3, 3, x.shape[-1], self.features), jnp.float32)
     y = self.op(x.astype(self.dtype), kernel.astype(self.dtype))
     if self.use_bias:
-      y = y + self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32
-                         ).astype(self.dtype)
+      y = y + _bias(self, self.features, self.features * 9, self.bias_init).astype(self.dtype)
     return y
 
 

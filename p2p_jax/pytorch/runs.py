@@ -18,13 +18,15 @@ workdir's networks back as files or as a reference checkpoint folder.
 import os
 
 from p2p_jax import config_schema, workdirs
-from p2p_jax.pytorch import cyclegan_workdir, files, state_dicts as sdl, workdir as workdir_lib
+from p2p_jax.pytorch import (cyclegan_workdir, files, pix2pixhd_weights, pix2pixhd_workdir,
+                             state_dicts as sdl, workdir as workdir_lib)
 
 ROLES = ('G', 'D', 'G_B', 'D_B')
 CYCLEGAN_ONLY = ('G_B', 'D_B')
 # role -> the network's name in each method (the reference's file names).
 NAMES = {'pix2pix': {'G': 'G', 'D': 'D'},
-         'cyclegan': {'G': 'G_A', 'D': 'D_A', 'G_B': 'G_B', 'D_B': 'D_B'}}
+         'cyclegan': {'G': 'G_A', 'D': 'D_A', 'G_B': 'G_B', 'D_B': 'D_B'},
+         'pix2pixhd': {'G': 'G', 'D': 'D'}}
 
 
 def file_name(name: str, epoch: str = 'latest') -> str:
@@ -49,16 +51,28 @@ def folder_files(folder: str, epoch: str = 'latest') -> dict:
 
 def method_of(state_dicts: dict, sources: dict, method: str | None = None,
               config_method: str | None = None) -> str:
-  """'pix2pix' or 'cyclegan' for {role: state dict}: `method` if given; else what the files
-  are (CycleGAN when a G_B or D_B is given or G is a ResnetGenerator, pix2pix otherwise),
-  which must then agree with `config_method` (a --config's) if given. Raises
-  StateDictError (one line) for a D given as G, or files and config that disagree."""
+  """'pix2pix', 'cyclegan' or 'pix2pixhd' for {role: state dict}: `method` if given; else
+  what the files are (pix2pixHD when G is the official LocalEnhancer or the config is a
+  pix2pixhd one, whose GlobalGenerator keys the reference's do not tell apart; CycleGAN when
+  a G_B or D_B is given or G is a ResnetGenerator; pix2pix otherwise), which must then agree
+  with `config_method` (a --config's) if given. Raises StateDictError (one line) for a D
+  given as G, or files and config that disagree."""
+  back = [r for r in CYCLEGAN_ONLY if r in state_dicts]
+  if method == 'pix2pixhd' or (not method and (
+      config_method == 'pix2pixhd' or pix2pixhd_weights.is_local_enhancer(state_dicts['G']))):
+    if back:
+      raise ValueError(f'{", ".join(sources.get(r, r) for r in back)}: G_B / D_B are '
+                       "CycleGAN's networks; pix2pixHD has one G and one D")
+    if config_method and config_method != 'pix2pixhd':
+      raise sdl.StateDictError(
+          f'{sources.get("G", "G")} holds pix2pixHD\'s LocalEnhancer, but --config is a '
+          f'{config_method} config: give a pix2pixhd config (configs/pix2pixhd_*.py)')
+    return 'pix2pixhd'
   g = sdl.clean(state_dicts['G'], sources.get('G'))
   kind = sdl.identify(g)
   if kind in sdl.DISCRIMINATOR_KINDS:
     sdl.fail(f'holds {sdl.describe(g)}, not a generator: give it as --from_pytorch_d (and '
              'the generator as --from_pytorch)', sources.get('G'))
-  back = [r for r in CYCLEGAN_ONLY if r in state_dicts]
   if method == 'pix2pix' and back:
     raise ValueError(f'{", ".join(sources.get(r, r) for r in back)}: G_B / D_B are '
                      "CycleGAN's networks; pix2pix has one G and one D")
@@ -95,6 +109,11 @@ def import_run(paths: dict, workdir: str, *, method: str | None = None, config=N
   sources = {role: os.fspath(p) for role, p in paths.items() if p}
   state_dicts = {role: files.read_pth(p) for role, p in sources.items()}
   method = method_of(state_dicts, sources, method, config.method if config else None)
+  if method == 'pix2pixhd':  # its config comes from the files (and --config, if given)
+    summary = pix2pixhd_workdir.import_weights(
+        state_dicts['G'], workdir, d_state_dict=state_dicts.get('D'), config=config, seed=seed,
+        g_source=sources['G'], d_source=sources.get('D'))
+    return {**summary, 'method': method}
   if config is None:
     config = (cyclegan_workdir.reference_config() if method == 'cyclegan'
               else config_schema.get_config())
@@ -112,6 +131,12 @@ def import_run(paths: dict, workdir: str, *, method: str | None = None, config=N
         seed=seed, sources={names[r]: p for r, p in sources.items()}, record=record,
         untrained_hint=untrained_hint)
   return {**summary, 'method': method}
+
+
+def _pix2pixhd_weights(workdir: str, which, names: tuple) -> tuple[int, dict]:
+  """(step, {name: state dict}) of a pix2pixhd workdir, as the other methods' readers."""
+  step, g, d = pix2pixhd_workdir.export_weights(workdir, which, discriminator='D' in names)
+  return step, {'G': g, 'D': d}
 
 
 def _untrained(workdir: str, step: int, name: str) -> str | None:
@@ -152,7 +177,8 @@ def export_run(workdir: str, outputs, *, which='latest', overwrite: bool = False
   targets = {names[r]: os.path.abspath(p) for r, p in outputs.items() if p}
   if len(set(targets.values())) < len(targets):
     raise ValueError(f'two networks would be written to the same file: {targets}')
-  read = workdir_lib.export_weights if method == 'pix2pix' else cyclegan_workdir.export_weights
+  read = {'pix2pix': workdir_lib.export_weights, 'cyclegan': cyclegan_workdir.export_weights,
+          'pix2pixhd': _pix2pixhd_weights}[method]
   step, state_dicts = read(workdir, which, tuple(targets))
   skipped = {}
   for name in list(targets):

@@ -1,0 +1,62 @@
+"""pix2pixHD, Cityscapes labels -> photos at 1024x512: the official label2city_512p recipe.
+
+As NVIDIA/pix2pixHD's scripts/train_512p.sh (`python train.py --name label2city_512p`,
+its options' defaults): GlobalGenerator (ngf 64, 4 stride-2 convs, 9 residual blocks;
+182,546,755 parameters with 35 labels + the instance edge map), D at 2 scales (70x70
+PatchGANs, ndf 64, 3 layers, padding 2), LSGAN + feature matching + VGG19 (lambda_feat
+10), instance norm, Adam 2e-4 / 0.5, batch 1, 100 epochs at lr then 100 with lr / 100
+less each epoch; images scaled to width 1024 (scale_width), flipped at random.
+
+Data: Cityscapes' gtFine label ids and instance ids and leftImg8bit photos (registration
+required, https://www.cityscapes-dataset.com/). NOT in this version: the labelled input
+pipeline and the Cityscapes builder (issue 26, Data), so training this config stops at
+once with a message saying so; the networks, step, checkpoints and conversion are ready
+(tests/test_pix2pixhd_*.py).
+VGG19: torchvision's vgg19-dcbb9e9d.pth (https://download.pytorch.org/models/
+vgg19-dcbb9e9d.pth) at ~/.cache/torch/hub/checkpoints/ or --config.pix2pixhd.vgg_weights.
+
+Command (from the repository root):
+  python -m p2p_jax.main --config=configs/pix2pixhd_cityscapes_512p.py \
+      --workdir=/tmp/label2city_512p
+
+Runtime: 200 epochs x 2,975 steps = 595,000 steps at batch 1, 1024x512; the official code
+takes on the order of a week on one V100-class GPU for this (not measured here; README,
+pix2pixHD, gives the step's floating-point work).
+"""
+
+from p2p_jax import config_schema
+
+
+def get_config():
+  """label2city_512p: GlobalGenerator, 2 scales, 100 + 100 epochs at 1024x512."""
+  config = config_schema.get_config()
+  config.method = 'pix2pixhd'
+  config.model.generator = 'pix2pixhd_global'
+  config.model.ngf = 64
+  config.model.ndf = 64
+  config.model.norm = 'instance'
+  config.model.d_layers = 3
+  config.loss.gan_mode = 'lsgan'
+
+  config.pix2pixhd.label_nc = 35
+  config.pix2pixhd.instance_map = True
+  config.pix2pixhd.n_downsample_global = 4
+  config.pix2pixhd.n_blocks_global = 9
+  config.pix2pixhd.num_D = 2
+  config.pix2pixhd.feat_match = True
+  config.pix2pixhd.vgg_loss = True
+
+  config.data.dataset = 'cityscapes'  # gtFine + leftImg8bit (labelled pipeline: see above)
+  config.data.load_size = 1024        # scale_width: 1024 wide (1024x512)
+  config.data.crop_size = 512         # no crop; the short side (issue 26, Data)
+  config.data.resize_method = 'bicubic'  # photos; label maps are resized nearest
+  config.data.train_split = 'train'
+  config.data.eval_split = 'val'
+
+  config.batch_size = 1
+  config.num_epochs = 200
+  config.optim.schedule = 'linear_decay_pix2pixhd'
+  config.optim.constant_epochs = 100   # --niter
+  config.optim.decay_epochs = 100      # --niter_decay
+  config.num_eval_examples = 100
+  return config

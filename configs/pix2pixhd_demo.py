@@ -1,0 +1,66 @@
+"""Demo: pix2pixHD day -> night on the embedded Blue Marble tiles; trains on a laptop CPU.
+
+Method pix2pixhd (p2p_jax/methods/pix2pixhd.py) in its official `label_nc 0` mode: the
+input is an image (the day tile), not a label map, and there is no instance map, so it
+trains on the same embedded pairs as configs/demo.py (139 train + 8 test NASA tiles,
+offline). Everything else is pix2pixHD's, shrunk to fit 2 CPU cores: a GlobalGenerator
+with 16 base filters, 3 stride-2 convs and 3 residual blocks (its 512p model: 64, 4, 9),
+D at two scales (70x70 PatchGANs with padding 2 at 128 and 64 px, 16 base filters), LSGAN
++ feature matching (lambda_feat 10), Adam 2e-4 / 0.5, pix2pixHD's learning-rate rule (25
+epochs at lr, then lr / 25 less each epoch), tiles resized to 143 and cropped to 128,
+batch 4 (the official batch is 1).
+
+The VGG19 perceptual loss is off: its weights are torchvision's vgg19-dcbb9e9d.pth, which
+p2p_jax never downloads. With the file (https://download.pytorch.org/models/vgg19-dcbb9e9d.pth,
+or torchvision's cache ~/.cache/torch/hub/checkpoints/, which is where it looks by
+default): --config.pix2pixhd.vgg_loss=True [--config.pix2pixhd.vgg_weights=PATH] (reading
+it needs torch; the step then costs about 3x more on a CPU).
+
+Command (from the repository root):
+  python -m p2p_jax.main --config=configs/pix2pixhd_demo.py --workdir=/tmp/p2p_hd_demo
+  python -m p2p_jax.evaluate --workdir=/tmp/p2p_hd_demo --split=test
+
+Runtime: 50 epochs x 34 steps = 1,700 steps (6,800 images); the step costs about as much
+as configs/demo.py's (README, pix2pixHD: measured numbers and the test scores).
+"""
+
+from p2p_jax import config_schema
+
+
+def get_config():
+  """Blue Marble day -> night with a small pix2pixHD, small enough for a CPU."""
+  config = config_schema.get_config()
+  config.method = 'pix2pixhd'
+  config.model.generator = 'pix2pixhd_global'
+  config.model.ngf = 16
+  config.model.ndf = 16
+  config.model.norm = 'instance'
+  config.model.d_layers = 3
+  config.loss.gan_mode = 'lsgan'
+
+  config.pix2pixhd.label_nc = 0          # an image in, as the official label_nc 0
+  config.pix2pixhd.instance_map = False  # no instance maps for photos
+  config.pix2pixhd.n_downsample_global = 3
+  config.pix2pixhd.n_blocks_global = 3
+  config.pix2pixhd.num_D = 2
+  config.pix2pixhd.feat_match = True
+  config.pix2pixhd.vgg_loss = False      # see above: on only with torchvision's file
+
+  config.data.dataset = 'blue_marble'
+  config.data.direction = 'AtoB'  # A = day, B = night.
+  config.data.load_size = 143
+  config.data.crop_size = 128
+  config.data.eval_split = 'test'
+  config.data.shuffle_buffer = 200
+
+  config.batch_size = 4
+  config.num_epochs = 50
+  config.optim.schedule = 'linear_decay_pix2pixhd'
+  config.optim.constant_epochs = 25
+  config.optim.decay_epochs = 25
+
+  config.log_every_steps = 50
+  config.sample_every_steps = 200
+  config.eval_every_steps = 200
+  config.checkpoint_every_steps = 500
+  return config
