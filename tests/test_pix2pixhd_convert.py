@@ -56,7 +56,7 @@ def test_import_translate_and_export_the_official_files(official, tmp_path, caps
   assert not os.path.exists(workdir)
   assert convert.main([f'--from_pytorch={g_file}', f'--from_pytorch_d={d_file}',
                        f'--config={folder / "config.py"}', f'--workdir={workdir}']) == 0
-  assert 'converted pix2pixhd_local G (ngf 4' in capsys.readouterr().out
+  assert 'converted pix2pixHD pix2pixhd_local G (ngf 4' in capsys.readouterr().out
   config = workdirs.load_config(workdir)
   assert (config.method, config.pix2pixhd.num_D, config.model.d_layers) == ('pix2pixhd', 3, 2)
 

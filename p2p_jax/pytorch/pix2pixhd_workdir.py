@@ -26,7 +26,7 @@ from p2p_jax import checkpointing, config_schema, networks, state as state_lib, 
 from p2p_jax.methods import pix2pixhd
 from p2p_jax.pytorch import files, pix2pixhd_weights as hw
 from p2p_jax.pytorch.weights import StateDictError
-from p2p_jax.pytorch.workdir import _check_target, _write
+from p2p_jax.pytorch.workdir import check_target, import_record, write
 
 
 def _config_for(arch: dict, d_arch: dict | None, config=None, seed: int | None = None,
@@ -103,9 +103,10 @@ def import_weights(g_state_dict, workdir: str, *, d_state_dict=None, config=None
   if d_state_dict is not None:
     d, d_arch = hw.discriminator_from_torch(d_state_dict, d_source)
   config = _config_for(arch, d_arch, config, seed, g_source)
-  _check_target(config, workdir)
+  check_target(config, workdir)
   state = build_state(config, g, d)
-  _write(config, state, workdir)
+  write(config, state, workdir, import_record('pix2pixhd', {'G': g_source, 'D': d_source},
+                                             config.seed))
   summary_arch = dict(generator=arch['generator'], ngf=arch['ngf'],
                       in_channels=arch['input_nc'], out_channels=arch['output_nc'],
                       norm='instance')
