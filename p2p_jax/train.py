@@ -237,6 +237,9 @@ def _run(config, workdir, ckpt, stop, devices, local_batch, train_batches=None,
     return ('No checkpoint was saved before it' if latest is None else
             f'The newest checkpoint (step {latest}) is from before it')
 
+  caption = ('input | output | target' if 'BtoA' not in translators else
+             'real | translated | translated back (A rows, then B rows)')
+
   def validate_and_sample(step):
     """Validation scores (means over the images of all processes; NaN or inf stops the
     run) and a sample grid of the first batch: L1 and PSNR of input -> output against the
@@ -279,8 +282,6 @@ def _run(config, workdir, ckpt, stop, devices, local_batch, train_batches=None,
     writer.scalars(step, scores)
     if rows:
       columns = [np.concatenate(c) for c in zip(*rows)]
-      caption = ('input | output | target' if 'BtoA' not in translators else
-                 'real | translated | translated back (A rows, then B rows)')
       writer.samples(step, *columns, translators['AtoB'].metadata, caption=caption)
     if main and scores:
       print(f'  validation at step {step}: ' + ', '.join(
@@ -378,5 +379,6 @@ def _run(config, workdir, ckpt, stop, devices, local_batch, train_batches=None,
           'command to resume', flush=True)
   elif main:
     train_logging.print_summary(workdir, ckpt.latest_step(), ckpt.best_step(),
-                                config.data.eval_split)
+                                config.data.eval_split,
+                                best_metric=workdirs.best_metric(eval_paired), caption=caption)
   return Outcome(state, step, stopped_by)

@@ -154,9 +154,17 @@ class Progress:
     print(self.line(step, img_per_s, scalars), file=self.stream, flush=True)
 
 
+# What ranks the 'best' checkpoint, in words (workdirs.best_metric).
+BEST_METRIC_WORDS = {'val_l1': 'the lowest validation L1',
+                     'val_cycle_l1': 'the lowest validation cycle L1 (A -> B -> A and '
+                                     'B -> A -> B)'}
+
+
 def print_summary(workdir: str, latest: int | None, best: int | None, split: str,
-                  stream=None) -> None:
-  """Where a finished run's results are, and the commands that use them."""
+                  stream=None, *, best_metric: str = 'val_l1',
+                  caption: str = 'input | output | target') -> None:
+  """Where a finished run's results are, and the commands that use them. best_metric: what
+  ranked the best checkpoint; caption: what a sample grid's columns are."""
   workdir = os.path.abspath(workdir)
   samples = sorted(f for f in os.listdir(os.path.join(workdir, workdirs.SAMPLES))
                    if f.endswith('.png')) if os.path.isdir(
@@ -164,11 +172,12 @@ def print_summary(workdir: str, latest: int | None, best: int | None, split: str
   quoted = shlex.quote(workdir)  # a path with spaces still pastes as one argument
   lines = [f'p2p_jax: finished. In {workdir}:']
   if samples:
-    lines.append(f'  samples      {workdirs.SAMPLES}/{samples[-1]} (input | output | target, '
+    lines.append(f'  samples      {workdirs.SAMPLES}/{samples[-1]} ({caption}, '
                  f'{split} split; {len(samples)} in all)')
   lines.append(f'  curves       {loss_plot.PLOT_FILE}')
   lines.append(f'  checkpoints  {workdirs.CHECKPOINTS}/ (latest {latest}' +
-               (f'; best {best}: the lowest validation L1 of all validations)'
+               (f'; best {best}: '
+                f'{BEST_METRIC_WORDS.get(best_metric, best_metric)} of all validations)'
                 if best is not None else ')'))
   # TensorBoard shows 10 images per tag unless told otherwise (0: all of them).
   lines.append('  TensorBoard  tensorboard --logdir '

@@ -92,6 +92,19 @@ def test_the_summary_says_where_things_are_and_what_to_run(tmp_path, capsys):
   assert 'best 8: the lowest validation L1 of all validations' in out
 
 
+def test_the_summary_of_an_unpaired_run_names_its_best_metric_and_columns(tmp_path, capsys):
+  """CycleGAN on unpaired data: 'best' is the lowest cycle L1, the grids real | translated
+  | translated back (not pix2pix's words)."""
+  (tmp_path / 'samples').mkdir()
+  (tmp_path / 'samples' / 'step_0000010.png').write_bytes(b'')
+  train_logging.print_summary(str(tmp_path), latest=10, best=6, split='test',
+                              best_metric='val_cycle_l1', caption='real | translated | back')
+  out = capsys.readouterr().out
+  assert 'best 6: the lowest validation cycle L1 (A -> B -> A and B -> A -> B)' in out
+  assert '(real | translated | back, test split; 1 in all)' in out
+  assert 'validation L1 of all' not in out and 'input | output | target' not in out
+
+
 def test_the_summary_quotes_paths_with_spaces(tmp_path, capsys):
   workdir = tmp_path / 'my runs' / "it's"
   workdir.mkdir(parents=True)
