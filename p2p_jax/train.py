@@ -281,7 +281,8 @@ def _run(config, workdir, ckpt, stop, devices, local_batch, train_batches=None,
           f'stopped without saving it. {newest_checkpoint()}')
     writer.scalars(step, scores)
     if rows:
-      columns = [np.concatenate(c) for c in zip(*rows)]
+      # Lists, not arrays: A's rows and B's may differ in channels (grey A, colour B).
+      columns = [[image for batch in c for image in batch] for c in zip(*rows)]
       writer.samples(step, *columns, translators['AtoB'].metadata, caption=caption)
     if main and scores:
       print(f'  validation at step {step}: ' + ', '.join(

@@ -148,3 +148,31 @@ def test_bad_combinations_are_one_line_before_any_work(tmp_path, change, message
   with pytest.raises(ValueError, match=message):
     train.train_and_evaluate(config, str(tmp_path / 'w'))
   assert not os.path.exists(tmp_path / 'w')
+
+
+def test_grey_a_and_colour_b_train_validate_and_sample(tmp_path):
+  """A with one channel and B with three (grey -> colour, as configs/cyclegan_demo.py):
+  G_A 1 -> 3, G_B 3 -> 1, the D of each domain on its own channels, and the sample grid
+  holding A's grey rows beside B's colour ones."""
+  config = make_config(num_train_steps=2)
+  config.model.in_channels, config.model.out_channels = 1, 3
+  config.cyclegan.lambda_identity = 0.0
+
+  def grey_a(start):
+    for batch in unpaired()(start):
+      yield {'input': batch['input'][..., :1], 'target': batch['target']}
+
+  def evals():
+    return iter([next(grey_a(0))])
+
+  outcome = run(config, tmp_path, data=grey_a, eval_batches=evals)
+  assert outcome.step == 2
+  samples = os.listdir(tmp_path / workdirs.SAMPLES)
+  assert [f for f in samples if f.endswith('.png')] == ['step_0000002.png']
+  state = outcome.state if hasattr(outcome, "state") else outcome
+  kernels = {name: [leaf.shape for leaf in jax.tree_util.tree_leaves(state.g.params[name])
+                    if leaf.ndim == 4] for name in ('G_A', 'G_B')}
+  reads = {name: {k[2] for k in shapes} for name, shapes in kernels.items()}
+  writes = {name: {k[3] for k in shapes} for name, shapes in kernels.items()}
+  assert 1 in reads['G_A'] and 1 not in reads['G_B']      # G_A reads grey, G_B colour
+  assert 1 in writes['G_B'] and 1 not in writes['G_A']    # G_B writes grey, G_A colour
