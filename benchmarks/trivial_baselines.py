@@ -2,7 +2,7 @@
 
   PYTHONPATH=. python benchmarks/trivial_baselines.py --config=configs/demo.py \
       [--config.data.data_dir=DIR] [--split=test] [--per_image] \
-      [--metrics_csv=WORKDIR/eval/test_step0001700_paper/metrics.csv] [--markdown]
+      [--metrics_csv=WORKDIR/eval/test_step1700_paper/metrics.csv] [--markdown]
 
 Prints one JSON line per baseline: mean L1 ([-1, 1] images) and PSNR (dB, [0, 1] images)
 over the split, with the images read by the evaluation pipeline (resized straight to
