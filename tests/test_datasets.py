@@ -8,6 +8,7 @@ import time
 import zipfile
 
 import numpy as np
+import PIL.Image
 import pytest
 import tensorflow_datasets as tfds
 
@@ -52,17 +53,43 @@ def test_blue_marble_prepares_offline_from_the_shipped_tiles(tmp_path, capsys):
   said = capsys.readouterr().out
   assert 'preparing blue_marble' in said and 'Subsequent calls' not in said, said
   assert 'Downloading and preparing' not in said, said
-  example = examples(builder, 'test')[0]
-  assert example['a'].shape == example['b'].shape == (256, 256, 3)
-  assert example['name'].decode().endswith('.jpg')
-  # Day (A) is brighter than night (B) everywhere on Earth.
-  assert example['a'].mean() > example['b'].mean()
-  # The demo's path: jittered 256x256 day -> night batches in [-1, 1].
-  config = fx.data_config(tmp_path, dataset='blue_marble', direction='AtoB')
+  assert builder.version == pix2pix_aligned.EMBEDDED_VERSION
+  tests = examples(builder, 'test')
+  assert all(e['a'].shape == e['b'].shape == (128, 128, 3) for e in tests)
+  assert all(e['a'].shape == (144, 144, 3) for e in examples(builder, 'train')[:5])
+  assert tests[0]['name'].decode().endswith('.jpg')
+  for e in tests:  # A is B in grey (its luma), up to JPEG's rounding; B is in colour.
+    luma = np.asarray(PIL.Image.fromarray(e['b']).convert('L'), np.float64)
+    assert np.abs(e['a'][..., 0] - luma).mean() < 1
+    assert np.abs(e['a'][:, :-1, 0].astype(int) - e['a'][:, :-1, 2]).max() <= 2
+    assert np.abs(e['b'][..., 0].astype(int) - e['b'][..., 2]).mean() > 10
+  # The demo's path: 144 px tiles cropped to 128, 1-channel grey -> colour in [-1, 1].
+  config = fx.data_config(tmp_path, dataset='blue_marble', direction='AtoB', load_size=144,
+                          crop_size=128)
   batch = next(input_pipeline.numpy_batches(config, 'train', batch_size=2, train=True, seed=0,
-                                            process_index=0, process_count=1))
-  assert batch['input'].shape == batch['target'].shape == (2, 256, 256, 3)
-  assert batch['input'].mean() > batch['target'].mean()
+                                            process_index=0, process_count=1, in_channels=1))
+  assert batch['input'].shape == (2, 128, 128, 1) and batch['target'].shape == (2, 128, 128, 3)
+  assert abs(batch['input'].mean() - batch['target'].mean()) < 0.2
+
+
+def test_blue_marble_tiles_of_an_earlier_revision_are_not_reused(tmp_path):
+  """A data_dir where an earlier package prepared its other embedded tiles under the same
+  name (revision 0: day | night, as 1.1.0) does not count as holding the shipped ones."""
+  data_dir = tmp_path / 'tfds'
+  old_tiles = fx.aligned_folder(tmp_path / 'old', {'train': 3, 'test': 1})
+
+  class OldPackage(pix2pix_aligned.Pix2PixAligned, skip_registration=True):
+    name = pix2pix_aligned.Pix2PixAligned.name  # the same folder: data_dir/pix2pix_aligned/
+    BUILDER_CONFIGS = [pix2pix_aligned.Pix2PixConfig(name='blue_marble', source=old_tiles,
+                                                     version='1.1.0')]
+
+  old = OldPackage(config='blue_marble', data_dir=str(data_dir))
+  old.download_and_prepare(file_format=tfds.core.FileFormat.ARRAY_RECORD)
+  assert old.info.splits['train'].num_examples == 3
+  assert os.path.isfile(data_dir / 'pix2pix_aligned' / 'blue_marble' / '1.1.0' / 'dataset_info.json')
+  # So `prepare` prepares the shipped tiles rather than reading the old ones.
+  assert not pix2pix_aligned.builder_for(
+      fx.data_config(data_dir, dataset='blue_marble')).is_prepared()
 
 
 @pytest.mark.parametrize('packed', ['tar.gz', 'folder', 'archive_path'])

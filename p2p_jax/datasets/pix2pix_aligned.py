@@ -12,7 +12,10 @@ imports it). Builder configs:
       10-second check that the server answers, so an offline machine fails at once with a
       message that says where to put the file (TFDS itself would retry for minutes).
   blue_marble
-      The embedded NASA day|night tiles shipped in this package (offline, seconds).
+      The embedded tiles shipped in this package (offline, seconds): NASA Blue Marble photos
+      of the Earth by day in grey (A) | in colour (B). Prepared as version 1.1.<revision of the
+      tiles> (EMBEDDED_VERSION), so tiles of another package version are prepared afresh
+      rather than read from a copy an earlier version prepared in the same data_dir.
   aligned_<folder>_<hash>_c<a><b>, paired_<folder>_<hash>_c<a><b>
       Your own data (config.data.dataset 'aligned_folder' / 'paired_folders'), made on the fly
       by `builder_for`. The name holds a hash of the source path and of its files' names, sizes
@@ -59,18 +62,31 @@ class Pix2PixConfig(tfds.core.BuilderConfig):
   b_channels: int = 3
 
 
+_VERSION = tfds.core.Version('1.1.0')
+# The embedded tiles' revision is the patch number of their prepared version (major.minor
+# stay the storage format's): a data_dir that holds the tiles of an earlier package, prepared
+# under the same name, is not mistaken for these. Bump it whenever the tiles change.
+# 0: Blue Marble day | city lights at night, 256 px; 1: Blue Marble grey | colour, 128 px.
+EMBEDDED_REVISION = 1
+EMBEDDED_VERSION = tfds.core.Version(f'{_VERSION.major}.{_VERSION.minor}.{EMBEDDED_REVISION}')
+
+
 class Pix2PixAligned(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Aligned image pairs for pix2pix (not registered: build it with `builder_for`)."""
 
   name = 'pix2pix_aligned'
-  VERSION = tfds.core.Version('1.1.0')
+  VERSION = _VERSION
   RELEASE_NOTES = {'1.0.0': 'A and B stored as PNG halves, with the source file name.',
                    '1.1.0': 'ArrayRecord files (random access without TensorFlow).'}
   BUILDER_CONFIGS = [Pix2PixConfig(name=o.name, description=o.description)
                      for o in sources.OFFICIAL.values()] + [
                          Pix2PixConfig(name=sources.EMBEDDED, source=EMBEDDED_DIR,
-                                       description='NASA Blue Marble day (A) | night (B) '
-                                       'tiles, embedded; see blue_marble/PROVENANCE.md.')]
+                                       version=EMBEDDED_VERSION,
+                                       release_notes={str(EMBEDDED_VERSION): (
+                                           'Blue Marble in grey (A) | in colour (B), 128 px '
+                                           'tiles.')},
+                                       description='NASA Blue Marble tiles in grey (A) | in '
+                                       'colour (B), embedded; see blue_marble/PROVENANCE.md.')]
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       'Put <name>.tar.gz (from http://efrosgans.eecs.berkeley.edu/pix2pix/datasets/) or its '
       'extracted folder into the manual dir (config.data.source).')
