@@ -20,8 +20,8 @@ Command (from the repository root):
   python -m p2p_jax.main --config=configs/demo.py --workdir=/tmp/p2p_demo
 
 Runtime: 20 epochs x 85 steps = 1,700 steps. Measured 15 min 53 s on 2 vCPUs (Intel
-Xeon, family 6 model 207) shared with other jobs (load average 2.5-10; the run had one core on average, 964 s of CPU
-time); not yet timed on an idle machine.
+Xeon, family 6 model 207) shared with other jobs (load average 2.5-10; the run had one
+core on average, 964 s of CPU time); not yet timed on an idle machine.
 Expected (that run, step 1700, seed 0; `python -m p2p_jax.evaluate --checkpoint=latest`):
 test L1 / PSNR 0.152 / 19.0 dB in paper mode and 0.097 / 22.8 dB in eval mode, against
 0.341 / 14.2 for the mean training target, 0.348 for the per-pixel median and 0.621 for an
