@@ -7,9 +7,9 @@ the cycle grey -> colour -> grey, not from matching examples. The test tiles kee
 pairs, so the outputs are scored against the real colours, beside pix2pix's and the trivial
 baselines (README "Results").
 
-Smaller than the reference's CycleGAN so that it fits a 2-core CPU: resnet_6blocks with 32
-base filters (the reference's 6-block G at half width), 70x70 PatchGANs with 32 base
-filters, 128 px crops of the 144 px training tiles (no resampling), batch 1 as the
+Smaller than the reference's CycleGAN so that it fits a 2-core CPU: resnet_6blocks with 16
+base filters (the reference's 6-block G at a quarter of its width), 70x70 PatchGANs with 32
+base filters, 128 px crops of the 144 px training tiles (no resampling), batch 1 as the
 reference. A is one channel (the grey photo's luma) and B three, so the identity term,
 which feeds B to G_A, is off (the reference refuses identity with unequal channels too);
 cycle weights 10 and the LSGAN objective, pools of 50, Adam 2e-4 / 0.5 as the reference.
@@ -29,7 +29,7 @@ def get_config():
   config = config_schema.get_config()
   config.method = 'cyclegan'
   config.model.generator = 'resnet_6blocks'
-  config.model.ngf = 32
+  config.model.ngf = 16
   config.model.ndf = 32
   config.model.norm = 'instance'
   config.model.dropout = False  # the reference's --no_dropout for CycleGAN
