@@ -11,8 +11,11 @@ function of the label (PALETTE[label]), so that any crop or flip applied to one 
 and not to the others shows.
 """
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import zipfile
 import zlib
 
@@ -20,6 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import ROOT
 from p2p_jax import config_schema, input_pipeline, jitter, train
 from p2p_jax.datasets import catalog, labelled
 from p2p_jax.datasets.catalog import DataError
@@ -218,6 +222,40 @@ def test_bad_files_are_one_line_naming_the_file_at_preparation(tmp_path, how, me
   # on_bad_file=skip leaves the file out, counted, and keeps the rest.
   builder = prepare(data(tmp_path, source=root, on_bad_file='skip'))
   assert builder.info.splits['train'].num_examples == 1
+
+
+_CHILD = r'''
+import json, sys
+from p2p_jax import config_schema, input_pipeline
+data = config_schema.get_config().data
+data.update(dataset='label_folders', source=sys.argv[1], data_dir=sys.argv[2])
+try:
+  input_pipeline.num_examples(data, 'train', data_kind='labels', label_nc=4, instance_map=True)
+  result = {}
+except ValueError as e:
+  result = {'error': f'{type(e).__name__}: {e}'}
+result['tensorflow'] = 'tensorflow' in sys.modules
+print('RESULT ' + json.dumps(result), flush=True)
+'''
+
+
+@pytest.mark.skipif(not __import__('importlib').util.find_spec('tensorflow'),
+                    reason='TensorFlow is not installed: preparation runs in-process')
+def test_prepared_in_a_child_process_with_the_labels_settings_and_its_errors(tmp_path):
+  """Where TensorFlow is installed the trainer prepares in a child process: label_nc and
+  instance_map reach it (a label id 6 is bad only for label_nc 4), and its error comes
+  back as the same one line."""
+  root = label_folders(tmp_path / 'child', splits=('train',), count=2)
+  path = _break(root, 'id')
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu', P2P_JAX_PREPARE_IN_PROCESS='0')
+  out = subprocess.run([sys.executable, '-c', _CHILD, root, str(tmp_path / 'tfds')], cwd=ROOT,
+                       env=env, capture_output=True, text=True, check=True, timeout=300)
+  line = next(l for l in out.stdout.splitlines() if l.startswith('RESULT '))
+  result = json.loads(line[len('RESULT '):])
+  assert result == {'error': f'DataError: {path}: label ids 6 >= pix2pixhd.label_nc (4); ids '
+                             'must be 0..3 (raise label_nc or fix the map)',
+                    'tensorflow': False}, out.stdout + out.stderr
+  assert 'Traceback' not in out.stderr, out.stderr
 
 
 def test_a_missing_instance_folder_and_maps_asked_of_a_paired_dataset(tmp_path):
