@@ -355,8 +355,9 @@ def test_geometry_follows_resize_or_crop():
 
 
 def test_a_pix2pixhd_run_on_label_folders_resumes_bit_exactly(tmp_path, capsys):
-  from test_pix2pixhd_train import ONE_DEVICE, make_config  # pylint: disable=import-outside-toplevel
-  from test_train import assert_bit_equal  # pylint: disable=import-outside-toplevel
+  # pylint: disable=import-outside-toplevel
+  from test_pix2pixhd_train import ONE_DEVICE, make_config
+  from test_train import assert_bit_equal
   root = label_folders(tmp_path / 'run', count=4, height=48, width=64)   # -> 36x48
   config = make_config('pix2pixhd_global')
   config.data.update(dataset='label_folders', source=root, data_dir=str(tmp_path / 'tfds'),
