@@ -62,6 +62,13 @@ class Files:
     return (f'{self.path}:{name}' if self._zip is not None
             else os.path.join(self.path, *name.split('/')))
 
+  def read(self, name: str) -> bytes:
+    """The file's bytes."""
+    if self._zip is not None:
+      return self._zip.read(name)
+    with open(self.where(name), 'rb') as f:
+      return f.read()
+
   def open(self, name: str) -> Image.Image:
     """The decoded image; DataError naming the file when it cannot be read."""
     if self._zip is None:
@@ -110,9 +117,9 @@ def make_example(example: Example, label_nc: int, instances: bool, in_channels: 
     size = label.shape
     record = {'label': label.astype(np.uint8 if label_nc <= 256 else np.uint16)}
   else:
-    image = sources.to_channels(files.open(name), in_channels, where, 'input image')
+    image = files.open(name)
     size = image.size[::-1]
-    record = {'input': sources.png_bytes(image)}
+    record = {'input': image_bytes(files, name, image, in_channels, 'input image')}
   if instances:
     if example.instance is None:
       expected = '*_gtFine_instanceIds.png' if 'labelIds' in name else 'a file of that name'
@@ -129,15 +136,25 @@ def make_example(example: Example, label_nc: int, instances: bool, in_channels: 
                       f'most {MAX_INSTANCE - 1} are supported')
     record['instance'] = instance.astype(np.int32)
   p_files, p_name = example.image
-  photo = sources.to_channels(p_files.open(p_name), out_channels, p_files.where(p_name),
-                              'photo')
+  photo = p_files.open(p_name)
   if photo.size[::-1] != tuple(size):
     raise DataError(f'{p_files.where(p_name)}: photo is {photo.size[0]}x{photo.size[1]} but '
                     f'its {"label map" if label_nc else "input image"} {where} is '
                     f'{size[1]}x{size[0]}; they must have the same size')
-  record['image'] = sources.png_bytes(photo)
+  record['image'] = image_bytes(p_files, p_name, photo, out_channels, 'photo')
   record['name'] = os.path.basename(name)
   return record
+
+
+def image_bytes(files: Files, name: str, image: Image.Image, channels: int, what: str) -> bytes:
+  """The PNG an image is stored as: the file itself when it is already a PNG of the wanted
+  channels without transparency (Cityscapes' photos: re-encoding a 2048x1024 PNG took 0.7
+  of the 0.9 s an example took to prepare), else `channels` re-encoded losslessly."""
+  converted = sources.to_channels(image, channels, files.where(name), what)
+  if (image.format == 'PNG' and image.mode == converted.mode
+      and 'transparency' not in image.info):
+    return files.read(name)
+  return sources.png_bytes(converted)
 
 
 # ------------------------------------------------------------------ the two layouts
