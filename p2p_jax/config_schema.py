@@ -229,7 +229,8 @@ def get_config() -> ml_collections.ConfigDict:
   # Resize the train split to load_size once and keep it as raw arrays beside the prepared
   # data (the same batches for ~7x less CPU per image; N x load_size^2 x 6 bytes: 196 MB
   # for facades at 286): 1 always, 0 never, -1 when the pipeline uses worker processes (by
-  # default only with a GPU or TPU) and it takes at most 16 GB.
+  # default only with a GPU or TPU) and it takes at most 16 GB. Paired data with
+  # resize_and_crop only (not pix2pixHD's labelled data).
   config.data.resized_cache = -1
 
   # ---------------------------------------------------------------- training
