@@ -10,7 +10,8 @@ ones), the local enhancer alone for 10 epochs, then everything with a fresh Adam
 epochs at 2048x1024, batch 1. This is also the architecture of the published
 label2city_1024p generator.
 
-Data: as the 512p config (not in this version: training stops at once saying so).
+Data: as the 512p config (Cityscapes' zips in the manual dir or --config.data.source), at
+full size (--resize_or_crop none: 2048x1024 as they are).
 
 The published generator (latest_net_G.pth of label2city_1024p, a Google Drive download
 linked from the official README) as a p2p_jax workdir that translates label maps:
@@ -55,9 +56,10 @@ def get_config():
   config.pix2pixhd.niter_fix_global = 10
   config.pix2pixhd.load_pretrain = ''  # the 512p workdir; see the command above
 
-  config.data.dataset = 'cityscapes'  # gtFine + leftImg8bit (labelled pipeline: see above)
-  config.data.load_size = 1024        # resize_or_crop none: 2048x1024 as they are
-  config.data.crop_size = 1024
+  config.data.dataset = 'cityscapes'  # gtFine + leftImg8bit (see the 512p config)
+  config.data.resize_or_crop = 'none'  # 2048x1024 as they are
+  config.data.load_size = 2048        # no resize: the width the step is compiled for
+  config.data.crop_size = 1024        # no crop: the height
   config.data.flip = True
   config.data.train_split = 'train'
   config.data.eval_split = 'val'

@@ -8,10 +8,13 @@ PatchGANs, ndf 64, 3 layers, padding 2), LSGAN + feature matching + VGG19 (lambd
 less each epoch; images scaled to width 1024 (scale_width), flipped at random.
 
 Data: Cityscapes' gtFine label ids and instance ids and leftImg8bit photos (registration
-required, https://www.cityscapes-dataset.com/). NOT in this version: the labelled input
-pipeline and the Cityscapes builder (issue 26, Data), so training this config stops at
-once with a message saying so; the networks, step, checkpoints and conversion are ready
-(tests/test_pix2pixhd_*.py).
+required, https://www.cityscapes-dataset.com/downloads/; never downloaded by p2p_jax).
+Put gtFine_trainvaltest.zip (241 MB) and leftImg8bit_trainvaltest.zip (11 GB), or their
+extracted gtFine/ and leftImg8bit/ folders, into ~/tensorflow_datasets/downloads/manual/
+or give their folder as --config.data.source; the first run prepares train (2,975) and
+val (500) once (p2p_jax/datasets/labelled.py; a folder laid out as pix2pixHD's
+datasets/cityscapes/, train_label/ train_inst/ train_img/, works too). Label and instance
+maps are resized nearest-neighbour and never normalised, photos bicubic; one flip for all.
 VGG19: torchvision's vgg19-dcbb9e9d.pth (https://download.pytorch.org/models/
 vgg19-dcbb9e9d.pth) at ~/.cache/torch/hub/checkpoints/ or --config.pix2pixhd.vgg_weights.
 
@@ -46,9 +49,10 @@ def get_config():
   config.pix2pixhd.feat_match = True
   config.pix2pixhd.vgg_loss = True
 
-  config.data.dataset = 'cityscapes'  # gtFine + leftImg8bit (labelled pipeline: see above)
-  config.data.load_size = 1024        # scale_width: 1024 wide (1024x512)
-  config.data.crop_size = 512         # no crop; the short side (issue 26, Data)
+  config.data.dataset = 'cityscapes'  # gtFine + leftImg8bit (see above)
+  config.data.resize_or_crop = 'scale_width'  # the official default: no crop
+  config.data.load_size = 1024        # --loadSize: 1024 wide (2048x1024 -> 1024x512)
+  config.data.crop_size = 512         # no crop: the height the step is compiled for
   config.data.resize_method = 'bicubic'  # photos; label maps are resized nearest
   config.data.train_split = 'train'
   config.data.eval_split = 'val'

@@ -102,6 +102,14 @@ class _Example:
 
 def _stack(examples: Sequence[dict]) -> dict:
   """Examples -> a batch: arrays stacked, names as an object array of bytes."""
+  for k in examples[0]:
+    shapes = {np.shape(e[k]) for e in examples} if k != 'name' else set()
+    if len(shapes) > 1:
+      # Possible where nothing crops (pix2pixHD's scale_width / none on images of several
+      # aspect ratios): the official code trains those at batch 1.
+      names = ', '.join(f'{jitter.text(e["name"])} {np.shape(e[k])}' for e in examples)
+      raise DataError(f'examples of different sizes in one batch ({k}: {names}); crop them '
+                      '(config.data.resize_or_crop ..._crop) or use batch_size 1')
   return {k: (np.asarray([e[k] for e in examples], dtype=object) if k == 'name' else
               np.stack([e[k] for e in examples])) for k in examples[0]}
 

@@ -173,10 +173,16 @@ def get_config() -> ml_collections.ConfigDict:
   config.data = ml_collections.ConfigDict()
   # 'facades', 'cityscapes', 'maps', 'edges2shoes', 'edges2handbags', 'night2day' (official,
   # TFDS builder), 'blue_marble' (embedded, offline), 'aligned_folder' (your A|B images) or
-  # 'paired_folders' (your A/ and B/ folders with matching file names).
+  # 'paired_folders' (your A/ and B/ folders with matching file names); CycleGAN's
+  # unpaired ones (README) and 'unpaired_folders'; for pix2pixHD's label maps 'cityscapes'
+  # (gtFine label and instance ids + leftImg8bit photos, from your downloaded zips) and
+  # 'label_folders' (the official train_label/ train_inst/ train_img/, or with label_nc 0
+  # train_A/ train_B/; p2p_jax/datasets/labelled.py).
   config.data.dataset = 'facades'
-  # Official datasets: folder holding the downloaded archive (TFDS manual_dir); folder
-  # datasets: the folder (or archive) itself. Empty: the default download folder.
+  # Official datasets: folder holding the downloaded archive (TFDS manual_dir; for
+  # pix2pixHD's cityscapes, the folder holding gtFine_trainvaltest.zip and
+  # leftImg8bit_trainvaltest.zip); folder datasets: the folder (or archive) itself. Empty:
+  # the default download folder (<data_dir>/downloads/manual).
   config.data.source = ''
   # Where TFDS keeps prepared datasets. Empty: ~/tensorflow_datasets.
   config.data.data_dir = ''
@@ -189,6 +195,15 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.load_size = 286
   config.data.crop_size = 256
   config.data.flip = True
+  # How load_size and crop_size apply (pix2pixHD's --resize_or_crop; other methods use
+  # only the first): 'resize_and_crop' (load_size x load_size, a crop_size window),
+  # 'scale_width' (width load_size, aspect kept, no crop; pix2pixHD's default),
+  # 'scale_width_and_crop' (that, then a crop_size window), 'crop' (a crop_size window of
+  # the stored size), 'none' (the stored size, rounded to the generator's multiple). The
+  # same window and flip for label, instance map and photo. Without a crop the step is
+  # compiled ahead for crop_size x load_size (height x width: 512 x 1024 for Cityscapes at
+  # scale_width 1024); other sizes compile at their first batch.
+  config.data.resize_or_crop = 'resize_and_crop'
   # Resize method: 'bicubic' (PyTorch reference), 'bilinear', 'nearest' (TF tutorial), 'area'.
   config.data.resize_method = 'bicubic'
   # Splits for training and for periodic validation.
@@ -214,7 +229,8 @@ def get_config() -> ml_collections.ConfigDict:
   # Resize the train split to load_size once and keep it as raw arrays beside the prepared
   # data (the same batches for ~7x less CPU per image; N x load_size^2 x 6 bytes: 196 MB
   # for facades at 286): 1 always, 0 never, -1 when the pipeline uses worker processes (by
-  # default only with a GPU or TPU) and it takes at most 16 GB.
+  # default only with a GPU or TPU) and it takes at most 16 GB. Paired data with
+  # resize_and_crop only (not pix2pixHD's labelled data).
   config.data.resized_cache = -1
 
   # ---------------------------------------------------------------- training
@@ -270,6 +286,7 @@ CHOICES = {
     'data.dataset': catalog.DATASETS,
     'data.direction': input_pipeline.DIRECTIONS,
     'data.resize_method': input_pipeline.RESIZE_METHODS,
+    'data.resize_or_crop': input_pipeline.RESIZE_OR_CROP,
     'data.on_bad_file': catalog.BAD_FILE_POLICIES,
     'inference_mode': inference.MODES,
 }
@@ -366,9 +383,19 @@ def validate(config) -> None:
 
 def _check_method_data(flat: dict, config) -> None:
   """A dataset of the kind the method trains on: pairs for pix2pix; unpaired domains, or
-  pairs read unpaired on request, for CycleGAN."""
+  pairs read unpaired on request, for CycleGAN. (pix2pixHD's label maps come from a
+  labelled dataset: the input pipeline says so when it is asked for them, since a run
+  given its own batches needs none.)"""
   method, dataset = flat['method'], flat['data.dataset']
   kind = methods.get(method).data_kind_for(config)
+  if method != 'pix2pixhd':
+    if dataset == catalog.LABEL_FOLDERS:
+      raise ValueError(f"config.data.dataset 'label_folders' is pix2pixHD's layout (label "
+                       f'maps and photos), but method is {method!r}; use method pix2pixhd '
+                       '(configs/pix2pixhd_*.py) or paired_folders')
+    if flat['data.resize_or_crop'] != 'resize_and_crop':
+      raise ValueError(f"config.data.resize_or_crop {flat['data.resize_or_crop']!r} is for "
+                       f"method pix2pixhd; {method} resizes and crops ('resize_and_crop')")
   unpaired = catalog.is_unpaired(dataset, kind)
   if kind == 'paired' and unpaired:
     raise ValueError(f'config.data.dataset {dataset!r} is unpaired (trainA/ trainB/), but '

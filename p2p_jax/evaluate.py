@@ -204,7 +204,9 @@ def run(args) -> dict:
   batches = input_pipeline.numpy_batches(
       config.data, split, batch_size=args.batch_size, train=False, seed=args.seed,
       process_index=0, process_count=1, in_channels=config.model.in_channels,
-      out_channels=config.model.out_channels, data_kind=generator.method.data_kind)
+      out_channels=config.model.out_channels,
+      data_kind=generator.method.data_kind_for(config),
+      **generator.method.pipeline_options(config))
   header = {'split': split, 'dataset': config.data.dataset, 'direction': config.data.direction,
             'workdir': os.path.abspath(workdir)}
   curves = os.path.join(workdir, loss_plot.PLOT_FILE)

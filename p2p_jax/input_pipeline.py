@@ -2,9 +2,9 @@
 
 Examples are read by index from TFDS's ArrayRecord files (datasets/records.py) and batched
 on Grain by p2p_jax/batches.py (sampling, seeds, worker processes, resume; it also serves
-CycleGAN's unpaired and pix2pixHD's labelled data), so training and evaluation never import
-TensorFlow. The trainer consumes `numpy_batches` (any iterator of {'input', 'target',
-'name'} numpy dicts does as well, e.g. a synthetic one).
+CycleGAN's unpaired and pix2pixHD's labelled data: `labelled_batches`), so training and
+evaluation never import TensorFlow. The trainer consumes `numpy_batches` (any iterator of
+{'input', 'target', 'name'} numpy dicts does as well, e.g. a synthetic one).
 
 Per example, as the paper and the PyTorch reference (Isola et al. 2017, section 6.2;
 jitter.Paired): A and B (uint8) -> resize each to load_size x load_size
@@ -42,6 +42,8 @@ from p2p_jax.datasets.catalog import DataError
 # config.data.direction: which half is the input; config.data.resize_method: the filter.
 DIRECTIONS = ('AtoB', 'BtoA')
 RESIZE_METHODS = jitter.RESIZE_METHODS
+# config.data.resize_or_crop (pix2pixHD's option of that name; `geometry`).
+RESIZE_OR_CROP = ('resize_and_crop', 'scale_width', 'scale_width_and_crop', 'crop', 'none')
 STREAM_VERSION = 2
 RESIZED_AUTO_GB = 16  # the largest resized copy config.data.resized_cache=-1 makes
 process_share = batches.share  # This process's contiguous share of n examples.
@@ -72,14 +74,73 @@ def _unpaired_builder(data_config, split: str, in_channels: int, out_channels: i
   return builder
 
 
+def _labelled_builder(data_config, split: str, in_channels: int, out_channels: int,
+                      label_nc: int, instance_map: bool):
+  """The prepared labelled builder (datasets/labelled.py), after checking that it has
+  `split`."""
+  from p2p_jax.datasets import labelled  # pylint: disable=g-import-not-at-top
+  builder = labelled.prepare(labelled.with_labels(data_config, label_nc, instance_map),
+                             in_channels=in_channels, out_channels=out_channels)
+  if split not in builder.info.splits:
+    raise DataError(f'{data_config.dataset}: no split {split!r}; it has '
+                    f'{", ".join(sorted(builder.info.splits))} (config.data.train_split / '
+                    'eval_split)')
+  return builder
+
+
 def _reads_unpaired(data_config, data_kind: str) -> bool:
   return catalog.is_unpaired(data_config.dataset, data_kind)
 
 
+def _check_labels(data_config, data_kind: str) -> None:
+  if data_kind == 'labels' and not catalog.is_labelled(data_config.dataset, data_kind):
+    raise DataError(f'config.data.dataset {data_config.dataset!r} has no label maps; '
+                    'pix2pixhd with label_nc > 0 or instance_map reads cityscapes (gtFine + '
+                    'leftImg8bit) or label_folders (train_label/ train_inst/ train_img/); '
+                    'label_nc 0 without instance_map trains on paired images')
+
+
+def geometry(data_config, train: bool, multiple: int = 1) -> jitter.Geometry:
+  """Where config.data puts every image of an example (jitter.Geometry), by
+  config.data.resize_or_crop as pix2pixHD's option of that name (data/base_dataset.py):
+  'resize_and_crop' (pix2pix and CycleGAN) load_size x load_size, a random crop_size
+  window; 'scale_width' width load_size, aspect kept, no crop; 'scale_width_and_crop' that
+  and a crop_size window; 'crop' a window of the stored size; 'none' the stored size,
+  rounded to `multiple` (the generator's). Flipped at random with data.flip. Evaluation
+  (train=False): no flip, the centred window; 'resize_and_crop' resizes straight to
+  crop_size as before."""
+  mode = data_config.get('resize_or_crop', 'resize_and_crop')
+  if mode == 'resize_and_crop':
+    return (jitter.Geometry(data_config.load_size, data_config.crop_size, data_config.flip)
+            if train else jitter.Geometry(data_config.crop_size))
+  scale = 'width' if mode.startswith('scale_width') else 'none'
+  crop = data_config.crop_size if mode.endswith('crop') else None
+  return jitter.Geometry(data_config.load_size, crop, bool(train and data_config.flip), scale,
+                         multiple if mode == 'none' else 1)
+
+
+def train_size(data_config) -> tuple[int, int]:
+  """(height, width) of the training images, as the step is compiled for before the first
+  batch: crop_size x crop_size, or with no crop (scale_width, none) crop_size x load_size
+  (Cityscapes at scale_width 1024: 512 x 1024). Images of another size are compiled for
+  at their first batch."""
+  mode = data_config.get('resize_or_crop', 'resize_and_crop')
+  if mode in ('scale_width', 'none'):
+    return data_config.crop_size, data_config.load_size
+  return data_config.crop_size, data_config.crop_size
+
+
 def num_examples(data_config, split: str, *, in_channels: int = 3,
-                 out_channels: int = 3, data_kind: str = 'paired') -> int:
+                 out_channels: int = 3, data_kind: str = 'paired', label_nc: int = 0,
+                 instance_map: bool = False, size_multiple: int = 1) -> int:
   """Examples in `split` over all processes (prepares the dataset if needed); for an
-  unpaired dataset, an epoch's: the larger domain's."""
+  unpaired dataset, an epoch's: the larger domain's. label_nc, instance_map: how a
+  labelled dataset is read (the method's `pipeline_options`; size_multiple unused)."""
+  del size_multiple
+  _check_labels(data_config, data_kind)
+  if catalog.is_labelled(data_config.dataset, data_kind):
+    return _labelled_builder(data_config, split, in_channels, out_channels, label_nc,
+                             instance_map).info.splits[split].num_examples
   if _reads_unpaired(data_config, data_kind):
     splits = _unpaired_builder(data_config, split, in_channels, out_channels).info.splits
     return max(splits[f'{split}A'].num_examples, splits[f'{split}B'].num_examples)
@@ -112,7 +173,8 @@ def _keep_resized(data_config, builder_dir: str, n: int, workers: int, a_channel
 def numpy_batches(data_config, split: str, *, batch_size: int, train: bool, seed: int,
                   process_index: int | None = None, process_count: int | None = None,
                   in_channels: int = 3, out_channels: int = 3, start_batch: int = 0,
-                  workers: int | None = None, data_kind: str = 'paired') -> Iterator[dict]:
+                  workers: int | None = None, data_kind: str = 'paired', label_nc: int = 0,
+                  instance_map: bool = False, size_multiple: int = 1) -> Iterator[dict]:
   """Batches {'input': [B,H,W,Cin], 'target': [B,H,W,Cout] float32, 'name': [B] bytes}.
 
   train=True: shuffled per epoch, jittered, endless, full batches only. train=False: no
@@ -121,9 +183,17 @@ def numpy_batches(data_config, split: str, *, batch_size: int, train: bool, seed
   start_batch: begin at this batch of the stream (resuming a run): the same batches as an
   uninterrupted run from there on. workers: worker processes (default: training
   `worker_count(data_config)`, evaluation 0). The result has `close()`, which stops its workers.
-  data_kind: the method's ('paired', 'unpaired': see `unpaired_batches`).
+  data_kind: the method's ('paired', 'unpaired': see `unpaired_batches`; 'labels' and your
+  label folders: see `labelled_batches`, with label_nc, instance_map, size_multiple).
   """
   from p2p_jax.datasets import records, resized  # pylint: disable=g-import-not-at-top
+  _check_labels(data_config, data_kind)
+  if catalog.is_labelled(data_config.dataset, data_kind):
+    return labelled_batches(
+        data_config, split, batch_size=batch_size, train=train, seed=seed,
+        process_index=process_index, process_count=process_count, in_channels=in_channels,
+        out_channels=out_channels, start_batch=start_batch, workers=workers,
+        label_nc=label_nc, instance_map=instance_map, size_multiple=size_multiple)
   if data_kind == 'unpaired' and (train or _reads_unpaired(data_config, data_kind)):
     return unpaired_batches(
         data_config, split, batch_size=batch_size, train=train, seed=seed,
@@ -141,20 +211,54 @@ def numpy_batches(data_config, split: str, *, batch_size: int, train: bool, seed
     process_index, process_count = parallel.process_index(), parallel.process_count()
   if workers is None:
     workers = worker_count(data_config) if train else 0
-  geometry = (jitter.Geometry(data_config.load_size, data_config.crop_size, data_config.flip)
-              if train else jitter.Geometry(data_config.crop_size))
-  transform = jitter.Paired(geometry, data_config.resize_method, a_wanted, b_wanted,
-                            a_to_b=data_config.direction == 'AtoB')
+  transform = jitter.Paired(geometry(data_config, train), data_config.resize_method,
+                            a_wanted, b_wanted, a_to_b=data_config.direction == 'AtoB')
   source = records.TfdsRecords(builder.data_dir, split,
                                builder.info.splits[split].num_examples)
-  if train and _keep_resized(data_config, builder.data_dir, len(source), workers, a_wanted,
-                             b_wanted):
+  if train and data_config.get('resize_or_crop', 'resize_and_crop') == 'resize_and_crop' and (
+      _keep_resized(data_config, builder.data_dir, len(source), workers, a_wanted,
+                    b_wanted)):
     size, method = data_config.load_size, data_config.resize_method
     source = resized.build(
         source, resized.folder_for(builder.data_dir, split, size, method, a_wanted,
                                    b_wanted),
         size=size, method=method, a_channels=a_wanted, b_channels=b_wanted, workers=workers,
         label=f'{data_config.dataset}/{split}') or source
+  try:
+    return batches.batch_iterator(
+        (source,), transform, batch_size=batch_size, train=train, seed=seed,
+        start_batch=start_batch, workers=workers, prefetch=data_config.prefetch,
+        process_index=process_index, process_count=process_count)
+  except DataError as e:
+    raise DataError(f'{data_config.dataset}/{split}: {e}') from None
+
+
+def labelled_batches(data_config, split: str, *, batch_size: int, train: bool, seed: int,
+                     process_index: int | None = None, process_count: int | None = None,
+                     in_channels: int = 3, out_channels: int = 3, start_batch: int = 0,
+                     workers: int | None = None, label_nc: int = 35, instance_map: bool = True,
+                     size_multiple: int = 1):
+  """pix2pixHD's batches {'label' [B, H, W] ids (uint8 for label_nc <= 256, else int32;
+  or with label_nc 0 'input' [B, H, W, Cin] float32), 'instance' [B, H, W] int32 (with
+  instance_map), 'target' [B, H, W, Cout] float32, 'name'} from a labelled dataset
+  (datasets/labelled.py: cityscapes, label_folders).
+
+  The stream is pix2pix's (one record per position, shuffled per epoch, each example's
+  draws from (seed, process, position); resumable at any batch), and so are its
+  arguments. Per example (jitter.Labelled): `geometry(data_config, train, size_multiple)`
+  with one window and one flip for label, instance map and photo; label and instance maps
+  resized NEAREST and never scaled, images with config.data.resize_method.
+  """
+  from p2p_jax.datasets import records  # pylint: disable=g-import-not-at-top
+  builder = _labelled_builder(data_config, split, in_channels, out_channels, label_nc,
+                              instance_map)
+  if process_index is None or process_count is None:
+    process_index, process_count = parallel.process_index(), parallel.process_count()
+  if workers is None:
+    workers = worker_count(data_config) if train else 0
+  transform = jitter.Labelled(geometry(data_config, train, size_multiple),
+                              data_config.resize_method, size_multiple if train else 1)
+  source = records.TfdsRecords(builder.data_dir, split, builder.info.splits[split].num_examples)
   try:
     return batches.batch_iterator(
         (source,), transform, batch_size=batch_size, train=train, seed=seed,

@@ -16,9 +16,10 @@ in evaluation):
              and one flip for A and B.
   Unpaired   CycleGAN:  ({'image', 'name'} of A, {'image', 'name'} of B) -> {'input': A,
              'target': B, 'name': A's}: A and B each get their own window and flip.
-  Labelled   pix2pixHD: ({'label', 'instance' (optional), 'image', 'name'},) -> {'label'
-             [H, W] uint8 or int32, 'instance' [H, W] int32 (when the record has one),
-             'target' [H, W, 3], 'name'}: one window and flip for all three.
+  Labelled   pix2pixHD: ({'label' (or 'input': an image, label_nc 0), 'instance'
+             (optional), 'image', 'name'},) -> {'label' [H, W] uint8 or int32 (or
+             'input'), 'instance' [H, W] int32 (when the record has one), 'target'
+             [H, W, 3], 'name'}: one window and flip for all three.
 Images in records are uint8 [H, W, C] (C = 1 or 3, or [H, W]); label maps uint8 or int32
 [H, W] (or [H, W, 1]), instance maps integer [H, W] (or [H, W, 1]).
 """
@@ -35,18 +36,22 @@ FILTERS = {'bicubic': Image.Resampling.BICUBIC, 'bilinear': Image.Resampling.BIL
 RESIZE_METHODS = tuple(FILTERS)
 # Geometry.scale: 'square' resizes to load_size x load_size (pix2pix and CycleGAN's
 # resize_and_crop); 'width' to a width of load_size, keeping the aspect ratio (pix2pixHD's
-# scale_width: height int(load_size * h / w)); 'none' keeps the stored size.
+# scale_width: height int(load_size * h / w)); 'none'
+# keeps the stored size (rounded to Geometry.multiple, pix2pixHD's resize_or_crop none).
 SCALES = ('square', 'width', 'none')
 
 
 @dataclasses.dataclass(frozen=True)
 class Geometry:
   """Where every image of an example goes: resized (`scale`, `load_size`), then a square
-  `crop_size` window (None: no crop) and, with `flip`, a horizontal flip half the time."""
+  `crop_size` window (None: no crop) and, with `flip`, a horizontal flip half the time.
+  multiple: with scale 'none', sides are rounded to a multiple of it (pix2pixHD's
+  __make_power_2, the generator's size multiple); other scales keep their sizes."""
   load_size: int
   crop_size: int | None = None
   flip: bool = False
   scale: str = 'square'
+  multiple: int = 1
 
   def resized(self, height: int, width: int) -> tuple[int, int]:
     """(height, width) of a height x width image after the resize."""
@@ -55,7 +60,8 @@ class Geometry:
     if self.scale == 'width':
       return int(self.load_size * height / width), self.load_size
     if self.scale == 'none':
-      return height, width
+      m = self.multiple
+      return max(int(round(height / m) * m), m), max(int(round(width / m) * m), m)
     raise ValueError(f'Geometry.scale must be one of {SCALES}, got {self.scale!r}')
 
 
@@ -77,7 +83,7 @@ def draw(geometry: Geometry, size: tuple[int, int], rng: np.random.Generator | N
   crop = geometry.crop_size
   height, width = size
   if crop is not None and (crop > height or crop > width):
-    raise DataError(f'{_text(name)}: {height}x{width} after resizing is smaller than the '
+    raise DataError(f'{text(name)}: {height}x{width} after resizing is smaller than the '
                     f'crop ({crop}x{crop}); raise load_size or lower crop_size')
   spare_h, spare_w = (0, 0) if crop is None else (height - crop, width - crop)
   if rng is None:
@@ -122,7 +128,8 @@ def to_float(image: np.ndarray) -> np.ndarray:
   return np.subtract(out, np.float32(1), out=out)
 
 
-def _text(name) -> str:
+def text(name) -> str:
+  """An example's name (bytes or str) as text."""
   return name.decode(errors='replace') if isinstance(name, bytes) else str(name)
 
 
@@ -198,31 +205,53 @@ class OneDomain:
 
 @dataclasses.dataclass(frozen=True)
 class Labelled:
-  """pix2pixHD: a label map, an optional instance map and a photo, one window and flip for
-  all three. Maps are resized NEAREST and keep their ids; the photo uses `method`."""
+  """pix2pixHD: a label map (or, with label_nc 0, an input image under 'input'), an
+  optional instance map and a photo, one window and flip for all. Maps are resized NEAREST
+  and keep their ids; images use `method`. multiple: every output side must be a multiple
+  of it (the generator's), else a DataError names the file."""
   geometry: Geometry
   method: str = 'bicubic'
-  float_keys = ('target',)
+  multiple: int = 1
+
+  float_keys = ('input', 'target')   # 'input' only where the records hold images
 
   def __call__(self, records, rng):
     record, = records
-    label = np.asarray(record['label'])
-    label = label[..., 0] if label.ndim == 3 else label
-    if label.dtype != np.uint8:
-      label = label.astype(np.int32)
-    size = self.geometry.resized(*label.shape[:2])
-    window = draw(self.geometry, size, rng, record['name'])
+    name = record['name']
+    if 'label' in record:
+      first = np.asarray(record['label'])
+      first = first[..., 0] if first.ndim == 3 else first
+      if first.dtype != np.uint8:
+        first = first.astype(np.int32)
+      what = 'label map'
+    else:
+      first, what = np.asarray(record['input']), 'input image'
+    shape = first.shape[:2]
+    size = self.geometry.resized(*shape)
+    window = draw(self.geometry, size, rng, name)
     crop = self.geometry.crop_size
+    out_size = (crop, crop) if crop is not None else size
+    if out_size[0] % self.multiple or out_size[1] % self.multiple:
+      raise DataError(f'{text(name)}: {out_size[0]}x{out_size[1]} after resizing '
+                      f'({self.geometry.scale}, load_size {self.geometry.load_size}), but the '
+                      f'generator takes multiples of {self.multiple}; change data.load_size '
+                      'or crop (data.resize_or_crop)')
     photo = np.asarray(record['image'])
-    if photo.shape[:2] != label.shape:
-      raise DataError(f'{_text(record["name"])}: photo {photo.shape[0]}x{photo.shape[1]} and '
-                      f'label map {label.shape[0]}x{label.shape[1]} differ in size')
-    out = {'label': np.ascontiguousarray(cut(resize(label, size, 'nearest'), window, crop))}
-    if record.get('instance') is not None:
-      instance = np.asarray(record['instance'])
+    instance = record.get('instance')
+    others = [('photo', photo)] + ([] if instance is None else [('instance map', instance)])
+    for other, array in others:
+      if np.shape(array)[:2] != shape:
+        raise DataError(f'{text(name)}: {other} {np.shape(array)[0]}x{np.shape(array)[1]} '
+                        f'and {what} {shape[0]}x{shape[1]} differ in size')
+    if 'label' in record:
+      out = {'label': np.ascontiguousarray(cut(resize(first, size, 'nearest'), window, crop))}
+    else:
+      out = {'input': cut(resize(first, size, self.method), window, crop)}
+    if instance is not None:
+      instance = np.asarray(instance)
       instance = (instance[..., 0] if instance.ndim == 3 else instance).astype(np.int32)
       out['instance'] = np.ascontiguousarray(cut(resize(instance, size, 'nearest'), window,
                                                  crop))
     out['target'] = cut(resize(photo, size, self.method), window, crop)
-    out['name'] = record['name']
+    out['name'] = name
     return out

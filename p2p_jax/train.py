@@ -72,16 +72,20 @@ def total_steps(config, num_train_examples: int) -> int:
 
 
 def _data_source(config, split, *, train, batch_size, start_batch=0):
+  method = methods.get(config)
   return input_pipeline.numpy_batches(
       config.data, split, batch_size=batch_size, train=train, seed=config.seed,
       in_channels=config.model.in_channels, out_channels=config.model.out_channels,
-      start_batch=start_batch, data_kind=methods.get(config).data_kind)
+      start_batch=start_batch, data_kind=method.data_kind_for(config),
+      **method.pipeline_options(config))
 
 
 def _num_examples(config, split):
+  method = methods.get(config)
   return input_pipeline.num_examples(config.data, split, in_channels=config.model.in_channels,
                                      out_channels=config.model.out_channels,
-                                     data_kind=methods.get(config).data_kind)
+                                     data_kind=method.data_kind_for(config),
+                                     **method.pipeline_options(config))
 
 
 # ================================================================== the run
@@ -114,15 +118,6 @@ def run_training(config, workdir: str, **kwargs) -> Outcome:
   config_schema.validate(config)
   config = config_schema.with_absolute_paths(config)
   methods.get(config).preflight(config)  # files it needs (pix2pixHD's VGG19), before writing
-  if methods.get(config).data_kind_for(config) == 'labels' and (
-      kwargs.get('train_batches') is None or kwargs.get('eval_batches') is None):
-    # Until the labelled input pipeline (issue 26, Data) lands: say so, before any work.
-    raise ValueError(
-        f'config.data.dataset {config.data.dataset!r}: {config.method} with label maps '
-        '(pix2pixhd.label_nc > 0 or instance_map) needs the labelled input pipeline, which '
-        'this version does not have yet; pass train_batches= and eval_batches= to '
-        'train.train_and_evaluate, or train on paired images (label_nc 0, instance_map '
-        'False, e.g. configs/pix2pixhd_demo.py)')
   workdir = workdirs.absolute_path(workdir)
   parallel.maybe_initialize_distributed(config.distributed)
   devices = parallel.devices(kwargs.pop('devices', None))

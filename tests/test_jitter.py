@@ -91,7 +91,7 @@ def test_labelled_maps_keep_ids_and_share_the_photos_window():
   out = jitter.Labelled(TRAIN)((record,), rng)
   assert out['label'].dtype == np.uint8 and out['label'].shape == (32, 32)
   assert out['instance'].dtype == np.int32 and out['target'].dtype == np.uint8
-  assert jitter.Labelled.float_keys == ('target',)
+  assert jitter.Labelled.float_keys == ('input', 'target')   # 'input': label_nc 0 images
   assert set(np.unique(out['label'])) <= set(np.unique(label))          # NEAREST: no new ids
   assert set(np.unique(out['instance'])) <= set(np.unique(instance))
   without = jitter.Labelled(TRAIN)(({'label': label, 'image': photo, 'name': b'c'},), rng)

@@ -51,8 +51,8 @@ def labelled(seed=0):
     while True:
       rng = np.random.default_rng([seed, i])
       cells = rng.integers(0, LABELS, (BATCH, 8, 8))
-      label = np.repeat(np.repeat(cells, 4, 1), 4, 2).astype(np.int32)
-      instance = (label * 1000 + (np.arange(SIZE) >= SIZE // 2)).astype(np.int32)
+      label = np.repeat(np.repeat(cells, 4, 1), 4, 2).astype(np.uint8)   # as the pipeline's
+      instance = label.astype(np.int32) * 1000 + (np.arange(SIZE) >= SIZE // 2)
       target = np.tanh(rng.normal(size=(BATCH, SIZE, SIZE, 3))).astype(np.float32)
       yield {'label': label, 'instance': instance, 'target': target}
       i += 1

@@ -76,14 +76,23 @@ UNPAIRED_OFFICIAL = {o.name: o for o in (
 )}
 
 
+# pix2pixHD's labelled data (datasets/labelled.py): Cityscapes' gtFine label and instance
+# ids with its leftImg8bit photos (registration required: the user's zips, never
+# downloaded), and the official folder layout (train_label/ train_inst/ train_img/).
+LABELLED_OFFICIAL = {'cityscapes': 'Cityscapes gtFine (labelIds, instanceIds) + leftImg8bit: '
+                                   '2975 train, 500 val, 2048x1024.'}
+LABEL_FOLDERS = 'label_folders'
+
 # config.data.dataset: the official ones, the embedded tiles, and your own folders
 # (name -> layout). maps, cityscapes and facades name pix2pix's aligned archives for
-# pix2pix and CycleGAN's zips of the same images for CycleGAN, as in the reference.
+# pix2pix and CycleGAN's zips of the same images for CycleGAN, as in the reference;
+# cityscapes names the full gtFine + leftImg8bit for pix2pixHD's label maps.
 EMBEDDED = 'blue_marble'
 FOLDER_LAYOUTS = {'aligned_folder': 'aligned', 'paired_folders': 'paired'}
 UNPAIRED_FOLDERS = 'unpaired_folders'
 DATASETS = (*OFFICIAL, EMBEDDED, *FOLDER_LAYOUTS,
-            *(n for n in UNPAIRED_OFFICIAL if n not in OFFICIAL), UNPAIRED_FOLDERS)
+            *(n for n in UNPAIRED_OFFICIAL if n not in OFFICIAL), UNPAIRED_FOLDERS,
+            LABEL_FOLDERS)
 
 
 def is_unpaired(dataset: str, data_kind: str) -> bool:
@@ -92,5 +101,12 @@ def is_unpaired(dataset: str, data_kind: str) -> bool:
   if dataset == UNPAIRED_FOLDERS or (dataset in UNPAIRED_OFFICIAL and dataset not in OFFICIAL):
     return True
   return data_kind == 'unpaired' and dataset in UNPAIRED_OFFICIAL
+
+
+def is_labelled(dataset: str, data_kind: str) -> bool:
+  """Whether `dataset` is read by the labelled pipeline (datasets/labelled.py) for a
+  method whose data kind is `data_kind`: your label folders always (label_nc 0 reads
+  their train_A/ train_B/), Cityscapes for label maps ('labels')."""
+  return dataset == LABEL_FOLDERS or (data_kind == 'labels' and dataset in LABELLED_OFFICIAL)
 # config.data.on_bad_file
 BAD_FILE_POLICIES = ('error', 'skip')

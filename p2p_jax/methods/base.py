@@ -15,7 +15,8 @@ command lines know no method by name. They ask the method that `config.method` n
     a user's file becomes the generator's input and what a sample grid shows as the input
     (by default the batch's 'input' image; pix2pixHD's label and instance maps);
   * `data_kind_for` and `batch_keys_for`: as `data_kind` and `batch_keys`, where they
-    depend on the config (pix2pixHD trains on pairs of images when label_nc is 0);
+    depend on the config (pix2pixHD trains on pairs of images when label_nc is 0), and
+    `pipeline_options`: what else the input pipeline needs (how labels are read);
   * `preflight`: checks of what training needs beyond the config (files it reads), run by
     the trainer before anything is written.
 
@@ -84,6 +85,11 @@ class Method:
   def batch_keys_for(self, config) -> tuple[str, ...]:
     """The keys of a training batch with `config`."""
     return self.batch_keys
+
+  def pipeline_options(self, config) -> dict[str, Any]:
+    """Keyword arguments of input_pipeline.numpy_batches / num_examples beyond config.data
+    (pix2pixHD's label_nc, instance_map, size_multiple); none by default."""
+    return {}
 
   def model_input(self, config, batch: dict) -> np.ndarray:
     """What the inference generator (`generator`) takes for a host batch [N, ...]."""

@@ -51,8 +51,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from p2p_jax import (checkpointing, image_io, kernels, label_maps, losses, networks,
-                     parallel, schedules, state as state_lib)
+from p2p_jax import (checkpointing, image_io, input_pipeline, kernels, label_maps, losses,
+                     networks, parallel, schedules, state as state_lib)
 from p2p_jax.methods import base
 from p2p_jax.models import vgg19
 from p2p_jax.models.pix2pixhd import HD_GENERATORS
@@ -323,6 +323,11 @@ class Pix2PixHD(base.Method):
   def batch_keys_for(self, config) -> tuple[str, ...]:
     return input_keys(config) + ('target',)
 
+  def pipeline_options(self, config) -> dict[str, Any]:
+    hd = _hd(config)
+    return {'label_nc': hd.label_nc, 'instance_map': hd.instance_map,
+            'size_multiple': networks.size_multiple(config.model.generator, config)}
+
   def validate(self, config) -> None:
     hd, model = _hd(config), config.model
     if model.generator not in HD_GENERATORS:
@@ -349,6 +354,11 @@ class Pix2PixHD(base.Method):
     if config.data.crop_size < 2 * side:
       raise ValueError(f'config.data.crop_size ({config.data.crop_size}) must be at least '
                        f'{2 * side} for {model.generator} with these settings')
+    mode = config.data.resize_or_crop
+    if mode in ('scale_width', 'scale_width_and_crop') and config.data.load_size % side:
+      raise ValueError(f'config.data.load_size ({config.data.load_size}) must be a multiple '
+                       f'of {side} for {model.generator} with resize_or_crop {mode!r} (the '
+                       'width of every image)')
 
   def preflight(self, config) -> None:
     hd = _hd(config)
@@ -381,14 +391,17 @@ class Pix2PixHD(base.Method):
                            fix_global_steps(config, steps_per_epoch), axis_name)
     init = lambda: create_train_state(jax.random.PRNGKey(config.seed), generator,
                                       discriminator, tx, config)
-    size = config.data.crop_size
-    shapes = {'target': ((size, size, config.model.out_channels), np.float32)}
+    # The training images' size as far as the config tells it (no crop: crop_size x
+    # load_size); another size compiles again at its first batch.
+    size = input_pipeline.train_size(config.data)
+    shapes = {'target': ((*size, config.model.out_channels), np.float32)}
     if hd.label_nc:
-      shapes['label'] = ((size, size), np.int32)
+      # The pipeline's label dtype: uint8 ids up to 256 labels (a quarter of the bytes).
+      shapes['label'] = (size, np.uint8 if hd.label_nc <= 256 else np.int32)
     else:
-      shapes['input'] = ((size, size, config.model.in_channels), np.float32)
+      shapes['input'] = ((*size, config.model.in_channels), np.float32)
     if hd.instance_map:
-      shapes['instance'] = ((size, size), np.int32)
+      shapes['instance'] = (size, np.int32)
     constants = None
     if hd.vgg_loss:
       from p2p_jax.pytorch import vgg19_weights  # pylint: disable=import-outside-toplevel
