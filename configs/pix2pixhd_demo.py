@@ -1,14 +1,14 @@
-"""Demo: pix2pixHD day -> night on the embedded Blue Marble tiles; trains on a laptop CPU.
+"""Demo: pix2pixHD grey -> colour on the embedded Blue Marble tiles; trains on a laptop CPU.
 
 Method pix2pixhd (p2p_jax/methods/pix2pixhd.py) in its official `label_nc 0` mode: the
-input is an image (the day tile), not a label map, and there is no instance map, so it
-trains on the same embedded pairs as configs/demo.py (139 train + 8 test NASA tiles,
+input is an image (the grey tile), not a label map, and there is no instance map, so it
+trains on the same embedded pairs as configs/demo.py (340 train + 16 test NASA tiles,
 offline). Everything else is pix2pixHD's, shrunk to fit 2 CPU cores: a GlobalGenerator
 with 16 base filters, 3 stride-2 convs and 3 residual blocks (its 512p model: 64, 4, 9),
 D at two scales (70x70 PatchGANs with padding 2 at 128 and 64 px, 16 base filters), LSGAN
 + feature matching (lambda_feat 10), Adam 2e-4 / 0.5, pix2pixHD's learning-rate rule (25
-epochs at lr, then lr / 25 less each epoch), tiles resized to 143 and cropped to 128,
-batch 4 (the official batch is 1).
+epochs at lr, then lr / 10 less each epoch), 128 px crops of the 144 px training tiles
+(no resampling, as configs/demo.py), batch 4 (the official batch is 1).
 
 The VGG19 perceptual loss is off: its weights are torchvision's vgg19-dcbb9e9d.pth, which
 p2p_jax never downloads. With the file (https://download.pytorch.org/models/vgg19-dcbb9e9d.pth,
@@ -20,15 +20,15 @@ Command (from the repository root):
   python -m p2p_jax.main --config=configs/pix2pixhd_demo.py --workdir=/tmp/p2p_hd_demo
   python -m p2p_jax.evaluate --workdir=/tmp/p2p_hd_demo --split=test
 
-Runtime: 50 epochs x 34 steps = 1,700 steps (6,800 images); the step costs about as much
-as configs/demo.py's (README, pix2pixHD: measured numbers and the test scores).
+Runtime: 20 epochs x 85 steps = 1,700 steps (6,800 images), as configs/demo.py; measured
+time and test scores: README "Results".
 """
 
 from p2p_jax import config_schema
 
 
 def get_config():
-  """Blue Marble day -> night with a small pix2pixHD, small enough for a CPU."""
+  """Blue Marble grey -> colour with a small pix2pixHD, small enough for a CPU."""
   config = config_schema.get_config()
   config.method = 'pix2pixhd'
   config.model.generator = 'pix2pixhd_global'
@@ -47,17 +47,17 @@ def get_config():
   config.pix2pixhd.vgg_loss = False      # see above: on only with torchvision's file
 
   config.data.dataset = 'blue_marble'
-  config.data.direction = 'AtoB'  # A = day, B = night.
-  config.data.load_size = 143
+  config.model.in_channels = 1  # the grey photo (its luma), as configs/demo.py
+  config.data.direction = 'AtoB'  # A = grey, B = colour.
+  config.data.load_size = 144
   config.data.crop_size = 128
   config.data.eval_split = 'test'
-  config.data.shuffle_buffer = 200
 
   config.batch_size = 4
-  config.num_epochs = 50
+  config.num_epochs = 20
   config.optim.schedule = 'linear_decay_pix2pixhd'
-  config.optim.constant_epochs = 25
-  config.optim.decay_epochs = 25
+  config.optim.constant_epochs = 10
+  config.optim.decay_epochs = 10
 
   config.log_every_steps = 50
   config.sample_every_steps = 200
