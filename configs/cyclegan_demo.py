@@ -10,9 +10,10 @@ baselines (README "Results").
 Smaller than the reference's CycleGAN so that it fits a 2-core CPU: resnet_6blocks with 16
 base filters (the reference's 6-block G at a quarter of its width), 70x70 PatchGANs with 32
 base filters, 128 px crops of the 144 px training tiles (no resampling), batch 1 as the
-reference. A is one channel (the grey photo's luma) and B three, so the identity term,
-which feeds B to G_A, is off (the reference refuses identity with unequal channels too);
-cycle weights 10 and the LSGAN objective, pools of 50, Adam 2e-4 / 0.5 as the reference.
+reference. Both domains are three-channel images (the grey tiles as stored, R = G = B), so
+the reference's identity term applies (G_A(B) ~ B, weight 5): it starts G_A near the
+identity, which keeps the grey input's structure while D_A asks for colour. The rest is
+the reference's: cycle weights 10, LSGAN, pools of 50, Adam 2e-4 / 0.5.
 
 Command (from the repository root):
   python -m p2p_jax.main --config=configs/cyclegan_demo.py --workdir=/tmp/cyclegan_demo
@@ -33,10 +34,10 @@ def get_config():
   config.model.ndf = 32
   config.model.norm = 'instance'
   config.model.dropout = False  # the reference's --no_dropout for CycleGAN
-  config.model.in_channels = 1  # A: the grey photo (its luma)
+  config.model.in_channels = 3  # A: the grey photo, as the tiles store it (R = G = B)
   config.model.out_channels = 3  # B: the colour photo
   config.loss.gan_mode = 'lsgan'
-  config.cyclegan.lambda_identity = 0.0  # A and B differ in channels (see above)
+  config.cyclegan.lambda_identity = 0.5  # the reference's: G_A(B) ~ B keeps colours
 
   config.data.dataset = 'blue_marble'
   config.data.pairs_as_unpaired = True

@@ -318,12 +318,14 @@ class Checkpointer:
                                f'Stopped; {resume}: fix the cause and run the same command '
                                'to resume')
 
-  def failure(self) -> CheckpointSaveError | None:
+  def failure(self, wait: bool = False) -> CheckpointSaveError | None:
     """The error of the last save if it has finished and failed, or the checkpoint folder
-    (or the workdir) gone, else None; never blocks (the trainer asks at every step). Local
-    to this process (stopping.StopRequest.agreed makes every process stop)."""
+    (or the workdir) gone, else None; never blocks (the trainer asks at every step) unless
+    `wait`: then a save in progress is waited for first (after another write into the
+    workdir failed, the save's error, if it fails too, says more). Local to this process
+    (stopping.StopRequest.agreed makes every process stop)."""
     gone = checkpoint_files.missing_folder(self.directory)
-    if self._pending is not None and (gone or not self._mgr.is_saving_in_progress()):
+    if self._pending is not None and (wait or gone or not self._mgr.is_saving_in_progress()):
       try:
         self.wait()  # finished (or cannot finish: its folder is gone)
       except CheckpointSaveError as e:

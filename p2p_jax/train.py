@@ -141,7 +141,7 @@ def run_training(config, workdir: str, **kwargs) -> Outcome:
       return _run(config, workdir, ckpt, stop, devices, local_batch, eval_paired=eval_paired,
                   **kwargs)
     except OSError as e:  # writing a sample or the curves: the workdir gone, a full disk
-      workdirs.raise_if_storage_error(workdir, e, ckpt.failure())
+      workdirs.raise_if_storage_error(workdir, e, ckpt.failure(wait=True))
       raise
 
 
