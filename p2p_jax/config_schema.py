@@ -78,6 +78,15 @@ def get_config() -> ml_collections.ConfigDict:
   # How the per-replica step is mapped over devices: 'pmap' (jax.pmap, the classic form)
   # or 'shard_map' (jax.jit over jax.shard_map); the step is the same code.
   config.compute.mapping = 'pmap'
+  # Spatial partitioning: how many devices share each image, splitting its height between
+  # them (XLA exchanges every convolution's halo rows and the partial sums of instance
+  # norm and the losses); for images whose step does not fit one device's memory, e.g.
+  # pix2pixHD at 2048x1024. 1: off. Needs mapping 'shard_map'; must divide each process's
+  # devices and the crop height; the batch is then split over devices / spatial replicas.
+  # Any method's step (the step's code does not change; parallel.py). Validation and
+  # translation still run each image on one device. Results equal the unsplit step's up to
+  # float rounding (tests/test_spatial.py); see README, pix2pixHD, Scale.
+  config.compute.spatial = 1
 
   # ---------------------------------------------------------------- objective
   config.loss = ml_collections.ConfigDict()
@@ -362,6 +371,16 @@ def validate(config) -> None:
   if flat['data.resized_cache'] not in (-1, 0, 1):
     raise ValueError(f'config.data.resized_cache must be -1 (auto), 0 or 1, got '
                      f'{flat["data.resized_cache"]!r}')
+  if not isinstance(flat['compute.spatial'], int) or flat['compute.spatial'] < 1:
+    raise ValueError(f'config.compute.spatial must be an integer >= 1 (devices per image), '
+                     f'got {flat["compute.spatial"]!r}')
+  if flat['compute.spatial'] > 1 and flat['compute.mapping'] != 'shard_map':
+    raise ValueError(f"config.compute.spatial ({flat['compute.spatial']}) needs "
+                     f"config.compute.mapping 'shard_map' (jax.pmap cannot split an image), "
+                     f"got {flat['compute.mapping']!r}")
+  if flat['compute.spatial'] > 1 and flat['data.crop_size'] % flat['compute.spatial']:
+    raise ValueError(f"config.compute.spatial ({flat['compute.spatial']}) must divide "
+                     f"config.data.crop_size ({flat['data.crop_size']}), the image height")
   if flat['data.workers'] < -1:
     raise ValueError(f'config.data.workers must be >= 0, or -1 for the default, got '
                      f'{flat["data.workers"]!r}')

@@ -16,6 +16,18 @@ process's devices only (the trainer's validation through inference.TrainedGenera
 `to_local(tree)`; numbers computed on each process's data are combined with
 `sum_over_processes`. tests/test_multihost.py checks that 2 processes x 2 devices train
 exactly as 1 process x 4 devices.
+
+Spatial partitioning (`spatial` > 1, config.compute.spatial; mapping 'shard_map' only):
+for images one device cannot hold, each replica is a group of `spatial` devices that
+split every image's height between them. The mesh is then (AXIS, SPATIAL_AXIS), devices
+grouped in consecutive runs of `spatial`; the per-replica step is mapped by shard_map over
+AXIS alone (its collectives and batch mean unchanged), while SPATIAL_AXIS stays an
+automatic axis: the batch's image leaves (ndim >= 3, height at axis 1) come in split
+along it and XLA's SPMD partitioner splits every computation on them, exchanging the halo
+rows of each convolution and the partial sums of every reduction over the image (instance
+and batch norm statistics, losses) between the group's devices. The step's code does not
+change and knows nothing of it; the results equal the unsplit step's up to float rounding
+(tests/test_spatial.py). The state stays replicated on every device.
 """
 
 import os
@@ -28,6 +40,8 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 AXIS = 'batch'
+# The mesh axis over which each image's height is split (spatial partitioning).
+SPATIAL_AXIS = 'spatial'
 # How a per-replica function is mapped over the devices (config.compute.mapping).
 MAPPINGS = ('pmap', 'shard_map')
 
@@ -72,15 +86,35 @@ def on_first_local_device(abstract):
                       jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract)
 
 
-def local_batch_size(global_batch: int, devices=None) -> int:
-  """This process's share of the global batch; each device gets the same number."""
+def check_spatial(spatial: int, devices=None) -> None:
+  """ValueError unless `spatial` devices of one process can share each image: >= 1, and
+  dividing the number of devices of every process (a group never spans two processes)."""
   devices = list(devices) if devices is not None else jax.devices()
-  n = len(devices)
+  if not isinstance(spatial, int) or spatial < 1:
+    raise ValueError(f'config.compute.spatial must be an integer >= 1, got {spatial!r}')
+  per_process = {}
+  for d in devices:
+    per_process[d.process_index] = per_process.get(d.process_index, 0) + 1
+  for count in per_process.values():
+    if count % spatial:
+      raise ValueError(f'config.compute.spatial ({spatial}) must divide the number of '
+                       f'devices of each process ({count}): each image is split over '
+                       f'{spatial} devices of one process')
+
+
+def local_batch_size(global_batch: int, devices=None, spatial: int = 1) -> int:
+  """This process's share of the global batch; each replica (a device, or a group of
+  `spatial` devices that split each image) gets the same number."""
+  devices = list(devices) if devices is not None else jax.devices()
+  check_spatial(spatial, devices)
+  n = len(devices) // spatial
   if global_batch % n:
+    what = (f'replicas ({n}: {len(devices)} devices / compute.spatial {spatial})'
+            if spatial > 1 else f'devices ({n})')
     raise ValueError(f'batch_size {global_batch} must be divisible by the number of '
-                     f'devices ({n}); use a multiple of {n}')
+                     f'{what}; use a multiple of {n}')
   local = [d for d in devices if d.process_index == jax.process_index()]
-  return global_batch // n * len(local)
+  return global_batch // n * (len(local) // spatial)
 
 
 # Read here when maybe_initialize_distributed is not given them (JAX itself reads
@@ -182,20 +216,37 @@ class DataParallel:
     constants: None, or a pytree of arrays that `fn` gets as a third argument at every call
       (fn(state, batch, constants)), placed replicated on the devices once, here: weights
       a step reads but does not train (pix2pixHD's VGG19), kept out of the state (and so
-      out of checkpoints) and out of the compiled program's constants.
+      out of checkpoints) and out of the compiled program's constants. A pytree of
+      jax.ShapeDtypeStruct instead: shapes only, for `lower` (memory analysis without
+      the weights, benchmarks/pix2pixhd_memory.py); such a DataParallel cannot be called.
+    spatial: devices per replica that split each image's height (module docstring);
+      1: plain data parallelism. Needs mapping 'shard_map'.
   """
 
   def __init__(self, fn: Callable, mapping: str = 'pmap', devices=None,
-               batched_out: bool = False, donate: bool = False, constants: Any = None):
+               batched_out: bool = False, donate: bool = False, constants: Any = None,
+               spatial: int = 1):
     self.mapping = mapping
     self.devices = list(devices) if devices is not None else jax.devices()
     self.local_devices = [d for d in self.devices if d.process_index == jax.process_index()]
     # Devices of other processes too: the state must then be a global array (see module doc).
     self.spans_processes = len(self.local_devices) < len(self.devices)
-    self.mesh = Mesh(np.asarray(self.devices), (AXIS,))
+    check_spatial(spatial, self.devices)
+    if spatial > 1 and mapping != 'shard_map':
+      raise ValueError(f"config.compute.spatial ({spatial}) needs config.compute.mapping "
+                       f"'shard_map' (jax.pmap cannot split an image), got {mapping!r}")
+    self.spatial = spatial
+    if spatial > 1:
+      # Consecutive devices (of one process: check_spatial) share an image.
+      self.mesh = Mesh(np.asarray(self.devices).reshape(-1, spatial), (AXIS, SPATIAL_AXIS))
+    else:
+      self.mesh = Mesh(np.asarray(self.devices), (AXIS,))
     out_axis = 0 if batched_out else None
     # The constants go in as the state does: unmapped, replicated on every device.
-    self._extra = () if constants is None else (self.put_state(constants),)
+    abstract = constants is not None and all(
+        isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(constants))
+    self._extra = () if constants is None else (
+        self.abstract_state(constants) if abstract else self.put_state(constants),)
     in_axes = (None, 0) + (None,) * len(self._extra)
     if mapping == 'pmap':
       self._fn = jax.pmap(fn, axis_name=AXIS, in_axes=in_axes, out_axes=out_axis,
@@ -203,10 +254,11 @@ class DataParallel:
     else:
       out_spec = P(AXIS) if batched_out else P()
       in_specs = (P(), P(AXIS)) + (P(),) * len(self._extra)
-      # On one device the step skips its cross-device means (see train_step.py), so its
-      # outputs are not provably replicated; over one device there is nothing to check.
+      # On one replica the step skips its cross-device means (see train_step.py), so its
+      # outputs are not provably replicated; over one replica there is nothing to check.
+      # With spatial > 1 only AXIS is manual: SPATIAL_AXIS is left to XLA's partitioner.
       mapped = jax.shard_map(fn, mesh=self.mesh, in_specs=in_specs, out_specs=out_spec,
-                             check_vma=len(self.devices) > 1)
+                             axis_names={AXIS}, check_vma=self.mesh.shape[AXIS] > 1)
       self._fn = jax.jit(mapped, donate_argnums=(0,) if donate else ())
     self.batched_out = batched_out
 
@@ -229,17 +281,29 @@ class DataParallel:
     shards = [s.data for s in a.addressable_shards]
     return jax.make_array_from_single_device_arrays(a.shape, self.state_sharding(), shards)
 
+  def batch_sharding(self, ndim: int) -> NamedSharding:
+    """Where a batch leaf of `ndim` dimensions goes (shard_map): split over the replicas
+    along axis 0 and, with spatial > 1 and ndim >= 3 (images [N, H, W(, C)]), over each
+    replica's devices along axis 1 (the height)."""
+    if self.spatial > 1 and ndim >= 3:
+      return NamedSharding(self.mesh, P(AXIS, SPATIAL_AXIS))
+    return NamedSharding(self.mesh, P(AXIS))
+
   def _split(self, batch):
-    n = len(self.local_devices)
+    n = len(self.local_devices) // self.spatial
 
     def split(a):
       a = np.asarray(a)
       if a.shape[0] % n:
+        what = 'replicas' if self.spatial > 1 else 'devices'
         raise ValueError(f'the host batch of {a.shape[0]} examples does not split over '
-                         f'{n} local devices')
+                         f'{n} local {what}')
       if self.mapping == 'pmap':
         return a.reshape((n, a.shape[0] // n) + a.shape[1:])
-      return jax.make_array_from_process_local_data(NamedSharding(self.mesh, P(AXIS)), a)
+      if self.spatial > 1 and a.ndim >= 3 and a.shape[1] % self.spatial:
+        raise ValueError(f'config.compute.spatial ({self.spatial}) must divide the image '
+                         f'height, got images of shape {a.shape[1:]}')
+      return jax.make_array_from_process_local_data(self.batch_sharding(a.ndim), a)
     return jax.tree.map(split, batch)
 
   def __call__(self, state, batch) -> Any:

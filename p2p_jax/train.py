@@ -121,7 +121,8 @@ def run_training(config, workdir: str, **kwargs) -> Outcome:
   workdir = workdirs.absolute_path(workdir)
   parallel.maybe_initialize_distributed(config.distributed)
   devices = parallel.devices(kwargs.pop('devices', None))
-  local_batch = parallel.local_batch_size(config.batch_size, devices)  # checks divisibility
+  # Checks divisibility (over replicas: groups of compute.spatial devices per image).
+  local_batch = parallel.local_batch_size(config.batch_size, devices, config.compute.spatial)
   workdirs.check_same_model(config, workdir)
   workdirs.check_writable(workdirs.checkpoint_dir(workdir))
   # Validation pairs input and target where the validation data is paired (always for
@@ -164,7 +165,8 @@ def _run(config, workdir, ckpt, stop, devices, local_batch, train_batches=None,
   # Arrays every step reads but nobody trains (pix2pixHD's VGG19): placed once, not saved.
   constants = setup.constants() if setup.constants is not None else None
   runner = parallel.DataParallel(setup.step, config.compute.mapping, devices=devices,
-                                 donate=True, constants=constants)
+                                 donate=True, constants=constants,
+                                 spatial=config.compute.spatial)
   init = setup.init
   abstract = runner.abstract_state(jax.eval_shape(init))
   ckpt.check_space(abstract)  # not even one checkpoint fits: stop now, not at the first save

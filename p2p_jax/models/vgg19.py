@@ -94,12 +94,15 @@ def features(kernels: dict, x: jax.Array, *, conv=layers.conv2d, dtype=jnp.float
 
 def perceptual_loss(kernels: dict, x: jax.Array, y: jax.Array, *, conv=layers.conv2d,
                     dtype=jnp.float32) -> jax.Array:
-  """sum_i w_i mean |VGG_i(x) - VGG_i(y)| with y's features held constant (float32)."""
-  both = features(kernels, jnp.concatenate([x, jax.lax.stop_gradient(y)], 0), conv=conv,
-                  dtype=dtype)
-  n = x.shape[0]
+  """sum_i w_i mean |VGG_i(x) - VGG_i(y)| with y's features held constant (float32).
+
+  x and y go through VGG19 separately: y's pass is outside the differentiation (nothing of
+  it is kept for the backward pass), which at 2048x1024 halves the VGG term's share of the
+  step's memory (benchmarks/README.md, pix2pixHD memory); the arithmetic per image is the
+  same as one pass over both."""
+  fxs = features(kernels, x, conv=conv, dtype=dtype)
+  fys = features(kernels, jax.lax.stop_gradient(y), conv=conv, dtype=dtype)
   total = jnp.zeros((), jnp.float32)
-  for w, f in zip(LAYER_WEIGHTS, both):
-    fx, fy = f[:n].astype(jnp.float32), jax.lax.stop_gradient(f[n:]).astype(jnp.float32)
-    total = total + w * l1(fx, fy)
+  for w, fx, fy in zip(LAYER_WEIGHTS, fxs, fys):
+    total = total + w * l1(fx.astype(jnp.float32), fy.astype(jnp.float32))
   return total

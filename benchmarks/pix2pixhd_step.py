@@ -1,0 +1,154 @@
+"""pix2pixHD's training step: p2p_jax against the official step, on the same CPU, alternated.
+
+  PYTHONPATH=. python benchmarks/pix2pixhd_step.py                     # the demo at 128 px
+  PYTHONPATH=. python benchmarks/pix2pixhd_step.py --size 256 --rounds 4 --steps 5
+
+The networks of configs/pix2pixhd_demo.py (global generator ngf 16, 3 downsamplings, 3
+residual blocks; 2-scale D of 3 layers, ndf 16; LSGAN + feature matching; VGG off;
+label_nc 0: an RGB image in), batch 1, float32. The official step is PyTorch's, with the
+networks of tests/torch_reference_hd.py (written from NVIDIA/pix2pixHD's
+models/networks.py) and the computation of its models/pix2pixHD_model.py and train.py:
+fake = G(x); D on (x, fake.detach()), (x, real) and (x, fake); G's loss backward and
+Adam step, then D's. p2p_jax's is the trainer's (methods/pix2pixhd.py through
+parallel.DataParallel, the state donated, conv_impl 'auto' unless --conv-impl says).
+
+Each round times --steps steps of one, then of the other (which goes first alternates),
+after --warmup untimed steps of each (compilation, memory first touched). One JSON line
+per round: images per second of each and their ratio; then a summary line. On a shared
+machine the absolute numbers drift: compare the ratios of one run.
+
+--threads 1 runs both on one thread (torch.set_num_threads(1); XLA without its Eigen
+thread pool). On a loaded machine that is the fair setting: measured here under load,
+PyTorch's step with its 2 default OpenMP threads was 64x slower than with one (threads
+spinning for cores the other processes held), which no quiet machine shows.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, 'tests'))
+
+
+def make_jax(config, size: int):
+  """() -> one timed step of p2p_jax (blocking), for random data of `size` px."""
+  # pylint: disable=import-outside-toplevel
+  import jax
+  from p2p_jax import parallel
+  from p2p_jax.methods import pix2pixhd
+  setup = pix2pixhd.METHOD.setup(config, 1, parallel.AXIS)
+  runner = parallel.DataParallel(setup.step, 'pmap', jax.devices()[:1], donate=True)
+  state = [runner.put_state(jax.jit(setup.init)())]
+  rng = np.random.default_rng(0)
+  batch = {'input': rng.uniform(-1, 1, (1, size, size, 3)).astype(np.float32),
+           'target': rng.uniform(-1, 1, (1, size, size, 3)).astype(np.float32)}
+
+  def step():
+    state[0], metrics = runner(state[0], batch)
+    jax.block_until_ready(metrics)
+  return step
+
+
+def make_torch(config, size: int):
+  """() -> one step of the official computation in PyTorch, same networks and data."""
+  # pylint: disable=import-outside-toplevel
+  import torch
+  import torch_reference_hd as tr
+  hd, model = config.pix2pixhd, config.model
+  g = tr.init_weights(tr.GlobalGenerator(3, 3, model.ngf, hd.n_downsample_global,
+                                         hd.n_blocks_global), 0)
+  d = tr.init_weights(tr.MultiscaleDiscriminator(6, model.ndf, model.d_layers, hd.num_D), 1)
+  opt_g = torch.optim.Adam(g.parameters(), lr=config.optim.lr,
+                           betas=(config.optim.b1, config.optim.b2))
+  opt_d = torch.optim.Adam(d.parameters(), lr=config.optim.lr,
+                           betas=(config.optim.b1, config.optim.b2))
+  mse, l1 = torch.nn.MSELoss(), torch.nn.L1Loss()
+  rng = np.random.default_rng(0)
+  x = torch.from_numpy(rng.uniform(-1, 1, (1, 3, size, size)).astype(np.float32))
+  real = torch.from_numpy(rng.uniform(-1, 1, (1, 3, size, size)).astype(np.float32))
+  weight = (1.0 / hd.num_D) * (4.0 / (model.d_layers + 1)) * hd.lambda_feat
+
+  def gan(preds, is_real):
+    return sum(mse(p[-1], torch.full_like(p[-1], float(is_real))) for p in preds)
+
+  def step():
+    fake = g(x)
+    loss_d_fake = gan(d(torch.cat([x, fake.detach()], 1)), False)
+    pred_real = d(torch.cat([x, real], 1))
+    loss_d_real = gan(pred_real, True)
+    pred_fake = d(torch.cat([x, fake], 1))
+    loss_g = gan(pred_fake, True)
+    for i in range(hd.num_D):
+      for j in range(len(pred_fake[i]) - 1):
+        loss_g = loss_g + weight * l1(pred_fake[i][j], pred_real[i][j].detach())
+    loss_d = 0.5 * (loss_d_fake + loss_d_real)
+    opt_g.zero_grad()
+    loss_g.backward()
+    opt_g.step()
+    opt_d.zero_grad()
+    loss_d.backward()
+    opt_d.step()
+    return loss_g.item()
+  return step
+
+
+def timed(step, n: int) -> float:
+  """Images per second over n steps (batch 1)."""
+  start = time.perf_counter()
+  for _ in range(n):
+    step()
+  return n / (time.perf_counter() - start)
+
+
+def main(argv=None) -> None:
+  p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  p.add_argument('--size', type=int, default=128, help='image side (a multiple of 16)')
+  p.add_argument('--rounds', type=int, default=3)
+  p.add_argument('--steps', type=int, default=5, help='timed steps per round and side')
+  p.add_argument('--warmup', type=int, default=2)
+  p.add_argument('--conv-impl', default='auto', help="p2p_jax's config.compute.conv_impl")
+  p.add_argument('--threads', type=int, default=0,
+                 help='1: both frameworks on one thread; 0: their defaults (all cores)')
+  args = p.parse_args(argv)
+  if args.threads == 1:  # before jax is imported
+    os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' --xla_cpu_multi_thread_eigen'
+                               '=false intra_op_parallelism_threads=1').strip()
+    import torch  # pylint: disable=import-outside-toplevel
+    torch.set_num_threads(1)
+  elif args.threads:
+    raise SystemExit('--threads must be 0 or 1')
+  from p2p_jax import config_schema  # pylint: disable=import-outside-toplevel
+  config = config_schema.load_file(os.path.join(ROOT, 'configs', 'pix2pixhd_demo.py'))
+  config.data.update(load_size=args.size, crop_size=args.size)
+  config.compute.conv_impl = args.conv_impl
+  sides = {'p2p_jax': make_jax(config, args.size), 'pytorch': make_torch(config, args.size)}
+  for step in sides.values():
+    for _ in range(args.warmup):
+      step()
+  ratios = []
+  for r in range(args.rounds):
+    order = list(sides) if r % 2 == 0 else list(sides)[::-1]
+    rates = {name: timed(sides[name], args.steps) for name in order}
+    ratios.append(rates['p2p_jax'] / rates['pytorch'])
+    print(json.dumps({'round': r, 'first': order[0], 'size': args.size,
+                      **{f'{k}_img_per_s': round(v, 3) for k, v in rates.items()},
+                      'ratio': round(ratios[-1], 3)}), flush=True)
+  import torch  # pylint: disable=import-outside-toplevel
+  print(json.dumps({'summary': True, 'config': 'pix2pixhd_demo.py', 'size': args.size,
+                    'rounds': args.rounds, 'steps': args.steps,
+                    'ratio_median': round(statistics.median(ratios), 3),
+                    'ratio_min': round(min(ratios), 3), 'ratio_max': round(max(ratios), 3),
+                    'threads': args.threads or 'default', 'conv_impl': args.conv_impl,
+                    'torch': torch.__version__, 'torch_threads': torch.get_num_threads(),
+                    'cpus': os.cpu_count()}), flush=True)
+
+
+if __name__ == '__main__':
+  main()
