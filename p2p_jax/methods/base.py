@@ -30,6 +30,7 @@ method's own state class. Checkpoints hold the whole state; inference reads `g` 
 
 from typing import Any, Callable, NamedTuple
 
+import jax
 import numpy as np
 
 from p2p_jax import image_io
@@ -165,3 +166,26 @@ def apply_net(module, params, batch_stats, *args, train: bool, rngs=None):
   out, mutated = module.apply(variables, *args, train=train, rngs=rngs,
                               mutable=['batch_stats'])
   return out, mutated['batch_stats']
+
+
+def replica_collectives(axis_name: str):
+  """(one_device, pmean, per_replica) for a per-replica train step over `axis_name`.
+
+  On one device, cross-device means are the identity and nothing needs marking per
+  device; XLA:CPU would still copy every gradient through an all-reduce (about 2% of a
+  U-Net-256 step). Known at trace time. Under shard_map, the gradient w.r.t. a replicated
+  (device-invariant) input is summed over devices implicitly; `per_replica` marks the
+  parameters as per-device so that the explicit `pmean` is the one reduction, as under
+  pmap, and shard_map's check catches a missing one.
+  """
+  one_device = lambda: jax.lax.axis_size(axis_name) == 1
+
+  def pmean(tree):
+    return tree if one_device() else jax.lax.pmean(tree, axis_name)
+
+  def per_replica(tree):
+    if one_device():
+      return tree
+    return jax.tree.map(lambda a: jax.lax.pcast(a, axis_name, to='varying'), tree)
+
+  return one_device, pmean, per_replica

@@ -120,16 +120,7 @@ def make_train_step(nets: dict, tx_g: optax.GradientTransformation,
   lambda_a, lambda_b = config.cyclegan.lambda_a, config.cyclegan.lambda_b
   lambda_idt = config.cyclegan.lambda_identity
   pool_size = config.cyclegan.pool_size
-  one_device = lambda: jax.lax.axis_size(axis_name) == 1
-
-  def pmean(tree):
-    return tree if one_device() else jax.lax.pmean(tree, axis_name)
-
-  def per_replica(tree):
-    # As in pix2pix.make_train_step: under shard_map the explicit pmean is the one reduction.
-    if one_device():
-      return tree
-    return jax.tree.map(lambda a: jax.lax.pcast(a, axis_name, to='varying'), tree)
+  one_device, pmean, per_replica = base.replica_collectives(axis_name)
 
   def pooled(pool, fakes, key):
     """The pool's answer for this device's fakes, the pool updated with the whole batch."""

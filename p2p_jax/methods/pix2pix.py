@@ -42,21 +42,7 @@ def make_train_step(generator, discriminator, tx_g: optax.GradientTransformation
   use_gan = loss_config.gan_weight > 0
   conditional = loss_config.conditional
   mode = loss_config.gan_mode
-  # On one device, cross-device means are the identity and nothing needs marking per
-  # device; XLA:CPU would still copy every gradient through an all-reduce (about 2% of a
-  # U-Net-256 step). Known at trace time.
-  one_device = lambda: jax.lax.axis_size(axis_name) == 1
-
-  def pmean(tree):
-    return tree if one_device() else jax.lax.pmean(tree, axis_name)
-
-  def per_replica(tree):
-    # Under shard_map, the gradient w.r.t. a replicated (device-invariant) input is summed
-    # over devices implicitly. Marking the parameters as per-device makes the explicit pmean
-    # below the one reduction, as under pmap, and lets shard_map's check catch a missing one.
-    if one_device():
-      return tree
-    return jax.tree.map(lambda a: jax.lax.pcast(a, axis_name, to='varying'), tree)
+  _, pmean, per_replica = base.replica_collectives(axis_name)
 
   def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
     x, y = batch['input'], batch['target']

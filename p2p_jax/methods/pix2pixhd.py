@@ -137,16 +137,7 @@ def make_train_step(generator, discriminator, tx: optax.GradientTransformation, 
   n_layers, lambda_feat = config.model.d_layers, hd.lambda_feat
   conv = kernels.convolutions(config.compute.conv_impl).conv2d
   dtype = networks.DTYPES[config.compute.dtype]
-  one_device = lambda: jax.lax.axis_size(axis_name) == 1
-
-  def pmean(tree):
-    return tree if one_device() else jax.lax.pmean(tree, axis_name)
-
-  def per_replica(tree):
-    # As in pix2pix.make_train_step: under shard_map the explicit pmean is the one reduction.
-    if one_device():
-      return tree
-    return jax.tree.map(lambda a: jax.lax.pcast(a, axis_name, to='varying'), tree)
+  _, pmean, per_replica = base.replica_collectives(axis_name)
 
   def adam_step(params, grads, opt_state, lr):
     updates, opt_state = tx.update(grads, opt_state, params)
