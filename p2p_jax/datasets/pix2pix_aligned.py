@@ -226,23 +226,33 @@ def find_local(official, manual_dir: str, marker: str = 'train') -> str | None:
   return None
 
 
+def folder_source(data_config, holding: str, in_channels: int, out_channels: int):
+  """(absolute source, A's channels, B's channels, a name stem) of a dataset read from the
+  user's folder or archive `config.data.source` (which holds `holding`); DataError when it
+  is not given or does not exist. The channels follow config.data.direction."""
+  dataset = data_config.dataset
+  if not data_config.source:
+    raise DataError(f"dataset '{dataset}' needs config.data.source: the folder (or archive) "
+                    f'holding {holding}')
+  source = os.path.abspath(os.path.expanduser(data_config.source))
+  if not os.path.exists(source):
+    raise DataError(f'{source}: does not exist (config.data.source)')
+  a_channels, b_channels = in_channels, out_channels
+  if data_config.direction == 'BtoA':
+    a_channels, b_channels = b_channels, a_channels
+  stem = re.sub(r'[^a-z0-9]+', '_', os.path.basename(source.rstrip('/')).lower())[:32]
+  return source, a_channels, b_channels, stem
+
+
 def builder_for(data_config, *, in_channels: int = 3, out_channels: int = 3) -> Pix2PixAligned:
   """The builder for `config.data` (not prepared yet; see `prepare`)."""
   dataset = data_config.dataset
   if dataset in sources.OFFICIAL or dataset == sources.EMBEDDED:
     config = dataset  # Stored as RGB; the input pipeline converts to 1 channel if asked.
   elif dataset in sources.FOLDER_LAYOUTS:
-    if not data_config.source:
-      raise DataError(f"dataset '{dataset}' needs config.data.source: the folder (or archive) "
-                      'holding your images')
-    source = os.path.abspath(os.path.expanduser(data_config.source))
-    if not os.path.exists(source):
-      raise DataError(f'{source}: does not exist (config.data.source)')
-    a_channels, b_channels = in_channels, out_channels
-    if data_config.direction == 'BtoA':
-      a_channels, b_channels = b_channels, a_channels
+    source, a_channels, b_channels, stem = folder_source(
+        data_config, 'your images', in_channels, out_channels)
     layout = sources.FOLDER_LAYOUTS[dataset]
-    stem = re.sub(r'[^a-z0-9]+', '_', os.path.basename(source.rstrip('/')).lower())[:32]
     config = Pix2PixConfig(
         name=f'{layout}_{stem.strip("_") or "data"}_{sources.fingerprint(source)}'
         f'_c{a_channels}{b_channels}',

@@ -163,16 +163,8 @@ def builder_for(data_config, *, in_channels: int = 3, out_channels: int = 3) -> 
   if dataset in catalog.UNPAIRED_OFFICIAL:
     config = dataset
   elif dataset == catalog.UNPAIRED_FOLDERS:
-    if not data_config.source:
-      raise DataError(f"dataset '{dataset}' needs config.data.source: the folder (or archive) "
-                      'holding trainA/ and trainB/')
-    source = os.path.abspath(os.path.expanduser(data_config.source))
-    if not os.path.exists(source):
-      raise DataError(f'{source}: does not exist (config.data.source)')
-    a_channels, b_channels = in_channels, out_channels
-    if data_config.direction == 'BtoA':
-      a_channels, b_channels = b_channels, a_channels
-    stem = re.sub(r'[^a-z0-9]+', '_', os.path.basename(source.rstrip('/')).lower())[:32]
+    source, a_channels, b_channels, stem = pix2pix_aligned.folder_source(
+        data_config, 'trainA/ and trainB/', in_channels, out_channels)
     config = UnpairedConfig(
         name=f'unpaired_{stem.strip("_") or "data"}_{sources.fingerprint(source)}'
         f'_c{a_channels}{b_channels}', source=source, a_channels=a_channels,
