@@ -5,8 +5,8 @@
 
 The networks of configs/pix2pixhd_demo.py (global generator ngf 16, 3 downsamplings, 3
 residual blocks; 2-scale D of 3 layers, ndf 16; LSGAN + feature matching; VGG off;
-label_nc 0: an RGB image in), batch 1, float32. The official step is PyTorch's, with the
-networks of tests/torch_reference_hd.py (written from NVIDIA/pix2pixHD's
+label_nc 0 with the demo's one grey channel in), batch 1, float32. The official step is
+PyTorch's, with the networks of tests/torch_reference_hd.py (written from NVIDIA/pix2pixHD's
 models/networks.py) and the computation of its models/pix2pixHD_model.py and train.py:
 fake = G(x); D on (x, fake.detach()), (x, real) and (x, fake); G's loss backward and
 Adam step, then D's. p2p_jax's is the trainer's (methods/pix2pixhd.py through
@@ -47,7 +47,8 @@ def make_jax(config, size: int):
   runner = parallel.DataParallel(setup.step, 'pmap', jax.devices()[:1], donate=True)
   state = [runner.put_state(jax.jit(setup.init)())]
   rng = np.random.default_rng(0)
-  batch = {'input': rng.uniform(-1, 1, (1, size, size, 3)).astype(np.float32),
+  batch = {'input': rng.uniform(-1, 1, (1, size, size, config.model.in_channels)
+                             ).astype(np.float32),
            'target': rng.uniform(-1, 1, (1, size, size, 3)).astype(np.float32)}
 
   def step():
@@ -62,16 +63,18 @@ def make_torch(config, size: int):
   import torch
   import torch_reference_hd as tr
   hd, model = config.pix2pixhd, config.model
-  g = tr.init_weights(tr.GlobalGenerator(3, 3, model.ngf, hd.n_downsample_global,
+  c = model.in_channels
+  g = tr.init_weights(tr.GlobalGenerator(c, 3, model.ngf, hd.n_downsample_global,
                                          hd.n_blocks_global), 0)
-  d = tr.init_weights(tr.MultiscaleDiscriminator(6, model.ndf, model.d_layers, hd.num_D), 1)
+  d = tr.init_weights(tr.MultiscaleDiscriminator(c + 3, model.ndf, model.d_layers, hd.num_D),
+                      1)
   opt_g = torch.optim.Adam(g.parameters(), lr=config.optim.lr,
                            betas=(config.optim.b1, config.optim.b2))
   opt_d = torch.optim.Adam(d.parameters(), lr=config.optim.lr,
                            betas=(config.optim.b1, config.optim.b2))
   mse, l1 = torch.nn.MSELoss(), torch.nn.L1Loss()
   rng = np.random.default_rng(0)
-  x = torch.from_numpy(rng.uniform(-1, 1, (1, 3, size, size)).astype(np.float32))
+  x = torch.from_numpy(rng.uniform(-1, 1, (1, c, size, size)).astype(np.float32))
   real = torch.from_numpy(rng.uniform(-1, 1, (1, 3, size, size)).astype(np.float32))
   weight = (1.0 / hd.num_D) * (4.0 / (model.d_layers + 1)) * hd.lambda_feat
 

@@ -147,6 +147,10 @@ def get_config() -> ml_collections.ConfigDict:
   # https://download.pytorch.org/models/vgg19-dcbb9e9d.pth). '': torchvision's cache,
   # $TORCH_HOME/hub/checkpoints/vgg19-dcbb9e9d.pth (~/.cache/torch/hub/checkpoints/...).
   config.pix2pixhd.vgg_weights = ''
+  # Weight of an L1 term |G(x) - y| in G's loss, pix2pix's (its lambda: 100). Not in the
+  # official objective, so 0 (off) but for configs/pix2pixhd_demo_l1.py: without the VGG
+  # loss nothing else ties each output pixel to its target.
+  config.pix2pixhd.lambda_l1 = 0.0
   # Coarse to fine (model.generator 'pix2pixhd_local'): a workdir of a finished
   # 'pix2pixhd_global' run (ngf twice this run's), whose generator becomes the local
   # enhancer's global part and whose D scales are copied by name, at step 0 of a new run;
@@ -307,7 +311,8 @@ _NON_NEGATIVE = ('loss.gan_weight', 'loss.recon_weight', 'cyclegan.lambda_a',
                  'cyclegan.lambda_b', 'cyclegan.lambda_identity', 'cyclegan.pool_size',
                  'pix2pixhd.label_nc', 'pix2pixhd.n_blocks_global',
                  'pix2pixhd.n_local_enhancers', 'pix2pixhd.n_blocks_local',
-                 'pix2pixhd.lambda_feat', 'pix2pixhd.niter_fix_global')
+                 'pix2pixhd.lambda_feat', 'pix2pixhd.lambda_l1',
+                 'pix2pixhd.niter_fix_global')
 
 # Old key -> new key. Configs saved before a rename are moved on load (`migrate`).
 RENAMED = {

@@ -167,6 +167,15 @@ def test_auto_choice_per_backend_and_shape():
   assert {conv(256, 512, 32), conv(512, 512, 16, 4), conv(512, 512, 2)} == {'gemm'}
   assert conv(256, 512, 32, stride=1) == 'winograd'  # D's conv4, at any batch
   assert conv(512, 1, 31, stride=1) == 'xla'  # D's output layer
+  # 3x3 stride-1 convs (the ResNet generators' blocks, after reflection padding): Winograd
+  # from 1,024 output pixels (CycleGAN's at 64x64), the GEMM form below (pix2pixHD's demo
+  # at 16x16); 3x3 transposed convs: the sub-pixel GEMM form at every width.
+  conv3 = lambda c, out: kernels.cpu_conv_form((1, out + 2, out + 2, c), (3, 3, c, c), 1, 0)
+  assert conv3(256, 64) == conv3(128, 32) == 'winograd'
+  assert conv3(128, 16) == 'gemm'
+  t3 = lambda i, o, size: kernels.cpu_conv_transpose_3x3_form((1, size, size, i),
+                                                              (3, 3, i, o))
+  assert {t3(256, 128, 64), t3(64, 32, 32), t3(32, 16, 64)} == {'gemm'}
   # Unknown (symbolic) sizes count as large, and never choose Winograd.
   b, h = jax.export.symbolic_shape('b, h')
   assert kernels.cpu_conv_form((b, h, h, 512), (4, 4, 512, 512), 2, 1) == 'xla_gemmgrad'

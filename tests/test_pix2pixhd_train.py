@@ -244,3 +244,30 @@ def test_two_devices_step_as_one_with_the_vgg_weights_replicated():
         continue
       b = functools.reduce(lambda t, k: t[k.key], path, state_1.g.params)
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-6, err_msg=key)
+
+
+def test_the_optional_l1_term_is_off_by_default_and_weighted_when_on():
+  """pix2pixhd.lambda_l1 (not in the official objective): absent at 0; at 100, G's loss
+  gains 100 mean |G(x) - y| at the parameters before the update, and D's loss is the same."""
+  from p2p_jax import networks, parallel  # pylint: disable=import-outside-toplevel
+  from p2p_jax.methods import pix2pixhd  # pylint: disable=import-outside-toplevel
+  batch = next(labelled()(0))
+  metrics = {}
+  for weight in (0.0, 100.0):
+    config = make_config('pix2pixhd_global', lambda_l1=weight)
+    setup = pix2pixhd.METHOD.setup(config, 2, parallel.AXIS)
+    runner = parallel.DataParallel(setup.step, 'pmap', devices=ONE_DEVICE)
+    state = runner.put_state(jax.jit(setup.init)())
+    params = parallel.fetch(state).g.params
+    _, m = runner(state, batch)
+    metrics[weight] = {k: float(v) for k, v in parallel.fetch(m).items()}
+  assert 'G_L1' not in metrics[0.0]
+  on = metrics[100.0]
+  fake = networks.create_generator(config).apply({'params': params['G']},
+                         pix2pixhd.encode_input(config, jax.tree.map(jax.numpy.asarray, batch)))
+  expected = 100.0 * float(np.mean(np.abs(np.asarray(fake) - batch['target'])))
+  np.testing.assert_allclose(on['G_L1'], expected, rtol=1e-5)
+  np.testing.assert_allclose(on['G_total'], on['G_GAN'] + on['G_GAN_Feat'] + on['G_L1'],
+                             rtol=1e-6)
+  for name in ('G_GAN', 'G_GAN_Feat', 'D_total'):
+    np.testing.assert_allclose(on[name], metrics[0.0][name], rtol=1e-6, err_msg=name)

@@ -168,8 +168,12 @@ def test_same_losses_and_parameters_as_the_official_step_through_the_coarse_to_f
       continue
     pick = lambda tree: functools.reduce(lambda t, k: t[k.key], path, tree)
     step_jax, step_torch = pick(jax_10) - j9, pick(torch_10) - pick(torch_9)
-    agree = np.mean(np.abs(step_jax - step_torch) <= 2e-6)   # 1% of lr
-    assert agree >= 0.98, (jax.tree_util.keystr(path), agree)
+    # 1% of lr. The rest are parameters whose gradient is within float32 rounding of 0,
+    # whose sign (so +-lr) any reordering of the sums flips: p2p_jax's own 'auto' and
+    # 'xla' steps agree on 97.4% of down1's kernel; against the reference 97.8% ('auto')
+    # and 98.5% ('xla'). A kept Adam would step by ~1.7 lr (bias correction at t = 11).
+    agree = np.mean(np.abs(step_jax - step_torch) <= 2e-6)
+    assert agree >= 0.97, (jax.tree_util.keystr(path), agree)
     assert np.median(np.abs(step_torch)) > 1e-4
 
   # Parameters after 20 steps (those that change the networks' outputs; see is_free).

@@ -17,12 +17,14 @@ parameters before either update):
           + sum_s sum_{j < last} (1/num_D)(4/(n_layers_D + 1)) lambda_feat
               |D(input, fake)[s][j] - D(input, image)[s][j]|      (feature matching)
           + lambda_feat sum_i w_i |VGG_i(fake) - VGG_i(image)|      (models/vgg19.py)
+          [+ lambda_l1 |fake - image|: not in the official code, off (0) by default]
   D loss  0.5 (sum_s GAN(D(input, fake)[s][-1], fake) + sum_s GAN(D(input, image)[s][-1], real))
 GAN is LSGAN (MSE to 1 / 0) by default, BCE with loss.gan_mode 'vanilla' (--no_lsgan; the
 official code then appends a Sigmoid that its feature-matching path never applies; here
-it is BCE with logits either way). D runs once on the fakes and the real images together;
+it is BCE with logits either way). D runs once on the fakes and once on the real images;
 one VJP of (G loss, D loss) gives G's gradient (through the fakes, D held) and D's (the
-fakes held), which is what the official two backward passes compute. Adam (beta1 0.5,
+fakes held), which is what the official two backward passes compute (the official code
+runs D on the fakes twice, once detached). Adam (beta1 0.5,
 beta2 0.999, eps 1e-8) with the learning rate of the state's step (the schedule, e.g.
 'linear_decay_pix2pixhd').
 
@@ -148,20 +150,25 @@ def make_train_step(generator, discriminator, tx: optax.GradientTransformation, 
       raise ValueError('the VGG loss is on but the step got no VGG19 weights')
     x = encode_input(config, batch)
     y = jnp.asarray(batch['target'], jnp.float32)
-    n = x.shape[0]
 
-    def objectives(g_params, d_params):
-      fake = generator.apply({'params': g_params['G']}, x)
-      pairs = jnp.concatenate([jnp.concatenate([x, fake], -1), jnp.concatenate([x, y], -1)])
-      preds = discriminator.apply({'params': d_params['D']}, pairs)
-      pred_fake = [[f[:n] for f in scale] for scale in preds]
-      pred_real = [[f[n:] for f in scale] for scale in preds]
+    # G's loss needs D's gradient with respect to its input on the fake pair only; D's
+    # loss, D's parameter gradients on both pairs. D runs on the two pairs apart, so the
+    # backward pass for G's loss is one image per example, not the real pair's zeros too.
+    fake, g_pull_back = jax.vjp(lambda p: generator.apply({'params': p['G']}, x),
+                                per_replica(state.g.params))
+
+    def objectives(d_params, fake):
+      judge = lambda image: discriminator.apply({'params': d_params['D']},
+                                                jnp.concatenate([x, image], -1))
+      pred_fake, pred_real = judge(fake), judge(y)
       parts = {'G_GAN': gan_losses(pred_fake, True, mode)}
       if hd.feat_match:
         parts['G_GAN_Feat'] = feature_matching(pred_fake, pred_real, n_layers, lambda_feat)
       if hd.vgg_loss:
         parts['G_VGG'] = lambda_feat * vgg19.perceptual_loss(vgg_kernels, fake, y, conv=conv,
                                                              dtype=dtype)
+      if hd.lambda_l1:
+        parts['G_L1'] = hd.lambda_l1 * vgg19.l1(fake, y)
       parts['D_fake'] = gan_losses(pred_fake, False, mode)
       parts['D_real'] = gan_losses(pred_real, True, mode)
       g_total = sum(v for k, v in parts.items() if k.startswith('G_'))
@@ -169,11 +176,12 @@ def make_train_step(generator, discriminator, tx: optax.GradientTransformation, 
       return (g_total, d_total), parts
 
     (g_total, d_total), pull_back, parts = jax.vjp(
-        objectives, per_replica(state.g.params), per_replica(state.d.params), has_aux=True)
+        objectives, per_replica(state.d.params), fake, has_aux=True)
     # Cotangents of per-device losses (under shard_map: marked per device as they are).
     one, zero = per_replica((jnp.ones((), jnp.float32), jnp.zeros((), jnp.float32)))
-    g_grads, _ = pull_back((one, zero))   # G's loss through the fakes, D held
-    _, d_grads = pull_back((zero, one))   # D's loss, the fakes held
+    _, fake_grad = pull_back((one, zero))  # G's loss through the fakes, D held
+    g_grads, = g_pull_back(fake_grad)
+    d_grads, _ = pull_back((zero, one))    # D's loss, the fakes held
     g_grads, d_grads = pmean(g_grads), pmean(d_grads)
 
     g_opt = state.g.opt_state
@@ -404,7 +412,8 @@ class Pix2PixHD(base.Method):
   def describe(self, config, state) -> str:
     hd = _hd(config)
     terms = ['GAN'] + (['feature matching'] if hd.feat_match else []) + (
-        ['VGG19'] if hd.vgg_loss else [])
+        ['VGG19'] if hd.vgg_loss else []) + (
+            [f'L1 x {hd.lambda_l1:g} (not the official objective)'] if hd.lambda_l1 else [])
     return (f'{config.model.generator} G ({state_lib.param_count(state.g.params):,} '
             f'params) + {hd.num_D}-scale D ({state_lib.param_count(state.d.params):,}); '
             f'{" + ".join(terms)}')
