@@ -22,7 +22,8 @@ Caveat: by default this is XLA:CPU's compiler, whose program differs from a GPU'
 matters here: it computes bfloat16 convolutions in float32 (converted copies), and turns
 each weight gradient into a convolution of transposed copies of the layer's input and
 output gradient, which it makes during the forward pass and keeps until the backward one
-(4.3 of the 12.1 GiB live at the peak of the 1024p bfloat16 + remat step without VGG;
+(4.3 of the 12.1 GiB live at the peak of the 1024p bfloat16 + remat step without VGG
+when D still ran on its two input pairs stacked;
 benchmarks/README.md). So bfloat16 and remat save little here, and the CPU figures are an
 upper bound for a GPU, not its peak; a GPU also adds cuDNN workspace and the runtime's own.
 On a machine with GPUs, --platform=gpu compiles for them (spatial N needs N GPUs).
