@@ -19,18 +19,18 @@ short run gave every test tile the same lattice of bright dots at the same posit
 Command (from the repository root):
   python -m p2p_jax.main --config=configs/demo.py --workdir=/tmp/p2p_demo
 
-Runtime: 20 epochs x 85 steps = 1,700 steps. Measured 15 min 53 s on 2 vCPUs (Intel
-Xeon, family 6 model 207) shared with other jobs (load average 2.5-10; the run had one
-core on average, 964 s of CPU time); not yet timed on an idle machine.
+Runtime: 20 epochs x 85 steps = 1,700 steps. Measured 10 min 38 s on an idle 2-vCPU Intel
+Xeon (family 6 model 207), dataset preparation and compilation included.
 Expected (that run, step 1700, seed 0; `python -m p2p_jax.evaluate --checkpoint=latest`):
-test L1 / PSNR 0.152 / 19.0 dB in paper mode and 0.097 / 22.8 dB in eval mode, against
+test L1 / PSNR 0.164 / 18.6 dB in paper mode and 0.089 / 23.3 dB in eval mode, against
 0.341 / 14.2 for the mean training target, 0.348 for the per-pixel median and 0.621 for an
 all-black output (benchmarks/trivial_baselines.py); the grey input copied to the output
-scores 0.168 / 19.2. In paper mode the output beats the best of black, mean and median on
-each of the 16 test tiles (by 0.0014 L1 on the narrowest, Yakutia's taiga). Samples go from
+scores 0.168 / 19.2. In eval mode the output beats the best of black, mean and median on
+each of the 16 test tiles (by 0.065 L1 on the narrowest); in paper mode on 15 (Yakutia's
+taiga: 0.1717 against the median's 0.1715). Samples go from
 grey to blue seas, green forests, white snow and brown plains; in paper mode (per-image
 statistics) the three desert tiles of the Middle East (Egypt, Iran, Pakistan) come out
-yellow-green, in eval mode beige (README "Results" shows all 16 tiles in both modes).
+cyan and yellow-green, in eval mode beige (README "Results" shows all 16 tiles in both modes).
 """
 
 from p2p_jax import config_schema
