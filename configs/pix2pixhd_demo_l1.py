@@ -6,9 +6,9 @@ without it (torchvision's weights are never downloaded by p2p_jax). Trained on G
 feature matching alone, the demo's G puts land, sea and snow where they are, under a
 texture of dots on the pixel grid that nothing in that objective penalises (README
 "Results"). This config adds the term pix2pix uses for that, lambda_l1 |G(x) - y| with
-lambda_l1 = 100, and nothing else: same networks, data, schedule and steps. It is NOT the official objective
-(pix2pixhd.lambda_l1 is 0 there); with the VGG19 weights, `configs/pix2pixhd_demo.py
---config.pix2pixhd.vgg_loss=True` is the faithful run.
+lambda_l1 = 100, and nothing else: same networks, data, schedule and steps. It is NOT the
+official objective (pix2pixhd.lambda_l1 is 0 there); with the VGG19 weights,
+`configs/pix2pixhd_demo.py --config.pix2pixhd.vgg_loss=True` is the faithful run.
 
 Command (from the repository root):
   python -m p2p_jax.main --config=configs/pix2pixhd_demo_l1.py --workdir=/tmp/p2p_hd_demo_l1

@@ -263,8 +263,8 @@ def test_the_optional_l1_term_is_off_by_default_and_weighted_when_on():
     metrics[weight] = {k: float(v) for k, v in parallel.fetch(m).items()}
   assert 'G_L1' not in metrics[0.0]
   on = metrics[100.0]
-  fake = networks.create_generator(config).apply({'params': params['G']},
-                         pix2pixhd.encode_input(config, jax.tree.map(jax.numpy.asarray, batch)))
+  x = pix2pixhd.encode_input(config, jax.tree.map(jax.numpy.asarray, batch))
+  fake = networks.create_generator(config).apply({'params': params['G']}, x)
   expected = 100.0 * float(np.mean(np.abs(np.asarray(fake) - batch['target'])))
   np.testing.assert_allclose(on['G_L1'], expected, rtol=1e-5)
   np.testing.assert_allclose(on['G_total'], on['G_GAN'] + on['G_GAN_Feat'] + on['G_L1'],

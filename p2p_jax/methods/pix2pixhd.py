@@ -168,7 +168,7 @@ def make_train_step(generator, discriminator, tx: optax.GradientTransformation, 
         parts['G_VGG'] = lambda_feat * vgg19.perceptual_loss(vgg_kernels, fake, y, conv=conv,
                                                              dtype=dtype)
       if hd.lambda_l1:
-        parts['G_L1'] = hd.lambda_l1 * vgg19.l1(fake, y)
+        parts['G_L1'] = hd.lambda_l1 * losses.reconstruction_loss(fake, y, 'l1')
       parts['D_fake'] = gan_losses(pred_fake, False, mode)
       parts['D_real'] = gan_losses(pred_real, True, mode)
       g_total = sum(v for k, v in parts.items() if k.startswith('G_'))
