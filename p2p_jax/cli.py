@@ -102,14 +102,16 @@ def workdir_of(args) -> str:
   return args.workdir
 
 
-def load_generator(args, workdir: str | None = None) -> inference.TrainedGenerator:
+def load_generator(args, workdir: str | None = None, *,
+                   for_files: bool = False) -> inference.TrainedGenerator:
   """The generator the generator flags name (from `workdir` if already resolved), with
-  the compilation cache on as --compilation_cache says."""
+  the compilation cache on as --compilation_cache says; for_files: to translate a user's
+  files (workdirs.load_generator)."""
   compile_cache.enable(args.compilation_cache)
   kwargs = {'bn_scope': args.bn_scope} if 'bn_scope' in args else {}
   generator = workdirs.load_generator(workdir or workdir_of(args),
                                       checkpoint_choice(args.checkpoint), args.mode,
-                                      direction=args.direction, **kwargs)
+                                      direction=args.direction, for_files=for_files, **kwargs)
   if args.pretrained and 'bn_scope' in args:
     print(f'p2p_jax: {args.pretrained} loaded; compiling it for the first batch of each image '
           'size (once: later runs load the compiled program from the cache)', flush=True)
@@ -139,9 +141,11 @@ def parse(argv: list[str], define: Callable[[flags.FlagValues], None], prog: str
 
 
 def run(prog: str, fn: Callable[[], int]) -> int:
-  """fn()'s exit status; an error the user can fix becomes one line and status 2."""
+  """fn()'s exit status; an error the user can fix becomes one line and status 2 (as does
+  asking for something p2p_jax says it does not implement)."""
   try:
     return fn()
-  except (ValueError, FileNotFoundError, PermissionError, ImportError) as e:
+  except (ValueError, FileNotFoundError, PermissionError, ImportError,
+          NotImplementedError) as e:
     print(f'{prog}: error: {e}', file=sys.stderr)
     return USAGE_ERROR

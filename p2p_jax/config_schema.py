@@ -161,8 +161,24 @@ def get_config() -> ml_collections.ConfigDict:
   # Recompute the residual blocks' activations in the backward pass instead of keeping
   # them (nn.remat): less memory at 2048x1024, more compute; same results and parameters.
   config.pix2pixhd.remat = False
-  # Not implemented: the instance-wise feature encoder (--instance_feat / --label_feat,
-  # feat_num 3, Encoder, encode_features.py); p2p_jax trains labels-only models.
+  # The instance-wise feature encoder E (models/feature_encoder.py): G also sees feat_num
+  # channels of E(photo) averaged over each instance (instance_feat, --instance_feat; needs
+  # instance_map) or each label class (label_feat, --label_feat; needs label_nc > 0); E
+  # learns with G. Not implemented: --load_features (precomputed feature maps).
+  config.pix2pixhd.instance_feat = False
+  config.pix2pixhd.label_feat = False
+  # E's output channels (--feat_num 3), first-layer filters (--nef 16) and stride-2 convs
+  # (--n_downsample_E 4).
+  config.pix2pixhd.feat_num = 3
+  config.pix2pixhd.nef = 16
+  config.pix2pixhd.n_downsample_E = 4
+  # Inference with the feature encoder. '': validation and evaluate encode the photo of each
+  # label map (the official test.py --use_encoded_image), and translate draws each
+  # instance's features from k-means clusters of the training set's (the official test.py's
+  # default), WORKDIR/features_clustered_010.npz, written by python -m
+  # p2p_jax.encode_features --workdir=WORKDIR. A path: features from that clusters file
+  # for every inference, evaluate included.
+  config.pix2pixhd.cluster_path = ''
 
   # ---------------------------------------------------------------- optimiser
   config.optim = ml_collections.ConfigDict()
@@ -306,13 +322,14 @@ CHOICES = {
 _POSITIVE = ('model.ngf', 'model.ndf', 'model.in_channels', 'model.out_channels',
              'optim.lr', 'data.load_size', 'data.crop_size', 'data.prefetch', 'batch_size',
              'log_every_steps', 'sample_every_steps', 'eval_every_steps',
-             'checkpoint_every_steps', 'keep_checkpoints')
+             'checkpoint_every_steps', 'keep_checkpoints', 'pix2pixhd.feat_num',
+             'pix2pixhd.nef')
 _NON_NEGATIVE = ('loss.gan_weight', 'loss.recon_weight', 'cyclegan.lambda_a',
                  'cyclegan.lambda_b', 'cyclegan.lambda_identity', 'cyclegan.pool_size',
                  'pix2pixhd.label_nc', 'pix2pixhd.n_blocks_global',
                  'pix2pixhd.n_local_enhancers', 'pix2pixhd.n_blocks_local',
                  'pix2pixhd.lambda_feat', 'pix2pixhd.lambda_l1',
-                 'pix2pixhd.niter_fix_global')
+                 'pix2pixhd.niter_fix_global', 'pix2pixhd.n_downsample_E')
 
 # Old key -> new key. Configs saved before a rename are moved on load (`migrate`).
 RENAMED = {
@@ -435,7 +452,7 @@ def _check_method_data(flat: dict, config) -> None:
 
 # Fields that name files or folders.
 PATH_FIELDS = ('data.source', 'data.data_dir', 'pix2pixhd.vgg_weights',
-               'pix2pixhd.load_pretrain')
+               'pix2pixhd.load_pretrain', 'pix2pixhd.cluster_path')
 
 
 def with_absolute_paths(config) -> ml_collections.ConfigDict:

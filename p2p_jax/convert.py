@@ -23,10 +23,17 @@ r"""Converts weights between the PyTorch reference (pix2pix and CycleGAN) and p2
   python -m p2p_jax.convert --from_pytorch=label2city_1024p/latest_net_G.pth \
       --config=configs/pix2pixhd_cityscapes_1024p.py --workdir=/tmp/label2city_1024p
   python -m p2p_jax.convert --workdir=/tmp/label2city_1024p --to_pytorch=latest_net_G.pth
+  # A pix2pixHD run trained with the feature encoder (--instance_feat: its folder also holds
+  # latest_net_E.pth, netE), and back (a folder gets latest_net_E.pth too):
+  python -m p2p_jax.convert --from_pytorch=checkpoints/label2city_feat \
+      --config=configs/pix2pixhd_cityscapes_1024p.py --workdir=/tmp/label2city_feat
+  python -m p2p_jax.convert --from_pytorch=latest_net_G.pth --from_pytorch_e=latest_net_E.pth \
+      [--from_pytorch_d=latest_net_D.pth] --config=... --workdir=/tmp/label2city_feat
+  python -m p2p_jax.convert --workdir=/tmp/label2city_feat --to_pytorch=/tmp/feat_torch
 
-Which method: pix2pixHD when G is the official LocalEnhancer or --config is a pix2pixhd
-one; CycleGAN when the files include a G_B or D_B or the G is a ResnetGenerator; pix2pix
-otherwise; a --config of another method is refused, and --method says it outright (the reference also trains pix2pix with ResNets and CycleGAN with U-Nets).
+Which method: pix2pixHD when G is the official LocalEnhancer, an E (pix2pixHD's feature
+encoder) is given or --config is a pix2pixhd one; CycleGAN when the files include a G_B or
+D_B or the G is a ResnetGenerator; pix2pix otherwise; a --config of another method is refused, and --method says it outright (the reference also trains pix2pix with ResNets and CycleGAN with U-Nets).
 
 Import writes config.json (the method's reference defaults, or --config's fields, with the
 `model` block the tensors imply), an Orbax checkpoint at step 0 of a full training state
@@ -64,7 +71,8 @@ from p2p_jax import cli, config_schema, input_pipeline, methods
 from p2p_jax.models import layers
 from p2p_jax.pytorch import pretrained, runs
 
-_ROLE_FLAGS = {'d': 'D', 'g_b': 'G_B', 'd_b': 'D_B'}  # --from_pytorch_<x> / --to_pytorch_<x>
+# --from_pytorch_<x> / --to_pytorch_<x>
+_ROLE_FLAGS = {'d': 'D', 'g_b': 'G_B', 'd_b': 'D_B', 'e': 'E'}
 _IMPORT_ONLY = ('config', 'direction', 'norm', 'seed', 'method') + tuple(
     f'from_pytorch_{x}' for x in _ROLE_FLAGS)
 _EXPORT_ONLY = ('checkpoint', 'overwrite') + tuple(f'to_pytorch_{x}' for x in _ROLE_FLAGS)
@@ -83,14 +91,17 @@ def define_flags(fv) -> None:
                       'refused until trained', flag_values=fv)
   flags.DEFINE_string('from_pytorch_d_b', None, "import: CycleGAN's D_B (latest_net_D_B.pth); "
                       'default: initialised from the seed', flag_values=fv)
+  flags.DEFINE_string('from_pytorch_e', None, "import: pix2pixHD's feature encoder netE "
+                      '(latest_net_E.pth, trained with --instance_feat / --label_feat); '
+                      'needed when G takes its features', flag_values=fv)
   flags.DEFINE_string('to_pytorch', None, 'export: a .pth file for the generator (CycleGAN: '
                       'G_A), or a folder (any path not ending in .pth) that receives every '
                       'network as the reference names them (<epoch>_net_G_A.pth, ...)',
                       flag_values=fv)
   for x, role in _ROLE_FLAGS.items():
+    what = {'D': 'D (CycleGAN: D_A)', 'E': "pix2pixHD feature encoder E"}.get(role, role)
     flags.DEFINE_string(f'to_pytorch_{x}', None, f"export: a .pth file for the workdir's "
-                        f"{ {'D': 'D (CycleGAN: D_A)'}.get(role, role) } as well",
-                        flag_values=fv)
+                        f'{what} as well', flag_values=fv)
   flags.DEFINE_string('pytorch_epoch', 'latest', 'folders of --from_pytorch / --to_pytorch: '
                       "the files' <epoch> prefix (<epoch>_net_G.pth), as the reference's "
                       '--epoch', flag_values=fv)
@@ -183,9 +194,13 @@ def _report_import(args, summary) -> str:
   if summary['method'] == 'pix2pixhd':
     d = ('D converted' if summary['d_converted']
          else f'D initialised from seed {seed} (no --from_pytorch_d)')
+    hd = summary['config'].pix2pixhd
+    e = (f" + feature encoder E ({hd.feat_num} features per "
+         f"{'label' if hd.label_feat else 'instance'}, {summary['e_params']:,} params)"
+         if summary['e_converted'] else '')
     return (f"converted pix2pixHD {_describe(summary['arch'])}, {summary['g_params']:,} "
-            f'params) from {args.from_pytorch} into {args.workdir} (config.json + checkpoint '
-            f'step 0); {d}')
+            f'params){e} from {args.from_pytorch} into {args.workdir} (config.json + '
+            f'checkpoint step 0); {d}')
   if summary['method'] == 'pix2pix':
     d = ('D converted' if summary['d_converted']
          else f'D initialised from seed {seed} (no --from_pytorch_d)')

@@ -12,7 +12,8 @@ import jax.numpy as jnp
 
 from p2p_jax import kernels
 from p2p_jax.models import (GENERATORS, RESNET_GENERATORS, PatchGAN, ResnetGenerator, UNet,
-                            layers)
+                            feature_encoder, layers)
+from p2p_jax.models.feature_encoder import FeatureEncoder
 from p2p_jax.models.multiscale_d import MultiscaleDiscriminator
 from p2p_jax.models.pix2pixhd import HD_GENERATORS, GlobalGenerator, LocalEnhancer
 
@@ -30,15 +31,40 @@ def size_multiple(generator: str, config=None) -> int:
   if generator in HD_GENERATORS:
     hd = config.pix2pixhd
     local = hd.n_local_enhancers if generator == 'pix2pixhd_local' else 0
-    return 2 ** (hd.n_downsample_global + local)
+    # With the feature encoder, its input (the same photo) must be a multiple of its own.
+    e = hd.n_downsample_E if uses_features(config) else 0
+    return 2 ** max(hd.n_downsample_global + local, e)
   return 2 ** GENERATORS[generator][0]
 
 
 def hd_input_channels(config) -> int:
-  """Channels of pix2pixHD's encoded input: label_nc one-hot (or model.in_channels with
-  label_nc 0), + 1 for the instance edges."""
+  """Channels of pix2pixHD's encoded input (what D sees beside the image): label_nc
+  one-hot (or model.in_channels with label_nc 0), + 1 for the instance edges."""
   hd = config.pix2pixhd
   return (hd.label_nc or config.model.in_channels) + (1 if hd.instance_map else 0)
+
+
+def uses_features(config) -> bool:
+  """pix2pixHD with the instance-wise feature encoder (instance_feat or label_feat)."""
+  hd = config.pix2pixhd
+  return bool(hd.instance_feat or hd.label_feat)
+
+
+def hd_generator_channels(config) -> int:
+  """Channels of pix2pixHD's generator input: `hd_input_channels`, + feat_num encoded
+  features with the feature encoder (the official netG_input_nc)."""
+  return hd_input_channels(config) + (config.pix2pixhd.feat_num if uses_features(config)
+                                      else 0)
+
+
+def create_feature_encoder(config) -> FeatureEncoder:
+  """pix2pixHD's E (models/feature_encoder.py): the photo (model.out_channels) -> feat_num
+  instance-wise mean features, nef filters, n_downsample_E stride-2 convs."""
+  hd = config.pix2pixhd
+  conv, conv_transpose = _hd_layers(config)
+  return feature_encoder.create(hd.nef, hd.n_downsample_E, config.model.out_channels,
+                                hd.feat_num, DTYPES[config.compute.dtype], conv=conv,
+                                conv_transpose=conv_transpose)
 
 
 def _hd_layers(config):
@@ -52,7 +78,8 @@ def _hd_layers(config):
 def _create_hd_generator(config, in_channels: int | None, out_channels: int | None):
   model, hd = config.model, config.pix2pixhd
   conv, conv_transpose = _hd_layers(config)
-  kwargs = dict(in_channels=hd_input_channels(config) if in_channels is None else in_channels,
+  kwargs = dict(in_channels=hd_generator_channels(config) if in_channels is None
+                else in_channels,
                 out_channels=model.out_channels if out_channels is None else out_channels,
                 remat=hd.remat, dtype=DTYPES[config.compute.dtype], conv=conv,
                 conv_transpose=conv_transpose)
@@ -92,7 +119,7 @@ def create_generator(config, axis_name: str | None = None, *, in_channels: int |
                      out_channels: int | None = None):
   """The generator named by `config.model.generator` (a UNet, a ResnetGenerator, or
   pix2pixHD's GlobalGenerator / LocalEnhancer, whose input channels default to
-  `hd_input_channels`).
+  `hd_generator_channels`).
 
   axis_name: the device axis the step is mapped over; BatchNorm averages its batch
   statistics over it when `config.model.sync_batch_stats` is set.

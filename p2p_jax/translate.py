@@ -227,6 +227,9 @@ def translate_files(generator: inference.TrainedGenerator, pairs: list[tuple[str
   Images over the tile size (see translate_images) are translated as soon as they are read,
   in tiles, straight into their PNG; `log` (e.g. print) gets one line on how, once.
   """
+  method = getattr(generator, 'method', None)
+  if method is not None:
+    method.check_file_input(generator.config)   # before any folder is made
   tiles = tiling.for_generator(generator, tile, tile_margin)
   written, skipped, alpha, small, noted = [], [], [], [], False
   out_dirs = {os.path.dirname(dst) or '.' for _, dst in pairs}
@@ -328,7 +331,7 @@ def main(argv=None) -> int:
     pairs = plan_outputs(args.input, args.output)
     if len(pairs) == 1 and not os.path.isdir(args.input):
       image_io.read_image(pairs[0][0])  # A single bad image is an error, before loading.
-    generator = cli.load_generator(args)
+    generator = cli.load_generator(args, for_files=True)
     report = translate_files(generator, pairs, seed=args.seed, batch_size=args.batch_size,
                              tile=args.tile, tile_margin=args.tile_margin, log=print)
     for line in warning_lines(report, generator.multiple):

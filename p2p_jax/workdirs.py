@@ -200,18 +200,23 @@ def check_generator_trained(workdir: str, step: int, direction: str) -> None:
 
 
 def load_generator(workdir: str, which: Any = 'latest', mode: str | None = None,
-                   direction: str = 'AtoB', **kwargs) -> inference.TrainedGenerator:
+                   direction: str = 'AtoB', *, for_files: bool = False,
+                   **kwargs) -> inference.TrainedGenerator:
   """The trained generator of a workdir (its config + a checkpoint), ready for inference.
 
   mode: 'paper' or 'eval'; None takes the config's `inference_mode`. direction: which of
-  the method's generators ('AtoB', or 'BtoA' for CycleGAN's G_B). Other keyword
-  arguments go to inference.TrainedGenerator (bn_scope, devices).
+  the method's generators ('AtoB', or 'BtoA' for CycleGAN's G_B). for_files: the
+  generator translates a user's files (`translate`), not dataset batches (what the method
+  needs for that: Method.file_inference_config). Other keyword arguments go to
+  inference.TrainedGenerator (bn_scope, devices).
   """
   workdir = absolute_path(workdir)
   if not os.path.isdir(workdir):
     raise FileNotFoundError(f'workdir {workdir} does not exist')
   config = load_config(workdir)
   method = methods.get(config)
+  if for_files:
+    config = method.file_inference_config(config, workdir)
   method.check_direction(direction)  # before reading any checkpoint
   step, variables = load_generator_variables(workdir, which)
   check_generator_trained(workdir, step, direction)

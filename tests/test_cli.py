@@ -8,10 +8,11 @@ import sys
 import pytest
 
 from conftest import ROOT
-from p2p_jax import cli, convert, evaluate, export, translate
+from p2p_jax import cli, convert, encode_features, evaluate, export, translate
 
 TOOLS = {'p2p_jax.evaluate': evaluate, 'p2p_jax.translate': translate,
-         'p2p_jax.export': export, 'p2p_jax.convert': convert}
+         'p2p_jax.export': export, 'p2p_jax.convert': convert,
+         'p2p_jax.encode_features': encode_features}
 
 
 @pytest.mark.parametrize('name', sorted(TOOLS))

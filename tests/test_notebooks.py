@@ -220,10 +220,12 @@ def _parse_main_flags(args):
 
 @pytest.mark.filterwarnings('ignore:the load_module:DeprecationWarning')  # config_flags
 def test_readme_commands_are_accepted_by_the_code(monkeypatch):
-  from p2p_jax import config_schema, convert, evaluate, export, translate  # pylint: disable=g-import-not-at-top
+  from p2p_jax import (config_schema, convert, encode_features, evaluate, export,  # pylint: disable=g-import-not-at-top
+                       translate)
   monkeypatch.chdir(ROOT)  # config paths are relative to the repository root
   parsers = {'p2p_jax.evaluate': evaluate.parse_args, 'p2p_jax.translate': translate.parse_args,
-             'p2p_jax.export': export.parse_args, 'p2p_jax.convert': convert.parse_args}
+             'p2p_jax.export': export.parse_args, 'p2p_jax.convert': convert.parse_args,
+             'p2p_jax.encode_features': encode_features.parse_args}
   commands = _readme_commands()
   assert {c[0] for c in commands} >= {'p2p_jax.main', *parsers}, commands
   for module, *args in commands:

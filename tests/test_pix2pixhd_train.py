@@ -16,7 +16,8 @@ import jax
 import numpy as np
 import pytest
 
-from p2p_jax import checkpointing, config_schema, label_maps, train, translate, workdirs
+from p2p_jax import (checkpointing, config_schema, feature_clusters, label_maps, train,
+                     translate, workdirs)
 from test_train import assert_bit_equal, steps_on_disk
 
 BATCH, SIZE, LABELS = 2, 32, 4
@@ -185,16 +186,28 @@ def test_the_vgg_weights_are_read_from_their_file_and_stay_out_of_the_checkpoint
      r"config.pix2pixhd.niter_fix_global is for model.generator 'pix2pixhd_local'"),
     (dict(crop_size=12), r'config.data.crop_size \(12\) must be a multiple of 8'),
     (dict(crop_size=8), r'config.data.crop_size \(8\) must be at least 16'),
+    (dict(instance_feat=True, label_feat=True),
+     r'config.pix2pixhd.instance_feat and label_feat: set one'),
+    (dict(instance_feat=True, instance_map=False),
+     r'instance_feat averages features over instances: it needs '
+     r'config.pix2pixhd.instance_map = True'),
+    (dict(label_feat=True, label_nc=0),
+     r'label_feat averages features over label classes: it needs label maps'),
+    # E's 16 px (4 stride-2 convs, its default) is more than the local G's 8.
+    (dict(instance_feat=True), r'config.data.crop_size \(24\) must be a multiple of 16'),
 ])
 def test_bad_settings_are_one_line_before_any_work(tmp_path, change, message):
   config = make_config()
+  change = dict(change)
   for key in ('norm', 'generator'):
     if key in change:
-      config.model[key] = change[key]
-  if 'niter_fix_global' in change:
-    config.pix2pixhd.niter_fix_global = change['niter_fix_global']
+      config.model[key] = change.pop(key)
   if 'crop_size' in change:
-    config.data.update(crop_size=change['crop_size'], load_size=change['crop_size'])
+    size = change.pop('crop_size')
+    config.data.update(crop_size=size, load_size=size)
+  elif 'instance_feat' in change and len(change) == 1:
+    config.data.update(crop_size=24, load_size=24)
+  config.pix2pixhd.update(**change)
   with pytest.raises(ValueError, match=message):
     train.train_and_evaluate(config, str(tmp_path / 'w'))
   assert not os.path.exists(tmp_path / 'w')
@@ -271,3 +284,58 @@ def test_the_optional_l1_term_is_off_by_default_and_weighted_when_on():
                              rtol=1e-6)
   for name in ('G_GAN', 'G_GAN_Feat', 'D_total'):
     np.testing.assert_allclose(on[name], metrics[0.0][name], rtol=1e-6, err_msg=name)
+
+
+def test_the_feature_encoder_learns_with_g_resumes_exactly_and_encodes_the_photo(tmp_path):
+  """--instance_feat: E's parameters are G's optimiser's (they change with G's steps), a
+  run stopped by a signal resumes bit for bit, and the trained generator encodes the photo
+  given beside each label map: its features, averaged per instance, change the output,
+  which depends on which pixels share an instance, not on the ids' values."""
+  config = make_config('pix2pixhd_global', instance_feat=True, nef=4, n_downsample_E=2)
+  config.num_train_steps = 3
+  reference = run(config, tmp_path / 'a')
+  with checkpointing.Checkpointer(workdirs.checkpoint_dir(tmp_path / 'a'),
+                                  read_only=True) as ckpt:
+    _, at_2 = ckpt.restore_generator(2)
+  assert set(at_2['params']) == {'G', 'E'}
+  assert not np.array_equal(at_2['params']['E']['conv_in']['kernel'],
+                            reference.g.params['E']['conv_in']['kernel'])
+
+  def stop_at_1(step):
+    if step == 1:
+      os.kill(os.getpid(), signal.SIGTERM)
+  assert int(run(config, tmp_path / 'b', step_hook=stop_at_1).step) == 1
+  assert_bit_equal(run(config, tmp_path / 'b'), reference)
+
+  generator = workdirs.load_generator(str(tmp_path / 'a'), devices=ONE_DEVICE)
+  batch = next(eval_batches())
+  x = generator.model_input(batch)    # label ids, instance ids, the photo
+  assert x.shape == (BATCH, SIZE, SIZE, 5)
+  np.testing.assert_array_equal(x[..., 2:], batch['target'])
+  out = generator.apply(x)
+  renamed = x.copy()
+  renamed[..., 1] = renamed[..., 1] * 3 + 7     # the same instances under other ids
+  np.testing.assert_allclose(generator.apply(renamed), out, atol=1e-6)
+  other = x.copy()
+  other[..., 2:] = -other[..., 2:]
+  assert np.abs(generator.apply(other) - out).max() > 1e-3
+  path = str(tmp_path / 'labels.png')
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  Image.fromarray(batch['label'][0], mode='L').save(path)
+  # Files have no photo: their features come from clusters, which encode_features makes.
+  with pytest.raises(ValueError, match='run python -m p2p_jax.encode_features'):
+    translate.translate_files(generator, [(path, str(tmp_path / 'out' / 'x.png'))])
+  assert not os.path.exists(tmp_path / 'out')
+  # With the workdir's clusters (here made up: two per label), each instance's features
+  # are drawn from its label's, and the file is translated.
+  centers = {label: np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3) * (label + 1) / 4
+             for label in range(LABELS)}
+  feature_clusters.save(feature_clusters.clusters_path(str(tmp_path / 'a')), centers, {})
+  generator = workdirs.load_generator(str(tmp_path / 'a'), devices=ONE_DEVICE, for_files=True)
+  ids = np.stack([batch['label'][0], batch['label'][0]], -1)   # no instance file: labels
+  x, _ = generator.image_to_model_input(ids)
+  assert x.shape == (SIZE, SIZE, 5)
+  np.testing.assert_array_equal(
+      x[..., 2:], feature_clusters.sample_feature_map(centers, ids[..., 1], 3, seed=0))
+  report = translate.translate_files(generator, [(path, str(tmp_path / 'out' / 'x.png'))])
+  assert report['written'] == [str(tmp_path / 'out' / 'x.png')]

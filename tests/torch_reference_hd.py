@@ -16,6 +16,8 @@ parsing, data loading and the training script are not.
   MultiscaleDiscriminator (getIntermFeat): scale{i}_layer{j} = the j-th sub-Sequential of
     an NLayerDiscriminator (padw 2); the forward visits scale{num_D-1-i} at scale i.
   Vgg19: torchvision's vgg19().features layout (features.<i>), sliced at 2, 7, 12, 21, 30.
+  Encoder (--instance_feat / --label_feat): GlobalGenerator layers with no ResnetBlock
+    (keys model.1, model.4, ...), then the instance-wise average of its forward.
 IN = InstanceNorm2d(affine=False).
 """
 
@@ -62,6 +64,32 @@ class GlobalGenerator(nn.Module):
 
   def forward(self, x):
     return self.model(x)
+
+
+class Encoder(nn.Module):
+  """networks.Encoder: the layers of a GlobalGenerator without residual blocks (hence its
+  state_dict keys), then the instance-wise average as the official forward's loops do it:
+  for every id of np.unique(inst), every image, every channel, the mean over the pixels of
+  that id written back to them."""
+
+  def __init__(self, input_nc, output_nc, ngf=32, n_down=4):
+    super().__init__()
+    self.output_nc = output_nc
+    self.model = nn.Sequential(*global_layers(input_nc, output_nc, ngf, n_down, 0))
+
+  def forward(self, x, inst):
+    outputs = self.model(x)
+    outputs_mean = outputs.clone()
+    for i in np.unique(inst.cpu().numpy().astype(int)):
+      for b in range(x.size()[0]):
+        indices = (inst[b:b + 1] == int(i)).nonzero()
+        for j in range(self.output_nc):
+          output_ins = outputs[indices[:, 0] + b, indices[:, 1] + j, indices[:, 2],
+                               indices[:, 3]]
+          mean_feat = torch.mean(output_ins).expand_as(output_ins)
+          outputs_mean[indices[:, 0] + b, indices[:, 1] + j, indices[:, 2],
+                       indices[:, 3]] = mean_feat
+    return outputs_mean
 
 
 def avg_pool():

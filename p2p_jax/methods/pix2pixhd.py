@@ -2,17 +2,20 @@
 
 As the official code (NVIDIA/pix2pixHD: models/pix2pixHD_model.py, models/networks.py,
 train.py, options/); the networks are p2p_jax/models/pix2pixhd.py (GlobalGenerator,
-LocalEnhancer) and multiscale_d.py (MultiscaleDiscriminator), the defaults those of its
-options (configs/pix2pixhd_*.py). Labels-only models: the instance-wise feature encoder
-(--instance_feat) is NOT implemented.
+LocalEnhancer), multiscale_d.py (MultiscaleDiscriminator) and feature_encoder.py (E), the
+defaults those of its options (configs/pix2pixhd_*.py).
 
 Input (`encode_input`): the one-hot label map (label_nc channels; label_nc 0: the image
 itself), plus the instance boundary map (p2p_jax/label_maps.py) unless instance_map is
 off; computed on the device from the batch's integer maps. D sees concat(input, image).
+With the feature encoder (instance_feat / label_feat), G sees concat(input, E(image, ids)):
+E's features of the real photo averaged over each instance (label) of `ids`; E's
+parameters sit beside G's in the state (g.params = {'G', 'E'}) and learn from G's loss
+under G's Adam, as the official optimizer_G holds netE's parameters too.
 
 One iteration, as the official train.py (one forward, both updates from it, at the
 parameters before either update):
-  fake = G(input)
+  fake = G(input)               [G(concat(input, E(image, ids))) with the feature encoder]
   G loss  sum_scales GAN(D(input, fake)[s][-1], real)
           + sum_s sum_{j < last} (1/num_D)(4/(n_layers_D + 1)) lambda_feat
               |D(input, fake)[s][j] - D(input, image)[s][j]|      (feature matching)
@@ -31,10 +34,10 @@ beta2 0.999, eps 1e-8) with the learning rate of the state's step (the schedule,
 Coarse to fine (model.generator 'pix2pixhd_local'): `load_pretrain` names the workdir of a
 global run whose generator becomes the local enhancer's global part (and whose D scales
 are copied by name) at step 0 (`Setup.warm_start`); for the first niter_fix_global epochs
-only the local enhancer learns (the global part's gradients are zero, which leaves its
-weights and Adam moments exactly unchanged, as the official optimiser that does not hold
-them), and at the first step after them G's Adam starts afresh over all parameters
-(update_fixed_params). Both depend only on the state's step, so a resumed run switches at
+only the local enhancer (and E) learns (the global part's gradients are zero, which leaves
+its weights and Adam moments exactly unchanged, as the official optimiser that does not
+hold them), and at the first step after them G's Adam starts afresh over all parameters,
+E's included (update_fixed_params). Both depend only on the state's step, so a resumed run switches at
 the same step.
 
 The VGG19 weights reach the step as its third argument (`Setup.constants`), read once from
@@ -43,6 +46,7 @@ checkpoints nor constants of the compiled program.
 """
 
 import functools
+import glob
 import logging
 import os
 from typing import Any, Callable
@@ -72,10 +76,22 @@ def input_keys(config) -> tuple[str, ...]:
 
 
 def encode_input(config, batch: dict) -> jax.Array:
-  """The generator's input [N, H, W, C] from a batch (inside the step)."""
+  """The encoded input [N, H, W, C] from a batch (inside the step): what D sees beside the
+  image, and G without the feature encoder."""
   hd = _hd(config)
   return label_maps.encode(hd.label_nc, label=batch.get('label'), image=batch.get('input'),
                            instance=batch['instance'] if hd.instance_map else None)
+
+
+def feature_ids(config, batch: dict) -> jax.Array:
+  """The ids E averages its features over: the instance map, or with label_feat the label
+  map (the official encode_input's inst_map = label_map)."""
+  return batch['label'] if _hd(config).label_feat else batch['instance']
+
+
+def generator_input(x: jax.Array, features: jax.Array | None) -> jax.Array:
+  """G's input: the encoded input, then E's features when the encoder is on."""
+  return x if features is None else jnp.concatenate([x, features.astype(x.dtype)], -1)
 
 
 def create_optimizer(config) -> optax.GradientTransformation:
@@ -85,16 +101,23 @@ def create_optimizer(config) -> optax.GradientTransformation:
   return optax.scale_by_adam(b1=config.optim.b1, b2=config.optim.b2, eps=1e-8)
 
 
-def create_train_state(key, generator, discriminator, tx, config) -> TrainState:
-  """Step 0: G and D from independent keys (weights N(0, 0.02), biases PyTorch's default),
-  fresh Adam states. g.params = {'G': ...}, d.params = {'D': ...}."""
+def create_train_state(key, generator, discriminator, tx, config,
+                       encoder=None) -> TrainState:
+  """Step 0: G and D (and E) from independent keys (weights N(0, 0.02), biases PyTorch's
+  default), fresh Adam states. g.params = {'G': ...} (+ 'E': ... with the feature
+  encoder), d.params = {'D': ...}."""
   kg, kd, kr = jax.random.split(key, 3)
   # Parameter shapes do not depend on the image size: init on the smallest valid one (a
   # 2048x1024 forward would be dead code, but there is no need to trace it either).
   size = 2 * networks.size_multiple(config.model.generator, config)
   x = jnp.zeros((1, size, size, networks.hd_input_channels(config)), jnp.float32)
-  g_params = {'G': generator.init(kg, x)['params']}
   y = jnp.zeros((1, size, size, config.model.out_channels), jnp.float32)
+  g_in = jnp.zeros((1, size, size, networks.hd_generator_channels(config)), jnp.float32)
+  g_params = {'G': generator.init(kg, g_in)['params']}
+  if encoder is not None:
+    # A key of its own, so that G's and D's are those of a run without the encoder.
+    ids = jnp.zeros((1, size, size), jnp.int32)
+    g_params['E'] = encoder.init(jax.random.fold_in(key, 3), y, ids)['params']
   d_params = {'D': discriminator.init(kd, jnp.concatenate([x, y], -1))['params']}
   return TrainState(step=jnp.zeros((), jnp.int32),
                     g=NetState(g_params, {}, tx.init(g_params)),
@@ -128,7 +151,7 @@ def fix_global_steps(config, steps_per_epoch: int) -> int:
 
 def make_train_step(generator, discriminator, tx: optax.GradientTransformation, config,
                     schedule: Callable[[Any], Any], fix_steps: int = 0,
-                    axis_name: str = 'batch') -> Callable:
+                    axis_name: str = 'batch', encoder=None) -> Callable:
   """Returns train_step(state, batch[, vgg_kernels]) -> (state, metrics) for one replica.
 
   batch: {'label' [b, H, W] ids (or 'input' [b, H, W, C] in [-1, 1] with label_nc 0),
@@ -154,8 +177,12 @@ def make_train_step(generator, discriminator, tx: optax.GradientTransformation, 
     # G's loss needs D's gradient with respect to its input on the fake pair only; D's
     # loss, D's parameter gradients on both pairs. D runs on the two pairs apart, so the
     # backward pass for G's loss is one image per example, not the real pair's zeros too.
-    fake, g_pull_back = jax.vjp(lambda p: generator.apply({'params': p['G']}, x),
-                                per_replica(state.g.params))
+    def generate(p):
+      features = None if encoder is None else encoder.apply(
+          {'params': p['E']}, y, feature_ids(config, batch))
+      return generator.apply({'params': p['G']}, generator_input(x, features))
+
+    fake, g_pull_back = jax.vjp(generate, per_replica(state.g.params))
 
     def objectives(d_params, fake):
       judge = lambda image: discriminator.apply({'params': d_params['D']},
@@ -189,8 +216,9 @@ def make_train_step(generator, discriminator, tx: optax.GradientTransformation, 
       # Before the switch the global part does not learn: zero gradients leave its weights
       # and its (zero) Adam moments as they are. At the switch G's Adam starts afresh.
       fixing = state.step < fix_steps
-      g_grads = {'G': {k: (jax.tree.map(lambda a: jnp.where(fixing, 0.0, a), v)
-                           if k == 'model' else v) for k, v in g_grads['G'].items()}}
+      g_grads = {**g_grads, 'G': {k: (jax.tree.map(lambda a: jnp.where(fixing, 0.0, a), v)
+                                      if k == 'model' else v)
+                                  for k, v in g_grads['G'].items()}}
       fresh = tx.init(state.g.params)
       g_opt = jax.tree.map(lambda new, old: jnp.where(state.step == fix_steps, new, old),
                            fresh, g_opt)
@@ -239,6 +267,55 @@ class LabelsToImage(nn.Module):
                           train=train)
 
 
+class LabelsAndFeaturesToImage(nn.Module):
+  """The generator with the feature encoder as inference runs it: a packed array
+  [N, H, W, packed + C], the label map (and instance map) packed as LabelsToImage's, then
+  either (given_features False; the official test.py --use_encoded_image) a photo in
+  [-1, 1] (C = its channels) whose features E encodes and averages per instance (or
+  label), or (given_features True; test.py's default) the feature map itself (C =
+  feat_num; e.g. drawn from clusters, p2p_jax/feature_clusters.py) -> the photo G makes of
+  the label map with those features. Variables: {'generator': G's, 'encoder': E's}."""
+  generator: nn.Module
+  encoder: nn.Module
+  label_nc: int = 35
+  instance_map: bool = True
+  label_feat: bool = False
+  given_features: bool = False
+  in_channels: int = 5   # packed channels + the photo's or the features'
+
+  @property
+  def size_multiple(self) -> int:
+    return max(self.generator.size_multiple, self.encoder.size_multiple)
+
+  @property
+  def out_channels(self) -> int:
+    return self.generator.out_channels
+
+  @property
+  def _extra(self) -> int:
+    return self.encoder.feat_num if self.given_features else self.encoder.in_channels
+
+  def check_input(self, shape) -> None:
+    if len(shape) != 4 or shape[-1] != self.in_channels:
+      what = 'label ids' + (' and instance ids' if self.instance_map else '') + (
+          ', then the feature map' if self.given_features else
+          ', then the photo whose features it encodes')
+      raise ValueError(f'pix2pixHD\'s generator with the feature encoder takes [batch, '
+                       f'height, width, {self.in_channels}] ({what}), got {tuple(shape)}')
+    self.encoder.net.check_input(tuple(shape[:3]) + (self.encoder.in_channels,))
+
+  def __call__(self, x, *, train: bool = False):
+    self.check_input(x.shape)
+    packed, extra = x[..., :-self._extra], x[..., -self._extra:]
+    if self.given_features:
+      features = extra
+    else:
+      ids = packed[..., 0] if self.label_feat else packed[..., -1]
+      features = self.encoder(extra, jnp.round(ids).astype(jnp.int32))
+    encoded = label_maps.encode_packed(self.label_nc, self.instance_map, packed)
+    return self.generator(generator_input(encoded, features), train=train)
+
+
 # ------------------------------------------------------------------ coarse to fine
 
 
@@ -261,7 +338,11 @@ def check_pretrain(config) -> None:
           'model.out_channels': config.model.out_channels,
           'pix2pixhd.label_nc': hd.label_nc, 'pix2pixhd.instance_map': hd.instance_map,
           'pix2pixhd.n_downsample_global': hd.n_downsample_global,
-          'pix2pixhd.n_blocks_global': hd.n_blocks_global}
+          'pix2pixhd.n_blocks_global': hd.n_blocks_global,
+          # G's input holds E's features: the same encoder, or none in both.
+          **{f'pix2pixhd.{k}': hd[k] for k in _FEATURE_FIELDS[:2]}}
+  if networks.uses_features(config):
+    want.update({f'pix2pixhd.{k}': hd[k] for k in _FEATURE_FIELDS[2:]})
   for key, value in want.items():
     block, _, field = key.rpartition('.')
     got = saved[block][field] if block else saved[field]
@@ -291,6 +372,10 @@ def load_pretrained(config, state: TrainState) -> TrainState:
                        f'generator\'s {name} does not fit this local enhancer\'s')
     model[name] = jax.tree.map(np.asarray, given)
   local_g['model'] = model
+  g_params = {'G': local_g}
+  if 'E' in state.g.params:
+    # The official load_pretrain loads netE too (check_pretrain: the same encoder).
+    g_params['E'] = jax.tree.map(np.asarray, g['params']['E'])
   d_params, copied = dict(state.d.params['D']), []
   for name, tree in d['params']['D'].items():
     if name in d_params and jax.tree.map(np.shape, tree) == jax.tree.map(
@@ -300,11 +385,23 @@ def load_pretrained(config, state: TrainState) -> TrainState:
   if parallel.is_main_process():
     print(f'p2p_jax: pix2pixhd: load_pretrain: global generator and D {", ".join(copied)} '
           f'from {path} (step {step})', flush=True)
-  return state.replace(g=state.g.replace(params={'G': local_g}),
+  return state.replace(g=state.g.replace(params=g_params),
                        d=state.d.replace(params={'D': d_params}))
 
 
 # ------------------------------------------------------------------ the method
+
+
+# What fixes the feature encoder (architecture; and a load_pretrain run must match them).
+_FEATURE_FIELDS = ('instance_feat', 'label_feat', 'feat_num', 'nef', 'n_downsample_E')
+
+
+@functools.lru_cache(maxsize=4)
+def _load_clusters(path: str, feat_num: int):
+  """feature_clusters.load, once per file for a process (translate asks per image)."""
+  from p2p_jax import feature_clusters  # pylint: disable=import-outside-toplevel  (a CLI's)
+  centers, meta = feature_clusters.load(path, feat_num)
+  return centers, meta
 
 
 class Pix2PixHD(base.Method):
@@ -344,6 +441,15 @@ class Pix2PixHD(base.Method):
     if model.generator == 'pix2pixhd_local' and hd.n_local_enhancers < 1:
       raise ValueError('config.pix2pixhd.n_local_enhancers must be >= 1 for '
                        'pix2pixhd_local')
+    if hd.instance_feat and hd.label_feat:
+      raise ValueError('config.pix2pixhd.instance_feat and label_feat: set one (features '
+                       'averaged per instance, or per label class)')
+    if hd.instance_feat and not hd.instance_map:
+      raise ValueError('config.pix2pixhd.instance_feat averages features over instances: it '
+                       'needs config.pix2pixhd.instance_map = True (instance maps)')
+    if hd.label_feat and not hd.label_nc:
+      raise ValueError('config.pix2pixhd.label_feat averages features over label classes: it '
+                       'needs label maps (config.pix2pixhd.label_nc > 0)')
     if model.generator != 'pix2pixhd_local':
       for field in ('load_pretrain', 'niter_fix_global'):
         if hd[field]:
@@ -378,18 +484,22 @@ class Pix2PixHD(base.Method):
     if config.model.generator == 'pix2pixhd_local':
       for k in ('n_local_enhancers', 'n_blocks_local'):
         fields[f'pix2pixhd.{k}'] = hd[k]
+    for k in _FEATURE_FIELDS if networks.uses_features(config) else ():
+      fields[f'pix2pixhd.{k}'] = hd[k]
     return fields
 
   def setup(self, config, steps_per_epoch: int, axis_name: str) -> base.Setup:
     hd = _hd(config)
     generator = networks.create_generator(config, axis_name)
     discriminator = networks.create_multiscale_discriminator(config)
+    encoder = (networks.create_feature_encoder(config) if networks.uses_features(config)
+               else None)
     tx = create_optimizer(config)
     schedule = schedules.create_schedule(config.optim, steps_per_epoch)
     step = make_train_step(generator, discriminator, tx, config, schedule,
-                           fix_global_steps(config, steps_per_epoch), axis_name)
+                           fix_global_steps(config, steps_per_epoch), axis_name, encoder)
     init = lambda: create_train_state(jax.random.PRNGKey(config.seed), generator,
-                                      discriminator, tx, config)
+                                      discriminator, tx, config, encoder)
     # The training images' size as far as the config tells it (no crop: crop_size x
     # load_size); another size compiles again at its first batch.
     size = input_pipeline.train_size(config.data)
@@ -414,27 +524,50 @@ class Pix2PixHD(base.Method):
     terms = ['GAN'] + (['feature matching'] if hd.feat_match else []) + (
         ['VGG19'] if hd.vgg_loss else []) + (
             [f'L1 x {hd.lambda_l1:g} (not the official objective)'] if hd.lambda_l1 else [])
-    return (f'{config.model.generator} G ({state_lib.param_count(state.g.params):,} '
-            f'params) + {hd.num_D}-scale D ({state_lib.param_count(state.d.params):,}); '
-            f'{" + ".join(terms)}')
+    g = state.g.params
+    encoder = (f' + feature encoder E ({state_lib.param_count(g["E"]):,} params, '
+               f'{hd.feat_num} features per {"label" if hd.label_feat else "instance"})'
+               if 'E' in g else '')
+    return (f'{config.model.generator} G ({state_lib.param_count(g["G"]):,} '
+            f'params){encoder} + {hd.num_D}-scale D ({state_lib.param_count(state.d.params):,}'
+            f'); {" + ".join(terms)}')
 
   def generator(self, config, direction: str = 'AtoB', axis_name: str | None = None):
     self.check_direction(direction)
     hd = _hd(config)
     packed = label_maps.packed_channels(hd.label_nc, hd.instance_map,
                                         config.model.in_channels)
+    if networks.uses_features(config):
+      given = bool(hd.cluster_path)   # features from clusters, else E on a photo
+      return LabelsAndFeaturesToImage(
+          networks.create_generator(config, axis_name), networks.create_feature_encoder(config),
+          hd.label_nc, hd.instance_map, bool(hd.label_feat), given,
+          packed + (hd.feat_num if given else config.model.out_channels))
     return LabelsToImage(networks.create_generator(config, axis_name), hd.label_nc,
                          hd.instance_map, packed)
 
   def generator_variables(self, g_variables: dict, direction: str = 'AtoB') -> dict:
     self.check_direction(direction)
-    return {'params': g_variables['params']['G'], 'batch_stats': {}}
+    params = g_variables['params']
+    if 'E' in params:
+      return {'params': {'generator': params['G'], 'encoder': params['E']},
+              'batch_stats': {}}
+    return {'params': params['G'], 'batch_stats': {}}
 
   # How batches and files become the generator's input (base.Method).
 
   def model_input(self, config, batch: dict) -> np.ndarray:
     hd = _hd(config)
-    return label_maps.pack(hd.label_nc, hd.instance_map, batch)
+    packed = label_maps.pack(hd.label_nc, hd.instance_map, batch)
+    if networks.uses_features(config):
+      if hd.cluster_path:
+        ids = batch['label'] if hd.label_feat else batch['instance']
+        extra = np.stack([self.feature_map(config, i) for i in np.asarray(ids)])
+      else:
+        # The photo whose features E encodes: the batch's own (evaluate, validation).
+        extra = np.asarray(batch['target'], np.float32)
+      packed = np.concatenate([packed, extra], -1)
+    return packed
 
   def shown_input(self, config, batch: dict) -> np.ndarray:
     hd = _hd(config)
@@ -442,11 +575,55 @@ class Pix2PixHD(base.Method):
       return label_maps.colorize(batch['label'], hd.label_nc)
     return batch['input']
 
+  def check_file_input(self, config) -> None:
+    hd = _hd(config)
+    if not networks.uses_features(config):
+      return
+    if not hd.label_nc:
+      raise NotImplementedError(
+          'translating files with the feature encoder needs label maps (label_nc > 0); this '
+          'model takes images (label_nc 0)')
+    if not hd.cluster_path:
+      raise ValueError(
+          'this model has the feature encoder (pix2pixhd.instance_feat / label_feat): each '
+          'label map file needs features, drawn from k-means clusters of the training set\'s '
+          '(the official encode_features.py): run python -m p2p_jax.encode_features '
+          '--workdir=WORKDIR once; translate then reads its features_clustered_010.npz')
+
+  def file_inference_config(self, config, workdir: str):
+    """With the feature encoder and no cluster_path: the workdir's clusters file
+    (encode_features): features_clustered_010.npz, or the only features_clustered_*.npz
+    (check_file_input says what to do when there is none)."""
+    from p2p_jax import feature_clusters  # pylint: disable=import-outside-toplevel
+    hd = _hd(config)
+    if not networks.uses_features(config) or hd.cluster_path:
+      return config
+    path = feature_clusters.clusters_path(workdir)
+    if not os.path.exists(path):
+      made = sorted(glob.glob(os.path.join(glob.escape(workdir), 'features_clustered_*.npz')))
+      if len(made) != 1:
+        return config
+      path = made[0]
+    config = config.copy_and_resolve_references()
+    config.pix2pixhd.cluster_path = path
+    return config
+
+  def feature_map(self, config, ids: np.ndarray) -> np.ndarray:
+    """Features [H, W, feat_num] drawn from config.pix2pixhd.cluster_path for one image's
+    ids [H, W] (instance ids; label ids with label_feat): instance i takes cluster
+    number default_rng([config.seed, i]) of its label's (feature_clusters)."""
+    from p2p_jax import feature_clusters  # pylint: disable=import-outside-toplevel
+    hd = _hd(config)
+    centers, _ = _load_clusters(hd.cluster_path, hd.feat_num)
+    return feature_clusters.sample_feature_map(centers, np.asarray(ids).astype(np.int64),
+                                               hd.feat_num, seed=config.seed)
+
   def read_input(self, config, path: str, info: dict | None = None) -> np.ndarray:
     """A label map file as ids [H, W, 1], or [H, W, 2] with its instance map where
     label_maps.find_instance_map finds one (and instance_map is on); otherwise the
     label map stands in for it (image_to_model_input), which a warning says once."""
     hd = _hd(config)
+    self.check_file_input(config)
     if not hd.label_nc:
       return image_io.read_image(path, info)
     if info is not None:
@@ -471,6 +648,23 @@ class Pix2PixHD(base.Method):
     the packed input; without an instance map the label map stands in for it (its class
     boundaries; boundaries between touching objects of one class are then missing). With
     label_nc 0: the image as for pix2pix (instance channel 0: no edges)."""
+    hd = _hd(config)
+    if networks.uses_features(config) and not hd.cluster_path:
+      x = np.asarray(image)
+      if x.ndim != 3 or x.shape[-1] != in_channels:
+        raise ValueError(f'pix2pixHD with the feature encoder translates [H, W, {in_channels}] '
+                         f'arrays (label ids, instance ids, then the photo in [-1, 1] whose '
+                         f'features it encodes), got shape {x.shape}')
+      return x.astype(np.float32), False
+    if networks.uses_features(config):
+      # Label maps (+ instances) as without the encoder, then features from the clusters.
+      self.check_file_input(config)
+      x, as_uint8 = self._ids_input(config, image, in_channels - hd.feat_num)
+      ids = x[..., 0] if hd.label_feat else x[..., -1]
+      return np.concatenate([x, self.feature_map(config, ids)], -1), as_uint8
+    return self._ids_input(config, image, in_channels)
+
+  def _ids_input(self, config, image, in_channels: int):
     hd = _hd(config)
     if not hd.label_nc:
       channels = in_channels - (1 if hd.instance_map else 0)

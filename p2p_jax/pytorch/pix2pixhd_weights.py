@@ -1,14 +1,18 @@
 """pix2pixHD's weights (NVIDIA/pix2pixHD) in and out: state dicts <-> p2p_jax variables.
 
 The official code saves `netG.state_dict()` (`latest_net_G.pth`: a GlobalGenerator or a
-LocalEnhancer) and `netD.state_dict()` (a MultiscaleDiscriminator). This module maps them
-onto the parameters of p2p_jax/models/pix2pixhd.py and multiscale_d.py and back, the
-architecture read from the tensors (numpy only; files.py reads and writes the files):
+LocalEnhancer), `netD.state_dict()` (a MultiscaleDiscriminator) and, with --instance_feat /
+--label_feat, `netE.state_dict()` (`latest_net_E.pth`: the feature Encoder). This module
+maps them onto the parameters of p2p_jax/models/pix2pixhd.py, multiscale_d.py and
+feature_encoder.py and back, the architecture read from the tensors (numpy only; files.py
+reads and writes the files):
 
   GlobalGenerator   model.1 conv_in, model.<4+3i> down<i+1>, model.<b>.conv_block.1|5
                     block<k>/conv1|conv2, model.<u> up<i+1> (transposed), model.<last> conv_out
   LocalEnhancer     the same under model/ (no conv_out), model<n>_1.1|4 conv_in|down,
                     model<n>_2.<k>.conv_block.1|5, model<n>_2.<nb> up, model<N>_2.<nb+4> conv_out
+  Encoder           as a GlobalGenerator with no blocks: model.1 conv_in, model.<4+3i>
+                    down<i+1>, model.<4+3(n+i)> up<i+1>, model.<4+6n+1> conv_out
   MultiscaleD       scale<s>_layer<j>.0 (trained with feature matching), or layer<s>.<i>
                     (without: one Sequential per scale, convs at 0, 2, 5, 8, ...)
 
@@ -180,8 +184,14 @@ def generator_arch(state_dict, source: str | None = None) -> dict:
   if not local:
     last = f'model.{4 + 6 * n_down + n_blocks + 1}.weight'
     if last not in sd:
+      # No blocks and a last conv one index after an even run of 3x3 convs: the layout of
+      # the feature encoder (latest_net_E.pth), whose upsamplings continued the run.
+      encoder = (not n_blocks and not n_down % 2
+                 and f'model.{4 + 3 * n_down + 1}.weight' in sd)
       _fail(f'missing key {last} (the last conv) for {what}, a GlobalGenerator with '
-            f'{n_down} downsamplings and {n_blocks} blocks', source)
+            f'{n_down} downsamplings and {n_blocks} blocks'
+            + (' (the feature encoder\'s layout: encoder_from_torch reads it)' if encoder
+               else ''), source)
     return dict(arch, generator='pix2pixhd_global', ngf=int(first.shape[0]),
                 output_nc=int(sd[last].shape[0]))
   n_local = _count(r'model(\d+)_1\.', sd)
@@ -212,6 +222,88 @@ def generator_to_torch(params, arch: dict) -> dict:
   """p2p_jax generator parameters -> the official state dict (its key names and order),
   which its GlobalGenerator / LocalEnhancer load with load_state_dict(strict=True)."""
   return _export(params, generator_entries(arch), f"pix2pixHD's {arch['generator']}")
+
+
+# ---------------------------------------------------------------- the feature encoder
+
+_ENCODER = "pix2pixHD's feature encoder (netE)"
+
+
+def encoder_entries(arch: dict) -> list[tuple[str, tuple, str]]:
+  """As generator_entries for the official Encoder of arch {'n_downsample_E', ...}: its
+  layer list is a GlobalGenerator's with no residual blocks, and so are its keys and
+  FeatureEncoder's parameter names (conv_in, down<i>, up<i>, conv_out at the top level)."""
+  return _global_entries('model.', (), arch['n_downsample_E'], 0)
+
+
+def encoder_arch(state_dict, source: str | None = None) -> dict:
+  """{'input_nc', 'feat_num', 'nef', 'n_downsample_E'} of an official Encoder state dict.
+
+  generator_arch cannot read one: it counts the keys model.4, model.7, ... (a 3x3 layer
+  every 3 indices: conv, norm, ReLU) as downsamplings, and without residual blocks in
+  between the transposed convs continue that run, so an Encoder with n downsamplings
+  reads as a GlobalGenerator with 2n. Here the run holds both halves: 2n layers, then the
+  last 7x7 conv 4 indices after the last of them (norm, ReLU, ReflectionPad2d, conv).
+  """
+  sd = _clean(state_dict, source)
+  for key in sd:
+    if not re.fullmatch(r'model\.\d+\.(weight|bias)', key):
+      # A generator's file has residual blocks (model.<b>.conv_block.) or, a LocalEnhancer,
+      # model1_1. keys; an Encoder trained with batch norm has running statistics.
+      hint = (' (a generator\'s, latest_net_G.pth?)' if 'conv_block' in key or
+              key.startswith('model1_') else '')
+      _fail(f'unexpected key {key} for {_ENCODER}{hint}', source)
+  if np.ndim(sd.get('model.1.weight')) != 4:
+    _fail(f'missing key model.1.weight (the first conv) for {_ENCODER}', source)
+  run = 0
+  while f'model.{4 + 3 * run}.weight' in sd:
+    run += 1
+  n_down, last = run // 2, f'model.{4 + 3 * run + 1}.weight'
+  if run % 2 or np.ndim(sd.get(last)) != 4:
+    _fail(f'missing key {last} (the last conv) for {_ENCODER}, after {run} 3x3 layers at '
+          'model.4, model.7, ... (n_downsample_E down, as many up)', source)
+  first = sd['model.1.weight']
+  return dict(input_nc=int(first.shape[1]), feat_num=int(sd[last].shape[0]),
+              nef=int(first.shape[0]), n_downsample_E=n_down)
+
+
+def _encoder_shapes(arch) -> dict:
+  """The official Encoder's tensor shapes (torch layouts) for arch."""
+  nef, n = arch['nef'], arch['n_downsample_E']
+  weights = {1: (nef, arch['input_nc'], 7, 7), 4 + 6 * n + 1: (arch['feat_num'], nef, 7, 7)}
+  for i in range(n):
+    # Conv2d [out, in], nef 2^i -> nef 2^(i+1); ConvTranspose2d [in, out], back down.
+    weights[4 + 3 * i] = (nef * 2 ** (i + 1), nef * 2 ** i, 3, 3)
+    weights[4 + 3 * (n + i)] = (nef * 2 ** (n - i), nef * 2 ** (n - i - 1), 3, 3)
+  shapes = {}
+  for index, shape in weights.items():
+    transposed = 4 + 3 * n <= index < 4 + 6 * n
+    shapes[f'model.{index}.weight'] = shape
+    shapes[f'model.{index}.bias'] = (shape[1] if transposed else shape[0],)
+  return shapes
+
+
+def encoder_from_torch(state_dict, source: str | None = None) -> tuple[dict, dict]:
+  """(params, arch) of an official Encoder state dict (latest_net_E.pth): params are
+  FeatureEncoder's (models/feature_encoder.py), arch as encoder_arch. Raises
+  StateDictError naming the source and the first key that does not fit."""
+  arch = encoder_arch(state_dict, source)
+  sd = _clean(state_dict, source)
+  what = f"{_ENCODER} (nef {arch['nef']}, {arch['n_downsample_E']} downsamplings)"
+  # Shapes checked here, not left to the first forward: the widths must double and halve
+  # as the official layer list makes them, or the file is another network's.
+  for key, shape in _encoder_shapes(arch).items():
+    if key in sd and tuple(np.shape(sd[key])) != shape:
+      _fail(f'{key} has shape {tuple(np.shape(sd[key]))}, expected {shape} for {what}',
+            source)
+  return _import(sd, encoder_entries(arch), what, source), arch
+
+
+def encoder_to_torch(params, arch: dict) -> dict:
+  """FeatureEncoder parameters -> the official Encoder's state dict (its key names and
+  order), which the official models/networks.py Encoder loads with
+  load_state_dict(strict=True)."""
+  return _export(params, encoder_entries(arch), _ENCODER)
 
 
 def discriminator_arch(state_dict, source: str | None = None) -> dict:
