@@ -68,8 +68,9 @@ def create_feature_encoder(config) -> FeatureEncoder:
 
 
 def _hd_layers(config):
-  """pix2pixHD's conv layers: biases at PyTorch's default init (its weights_init)."""
-  convs = kernels.convolutions(config.compute.conv_impl)
+  """pix2pixHD's conv layers: biases at PyTorch's default init (its weights_init); on
+  CPU its narrow first layers in GEMM forms (kernels.cpu_conv_form's narrow_gemm)."""
+  convs = kernels.convolutions(config.compute.conv_impl, narrow_gemm=True)
   return (functools.partial(layers.Conv, op=convs.conv2d, bias_init='torch'),
           functools.partial(layers.ConvTranspose3x3, op=convs.conv_transpose_3x3,
                             bias_init='torch'))

@@ -176,6 +176,18 @@ def test_auto_choice_per_backend_and_shape():
   t3 = lambda i, o, size: kernels.cpu_conv_transpose_3x3_form((1, size, size, i),
                                                               (3, 3, i, o))
   assert {t3(256, 128, 64), t3(64, 32, 32), t3(32, 16, 64)} == {'gemm'}
+  # pix2pixHD's networks (narrow_gemm): their narrow first layers on narrow inputs take the
+  # GEMM forms from 1,024 output pixels on (the demo's G down1 and D layer0 at 128 px);
+  # pix2pix's narrow layers, its 7x7 convs and narrow outputs of wide inputs keep XLA's.
+  hd = functools.partial(kernels.cpu_conv_form, narrow_gemm=True)
+  assert hd((1, 128, 128, 16), (3, 3, 16, 32), 2, 1) == 'xla_gemmgrad'
+  assert hd((1, 128, 128, 4), (4, 4, 4, 16), 2, 2) == 'xla_gemmgrad'
+  assert hd((1, 64, 64, 4), (4, 4, 4, 16), 2, 2) == 'gemm'
+  assert kernels.cpu_conv_form((1, 128, 128, 16), (3, 3, 16, 32), 2, 1) == 'xla'
+  assert hd((1, 32, 32, 4), (4, 4, 4, 16), 2, 2) == 'xla'          # 289 output pixels
+  assert hd((1, 134, 134, 1), (7, 7, 1, 16), 1, 0) == 'xla'         # G's conv_in
+  assert hd((1, 34, 34, 128), (4, 4, 128, 1), 1, 2) == 'xla'        # D's output layer
+  assert conv(6, 16, 128) == 'xla'    # pix2pix's narrow D conv1, without narrow_gemm
   # Unknown (symbolic) sizes count as large, and never choose Winograd.
   b, h = jax.export.symbolic_shape('b, h')
   assert kernels.cpu_conv_form((b, h, h, 512), (4, 4, 512, 512), 2, 1) == 'xla_gemmgrad'

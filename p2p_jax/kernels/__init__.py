@@ -66,6 +66,13 @@ CPU_WINOGRAD_MIN_IN_FEATURES = 64
 # (the ResNet generators' 7x7 convs) would need larger tiles, whose transforms amplify
 # rounding (winograd.py).
 CPU_WINOGRAD_MAX_KERNEL = 4
+# With `narrow_gemm` (pix2pixHD's networks), narrow convs (< CPU_GEMM_MIN_FEATURES outputs)
+# of at most 4x4 on inputs of at most this many channels, with CPU_WINOGRAD_MIN_ROWS
+# output pixels or more, take the GEMM forms: its first layers, 3x3 stride-2 16 -> 32 and
+# D's 4x4 padding-2 4 -> 16, ran 2.4-2.9x faster so at 128-256 px (benchmarks/README.md).
+# Not for pix2pix's narrow layers, whose rule ('xla') was measured on them and whose
+# programs stay as they were.
+CPU_NARROW_GEMM_MAX_IN_FEATURES = 16
 
 
 def _known(dim):
@@ -73,16 +80,20 @@ def _known(dim):
   return dim if isinstance(dim, (int, np.integer)) else None
 
 
-def cpu_conv_form(x_shape, kernel_shape, stride: int, padding: int) -> str:
+def cpu_conv_form(x_shape, kernel_shape, stride: int, padding: int,
+                  narrow_gemm: bool = False) -> str:
   """The form 'auto' runs on CPU for one conv layer (input NHWC, kernel HWIO).
 
-  Unknown (symbolic) sizes count as large and never choose 'winograd'.
+  Unknown (symbolic) sizes count as large and never choose 'winograd'. narrow_gemm: the
+  GEMM forms for narrow layers on narrow inputs too (CPU_NARROW_GEMM_MAX_IN_FEATURES).
   """
   n, h, w, cin = x_shape
   k, cout = kernel_shape[0], kernel_shape[-1]
   rows = _known(n * ((h + 2 * padding - k) // stride + 1) * ((w + 2 * padding - k) // stride + 1))
   size = _known(h)
-  if cout < CPU_GEMM_MIN_FEATURES:
+  if cout < CPU_GEMM_MIN_FEATURES and not (
+      narrow_gemm and k <= CPU_WINOGRAD_MAX_KERNEL and cin <= CPU_NARROW_GEMM_MAX_IN_FEATURES
+      and rows is not None and rows >= CPU_WINOGRAD_MIN_ROWS):
     return 'xla'
   wide = cin >= CPU_WINOGRAD_MIN_IN_FEATURES
   many = rows is not None and rows >= CPU_WINOGRAD_MIN_ROWS
@@ -118,6 +129,11 @@ def _cpu_conv(x, kernel, stride, padding):
   return FORMS[form][0](x, kernel, stride, padding)
 
 
+def _cpu_conv_narrow_gemm(x, kernel, stride, padding):
+  form = cpu_conv_form(x.shape, kernel.shape, stride, padding, narrow_gemm=True)
+  return FORMS[form][0](x, kernel, stride, padding)
+
+
 def _cpu_conv_transpose(x, kernel):
   return FORMS[cpu_conv_transpose_form(x.shape, kernel.shape)][1](x, kernel)
 
@@ -126,11 +142,14 @@ def _cpu_conv_transpose_3x3(x, kernel):
   return FORMS_3X3[cpu_conv_transpose_3x3_form(x.shape, kernel.shape)](x, kernel)
 
 
-def convolutions(impl: str = 'auto', backend: str | None = None) -> Convolutions:
+def convolutions(impl: str = 'auto', backend: str | None = None, *,
+                 narrow_gemm: bool = False) -> Convolutions:
   """The convolutions to build the networks with: `impl` (one of IMPLS) on `backend`
-  (default: JAX's default backend)."""
+  (default: JAX's default backend). narrow_gemm: 'auto' on CPU as cpu_conv_form's
+  (pix2pixHD's networks)."""
   if impl == 'auto':
     if (backend or jax.default_backend()) == 'cpu':
-      return Convolutions(_cpu_conv, _cpu_conv_transpose, _cpu_conv_transpose_3x3)
+      conv = _cpu_conv_narrow_gemm if narrow_gemm else _cpu_conv
+      return Convolutions(conv, _cpu_conv_transpose, _cpu_conv_transpose_3x3)
     impl = 'xla'
   return Convolutions(*FORMS[impl], FORMS_3X3[_IMPL_3X3[impl]])

@@ -11,7 +11,10 @@ off; computed on the device from the batch's integer maps. D sees concat(input, 
 With the feature encoder (instance_feat / label_feat), G sees concat(input, E(image, ids)):
 E's features of the real photo averaged over each instance (label) of `ids`; E's
 parameters sit beside G's in the state (g.params = {'G', 'E'}) and learn from G's loss
-under G's Adam, as the official optimizer_G holds netE's parameters too.
+under G's Adam, as the official optimizer_G holds netE's parameters too. At inference
+(LabelsAndFeaturesToImage) the features are E's of a photo given with each label map
+(validation, evaluate; the official --use_encoded_image), or drawn per instance from the
+k-means clusters of encode_features (translate; the official test.py's default).
 
 One iteration, as the official train.py (one forward, both updates from it, at the
 parameters before either update):

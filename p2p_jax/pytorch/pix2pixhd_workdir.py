@@ -19,9 +19,9 @@ config.pix2pixhd.instance_feat (label_feat instead when the config says so) and 
 nef and n_downsample_E as E's tensors imply, and puts E beside G in the state (g.params
 = {'G', 'E'}, one Adam over both, as the official optimizer_G). A G with feat_num extra
 channels and no E, or a config with the encoder on and no E, is refused: p2p_jax has no
-other source of features (the official --load_features clusters are not implemented).
-`evaluate` then translates with the features of the dataset's photos; in Python,
-workdirs.load_generator(...).apply takes [label, instance, photo] arrays.
+other source of features (--load_features, precomputed feature maps, is not implemented).
+`evaluate` then translates with the features of the dataset's photos, and `translate`
+with features drawn from the clusters `python -m p2p_jax.encode_features` makes with E.
 
 Export (`export_weights`, `export_files`): a workdir's G (and D, and E when it has the
 feature encoder) as state dicts in the official key layout, which its LocalEnhancer /
