@@ -20,8 +20,8 @@ Command (from the repository root):
   python -m p2p_jax.main --config=configs/pix2pixhd_demo.py --workdir=/tmp/p2p_hd_demo
   python -m p2p_jax.evaluate --workdir=/tmp/p2p_hd_demo --split=test
 
-Runtime: 20 epochs x 85 steps = 1,700 steps (6,800 images), as configs/demo.py: 8 min on
-an idle 2-vCPU machine. Result: test L1 0.275, PSNR 16.3 (README "Results", which shows
+Runtime: 20 epochs x 85 steps = 1,700 steps (6,800 images), as configs/demo.py: 6.5 min
+on an idle 2-vCPU machine. Result: test L1 0.260, PSNR 16.7 (README "Results", which shows
 its outputs: the layout right, under a pixel-grid texture that this objective without its
 VGG term does not penalise; configs/pix2pixhd_demo_l1.py adds an L1 term).
 """
