@@ -15,10 +15,15 @@ the previous one as it was.
 """
 
 if __name__ == '__main__':
+  # First: SIGTERM or Ctrl-C from here on ends the command at once with one line, the
+  # clusters file untouched (or, during its write, right after it; stopping.py).
+  from p2p_jax import stopping as _stopping  # pylint: disable=g-import-not-at-top
+  _stopping.stop_at_once('p2p_jax.encode_features',
+                         'the clusters file is as it was (none written)')
   # Before JAX is imported: the huge-page re-execution (host_memory.py) then does not
-  # import everything twice.
+  # import everything twice; it holds the stop signals through it.
   from p2p_jax import host_memory as _host_memory  # pylint: disable=g-import-not-at-top
-  _host_memory.reexec_with_hugepage_malloc()  # faster XLA:CPU (see host_memory.py)
+  _host_memory.reexec_with_hugepage_malloc(hold_signals=True)  # faster XLA:CPU
 
 import os
 import sys
@@ -29,7 +34,7 @@ import jax
 import numpy as np
 
 from p2p_jax import (cli, compile_cache, feature_clusters, input_pipeline, methods, networks,
-                     workdirs)
+                     stopping, workdirs)
 from p2p_jax.methods import pix2pixhd
 
 PROG = 'p2p_jax.encode_features'
@@ -179,7 +184,8 @@ def run(args) -> dict:
   meta = {'workdir': workdir, 'checkpoint_step': step, 'split': args.split,
           'dataset': config.data.dataset, **meta}
   path = feature_clusters.clusters_path(workdir, args.n_clusters)
-  feature_clusters.save(path, centers, meta)
+  with stopping.writing():   # a stop request now ends the command once the file is whole
+    feature_clusters.save(path, centers, meta)
   return {**meta, 'path': path}
 
 

@@ -186,9 +186,14 @@ def save(path: str, centers: dict, meta: dict) -> None:
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)
-  except BaseException:
+  except BaseException as e:
     if os.path.exists(tmp):
       os.remove(tmp)
+    if isinstance(e, OSError) and not isinstance(e, (FileNotFoundError, PermissionError)):
+      # A full disk, a quota, an I/O error: one line (cli.run) rather than a traceback.
+      before = 'the previous one is as it was' if os.path.exists(path) else 'none was there'
+      raise ValueError(f'{path}: the clusters file could not be written '
+                       f'({e.strerror or e}); {before}') from e
     raise
 
 

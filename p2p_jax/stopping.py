@@ -227,3 +227,85 @@ class StopRequest:
     if flags[0] and self.requested is None:
       self.requested = _ANOTHER_PROCESS
     return self.requested
+
+
+# ------------------------------------------------------------------ one-shot commands
+
+class _OneShot:
+  """State of `stop_at_once`: the command, and whether its result is being written."""
+  prog = ''
+  what = ''
+  lock = threading.Lock()
+  writing = 0
+  pending = None
+
+
+def _end_one_shot(name: str, after_writing: bool = False) -> None:
+  _EXITING.acquire()  # pylint: disable=consider-using-with
+  try:
+    why = 'after its output was written' if after_writing else _OneShot.what
+    print(f'{_OneShot.prog}: stopped by {name}; {why}', file=sys.stderr, flush=True)
+  finally:
+    os._exit(128 + signal.Signals[name].value)  # pylint: disable=protected-access
+
+
+def _one_shot_signal(name: str) -> None:
+  with _OneShot.lock:
+    if _OneShot.writing:
+      _OneShot.pending = _OneShot.pending or name
+      return
+  _end_one_shot(name)
+
+
+def _watch_one_shot(read: int) -> None:
+  while True:
+    try:
+      data = os.read(read, 64)
+    except OSError:
+      return
+    if not data:
+      return
+    for signum in data:
+      if signum in _SIGNALS:
+        _one_shot_signal(signal.Signals(signum).name)
+
+
+def stop_at_once(prog: str, what: str,
+                 held_env: str = host_memory.SIGNALS_HELD_ENV) -> None:
+  """For a command whose only output is written at its end (atomically, inside
+  `writing()`), e.g. encode_features: from now on SIGTERM and SIGINT end it at once with
+  one line, `<prog>: stopped by SIGINT; <what>`, and exit status 128 + the signal's number,
+  whatever the main thread is doing (importing, compiling in C++, a garbage-collection
+  callback, where a raised KeyboardInterrupt can be lost and the command go on); a signal
+  while the output is being written ends it right after. Signals host_memory held blocked
+  across its re-execution are let through now. Main thread only."""
+  _OneShot.prog, _OneShot.what = prog, what
+  read, write = os.pipe()
+  os.set_blocking(write, False)
+  signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+  # SIGINT first: a caught SIGTERM then says, from outside (/proc), that both are.
+  for sig in (signal.SIGINT, signal.SIGTERM):
+    # The C-level handler writes the signal to the wakeup fd; the watcher thread acts on
+    # it. The Python-level one has nothing left to do.
+    signal.signal(sig, lambda signum, frame: None)
+  threading.Thread(target=_watch_one_shot, args=(read,), name='p2p_jax-stop',
+                   daemon=True).start()
+  if os.environ.pop(held_env, None):
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+
+
+class writing:  # pylint: disable=invalid-name  (used as `with stopping.writing():`)
+  """Defers `stop_at_once`'s exit while the command writes its output (a no-op without
+  it): a signal in the meantime ends the command once the output is complete."""
+
+  def __enter__(self):
+    with _OneShot.lock:
+      _OneShot.writing += 1
+    return self
+
+  def __exit__(self, *exc):
+    with _OneShot.lock:
+      _OneShot.writing -= 1
+      pending = _OneShot.pending if not _OneShot.writing else None
+    if pending:
+      _end_one_shot(pending, after_writing=exc[0] is None)

@@ -149,13 +149,18 @@ def test_the_file_round_trips_is_replaced_atomically_and_bad_files_are_one_line(
     fc.load(path, feat_num=4)
 
   good = open(path, 'rb').read()
-  # A save that fails while writing (full disk; Ctrl-C) leaves the old file, no other.
-  for error in (OSError(28, 'No space left on device'), KeyboardInterrupt()):
+  # A save that fails while writing (full disk: one line naming the file; Ctrl-C) leaves
+  # the old file, no other.
+  for error, raised, message in (
+      (OSError(28, 'No space left on device'), ValueError,
+       r'features_clustered_010.npz: the clusters file could not be written \(No space left '
+       r'on device\); the previous one is as it was'),
+      (KeyboardInterrupt(), KeyboardInterrupt, None)):
     def failing_savez(f, **arrays):
       f.write(b'PK\x03\x04 half a file')
       raise error
     monkeypatch.setattr(fc.np, 'savez', failing_savez)
-    with pytest.raises(type(error)):
+    with pytest.raises(raised, match=message):
       fc.save(path, {7: np.zeros((2, 3))}, {})
     assert open(path, 'rb').read() == good
     assert os.listdir(tmp_path) == ['features_clustered_010.npz']

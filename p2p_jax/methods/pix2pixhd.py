@@ -592,6 +592,7 @@ class Pix2PixHD(base.Method):
           'label map file needs features, drawn from k-means clusters of the training set\'s '
           '(the official encode_features.py): run python -m p2p_jax.encode_features '
           '--workdir=WORKDIR once; translate then reads its features_clustered_010.npz')
+    _load_clusters(hd.cluster_path, hd.feat_num)   # a bad file: one line, before any output
 
   def file_inference_config(self, config, workdir: str):
     """With the feature encoder and no cluster_path: the workdir's clusters file
