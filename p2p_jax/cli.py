@@ -54,7 +54,9 @@ def define_generator_flags(fv: flags.FlagValues, *, mode_default: str | None = N
                       "paper mode: BatchNorm statistics of each 'image' (as the reference's "
                       "batch-1 test) or of the whole 'batch'", flag_values=fv)
     flags.DEFINE_integer('seed', 0, 'seed of the dropout keys (paper mode): image i of a run '
-                         'uses fold_in(PRNGKey(seed), i)', flag_values=fv)
+                         'uses fold_in(PRNGKey(seed), i); for translate, also of the features '
+                         "a pix2pixHD model with the feature encoder draws from its clusters",
+                         flag_values=fv)
 
 
 def define_compilation_cache_flag(fv: flags.FlagValues) -> None:
@@ -111,7 +113,8 @@ def load_generator(args, workdir: str | None = None, *,
   kwargs = {'bn_scope': args.bn_scope} if 'bn_scope' in args else {}
   generator = workdirs.load_generator(workdir or workdir_of(args),
                                       checkpoint_choice(args.checkpoint), args.mode,
-                                      direction=args.direction, for_files=for_files, **kwargs)
+                                      direction=args.direction, for_files=for_files,
+                                      seed=args.seed if 'seed' in args else 0, **kwargs)
   if args.pretrained and 'bn_scope' in args:
     print(f'p2p_jax: {args.pretrained} loaded; compiling it for the first batch of each image '
           'size (once: later runs load the compiled program from the cache)', flush=True)
@@ -141,11 +144,9 @@ def parse(argv: list[str], define: Callable[[flags.FlagValues], None], prog: str
 
 
 def run(prog: str, fn: Callable[[], int]) -> int:
-  """fn()'s exit status; an error the user can fix becomes one line and status 2 (as does
-  asking for something p2p_jax says it does not implement)."""
+  """fn()'s exit status; an error the user can fix becomes one line and status 2."""
   try:
     return fn()
-  except (ValueError, FileNotFoundError, PermissionError, ImportError,
-          NotImplementedError) as e:
+  except (ValueError, FileNotFoundError, PermissionError, ImportError) as e:
     print(f'{prog}: error: {e}', file=sys.stderr)
     return USAGE_ERROR

@@ -87,7 +87,11 @@ def encode(config, variables: dict, batches: Iterable[dict], n_clusters: int = 1
     if 0 <= num_images <= images:
       break
     photo = np.asarray(batch['target'], np.float32)
-    ids = np.asarray(pix2pixhd.feature_ids(config, batch)).astype(np.int32)
+    # The official encode_features.py encodes with the instance map even for a label_feat
+    # model (it sets instance_feat): one vector per instance; the label map where there are
+    # no instance maps.
+    ids = np.asarray(batch['instance'] if 'instance' in batch else
+                     pix2pixhd.feature_ids(config, batch)).astype(np.int32)
     take = len(photo) if num_images < 0 else min(len(photo), num_images - images)
     photo, ids = photo[:take], ids[:take]
     b, h, w = ids.shape

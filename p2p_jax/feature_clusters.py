@@ -22,6 +22,7 @@ features_clustered_%03d, as an .npz of plain arrays that loads without pickle):
 `python -m p2p_jax.encode_features` writes it (p2p_jax/encode_features.py).
 """
 
+import glob
 import json
 import os
 import zipfile
@@ -207,6 +208,9 @@ def load(path: str, feat_num: int | None = None) -> tuple[dict, dict]:
     raise FileNotFoundError(f'{path} not found: cluster the training set\'s features first '
                             f'({command})')
   remake = f'make it again with {command}'
+  if path.endswith('.npy'):
+    raise ValueError(f'{path}: the official encode_features.py\'s pickled dict, which p2p_jax '
+                     f'does not unpickle (plain arrays only); {remake}')
   try:
     with np.load(path, allow_pickle=False) as z:
       data = {k: z[k] for k in z.files}
@@ -215,7 +219,7 @@ def load(path: str, feat_num: int | None = None) -> tuple[dict, dict]:
     file_feat_num = int(data['feat_num'])
     meta = json.loads(str(data['meta']))
     centers = {int(label): data[f'centers_{int(label)}'] for label in data['labels']}
-  except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+  except (OSError, ValueError, TypeError, EOFError, KeyError, zipfile.BadZipFile) as e:
     why = (str(e).splitlines() or [type(e).__name__])[0]
     raise ValueError(f'{path}: not a readable feature clusters file (truncated or corrupt: '
                      f'{why}); {remake}') from None
@@ -229,14 +233,42 @@ def load(path: str, feat_num: int | None = None) -> tuple[dict, dict]:
   return centers, meta
 
 
+def find(workdir: str) -> str | None:
+  """The clusters file translate uses for a run: WORKDIR/features_clustered_010.npz, else
+  the only features_clustered_*.npz there (another --n_clusters); None if there is none.
+  ValueError (one line, naming them) when there are several and none is the default."""
+  default = clusters_path(workdir)
+  if os.path.exists(default):
+    return default
+  made = sorted(glob.glob(os.path.join(glob.escape(workdir), 'features_clustered_*.npz')))
+  if len(made) > 1:
+    raise ValueError(f'{workdir} has {len(made)} clusters files '
+                     f'({", ".join(os.path.basename(m) for m in made)}) and none is '
+                     f'{os.path.basename(default)}: rename the one to use to that name')
+  return made[0] if made else None
+
+
+def load_once(path: str, feat_num: int | None = None) -> tuple[dict, dict]:
+  """`load`, read again only when the file changed (translate asks for every image;
+  encode_features may rewrite it within one notebook session)."""
+  stat = os.stat(path) if os.path.exists(path) else None
+  key = (os.path.abspath(path), feat_num, stat and (stat.st_mtime_ns, stat.st_size))
+  if _CACHE.get('key') != key:
+    _CACHE['value'] = load(path, feat_num)
+    _CACHE['key'] = key
+  return _CACHE['value']
+
+
+_CACHE = {}
+
+
 def sample_feature_map(centers: dict, ids, feat_num: int, seed: int = 0) -> np.ndarray:
   """One image's features float32 [H, W, feat_num] from instance ids [H, W] (the
   official sample_features): each instance id i of a label (`label_of`) that has centers
   gets one of them, c drawn from np.random.default_rng([seed, i]), on all its pixels.
 
   The draw depends only on (seed, i), so an instance gets the same vector wherever it
-  appears (every tile or crop of a large image, any batch) and another seed gives another
-  photo. Instances whose label has no centers get zeros (the official leaves the
+  appears (any crop, any batch) and another seed gives another photo. Instances whose label has no centers get zeros (the official leaves the
   uninitialised memory of its torch.Tensor there).
   """
   if np.ndim(ids) != 2:

@@ -87,6 +87,24 @@ def exit_now(name: str, cleanups=()) -> None:
     os._exit(exit_code(name))  # pylint: disable=protected-access
 
 
+def _read_signals(read: int, on_signal) -> None:
+  """A watcher thread's loop: `on_signal(name)` for each stop signal the wakeup fd `read`
+  reports, until it is closed. The thread itself never takes the signals (they stay for
+  the C-level handler, which writes them to the fd, also while the main thread is blocked
+  in execve or C++)."""
+  signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+  while True:
+    try:
+      data = os.read(read, 64)
+    except OSError:
+      return
+    if not data:
+      return
+    for signum in data:
+      if signum in _SIGNALS:
+        on_signal(signal.Signals(signum).name)
+
+
 # ------------------------------------------------------------------ before the trainer
 
 def _early_handler(signum, frame):
@@ -169,16 +187,7 @@ class StopRequest:
   def _watch(self, read: int):
     """Set-up only: a stop signal ends the process from here, whatever the main thread is
     doing (compiling in C++, where no Python handler runs)."""
-    while True:
-      try:
-        data = os.read(read, 64)
-      except OSError:
-        return
-      if not data:
-        return
-      for signum in data:
-        if signum in _SIGNALS:
-          self._exit_if_setup(signal.Signals(signum).name)
+    _read_signals(read, self._exit_if_setup)
 
   def __exit__(self, *exc):
     self._end_setup()
@@ -232,18 +241,21 @@ class StopRequest:
 # ------------------------------------------------------------------ one-shot commands
 
 class _OneShot:
-  """State of `stop_at_once`: the command, and whether its result is being written."""
+  """State of `stop_at_once`: the command, whether its output is being written (a stop
+  then waits for it) or was written (a stop then says so)."""
   prog = ''
   what = ''
   lock = threading.Lock()
   writing = 0
+  written = False
   pending = None
 
 
-def _end_one_shot(name: str, after_writing: bool = False) -> None:
+def _end_one_shot(name: str) -> None:
+  """Ends the process; called with _OneShot.lock held, so no write starts meanwhile."""
   _EXITING.acquire()  # pylint: disable=consider-using-with
   try:
-    why = 'after its output was written' if after_writing else _OneShot.what
+    why = 'after its output was written' if _OneShot.written else _OneShot.what
     print(f'{_OneShot.prog}: stopped by {name}; {why}', file=sys.stderr, flush=True)
   finally:
     os._exit(128 + signal.Signals[name].value)  # pylint: disable=protected-access
@@ -254,20 +266,7 @@ def _one_shot_signal(name: str) -> None:
     if _OneShot.writing:
       _OneShot.pending = _OneShot.pending or name
       return
-  _end_one_shot(name)
-
-
-def _watch_one_shot(read: int) -> None:
-  while True:
-    try:
-      data = os.read(read, 64)
-    except OSError:
-      return
-    if not data:
-      return
-    for signum in data:
-      if signum in _SIGNALS:
-        _one_shot_signal(signal.Signals(signum).name)
+    _end_one_shot(name)
 
 
 def stop_at_once(prog: str, what: str,
@@ -288,7 +287,7 @@ def stop_at_once(prog: str, what: str,
     # The C-level handler writes the signal to the wakeup fd; the watcher thread acts on
     # it. The Python-level one has nothing left to do.
     signal.signal(sig, lambda signum, frame: None)
-  threading.Thread(target=_watch_one_shot, args=(read,), name='p2p_jax-stop',
+  threading.Thread(target=_read_signals, args=(read, _one_shot_signal), name='p2p_jax-stop',
                    daemon=True).start()
   if os.environ.pop(held_env, None):
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
@@ -306,6 +305,6 @@ class writing:  # pylint: disable=invalid-name  (used as `with stopping.writing(
   def __exit__(self, *exc):
     with _OneShot.lock:
       _OneShot.writing -= 1
-      pending = _OneShot.pending if not _OneShot.writing else None
-    if pending:
-      _end_one_shot(pending, after_writing=exc[0] is None)
+      _OneShot.written = _OneShot.written or exc[0] is None
+      if _OneShot.pending and not _OneShot.writing:
+        _end_one_shot(_OneShot.pending)

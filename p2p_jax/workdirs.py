@@ -200,14 +200,15 @@ def check_generator_trained(workdir: str, step: int, direction: str) -> None:
 
 
 def load_generator(workdir: str, which: Any = 'latest', mode: str | None = None,
-                   direction: str = 'AtoB', *, for_files: bool = False,
+                   direction: str = 'AtoB', *, for_files: bool = False, seed: int = 0,
                    **kwargs) -> inference.TrainedGenerator:
   """The trained generator of a workdir (its config + a checkpoint), ready for inference.
 
   mode: 'paper' or 'eval'; None takes the config's `inference_mode`. direction: which of
   the method's generators ('AtoB', or 'BtoA' for CycleGAN's G_B). for_files: the
   generator translates a user's files (`translate`), not dataset batches (what the method
-  needs for that: Method.file_inference_config). Other keyword arguments go to
+  needs for that, with the command's `seed`: Method.file_inference_config). Other keyword
+  arguments go to
   inference.TrainedGenerator (bn_scope, devices).
   """
   workdir = absolute_path(workdir)
@@ -216,7 +217,7 @@ def load_generator(workdir: str, which: Any = 'latest', mode: str | None = None,
   config = load_config(workdir)
   method = methods.get(config)
   if for_files:
-    config = method.file_inference_config(config, workdir)
+    config = method.file_inference_config(config, workdir, seed)
   method.check_direction(direction)  # before reading any checkpoint
   step, variables = load_generator_variables(workdir, which)
   check_generator_trained(workdir, step, direction)

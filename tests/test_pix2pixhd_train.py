@@ -195,6 +195,8 @@ def test_the_vgg_weights_are_read_from_their_file_and_stay_out_of_the_checkpoint
      r'label_feat averages features over label classes: it needs label maps'),
     # E's 16 px (4 stride-2 convs, its default) is more than the local G's 8.
     (dict(instance_feat=True), r'config.data.crop_size \(24\) must be a multiple of 16'),
+    (dict(instance_feat=True, spatial=2),
+     r'config.compute.spatial > 1 with the feature encoder .* is not implemented'),
 ])
 def test_bad_settings_are_one_line_before_any_work(tmp_path, change, message):
   config = make_config()
@@ -207,6 +209,8 @@ def test_bad_settings_are_one_line_before_any_work(tmp_path, change, message):
     config.data.update(crop_size=size, load_size=size)
   elif 'instance_feat' in change and len(change) == 1:
     config.data.update(crop_size=24, load_size=24)
+  if 'spatial' in change:
+    config.compute.update(spatial=change.pop('spatial'), mapping='shard_map')
   config.pix2pixhd.update(**change)
   with pytest.raises(ValueError, match=message):
     train.train_and_evaluate(config, str(tmp_path / 'w'))
@@ -331,11 +335,16 @@ def test_the_feature_encoder_learns_with_g_resumes_exactly_and_encodes_the_photo
   centers = {label: np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3) * (label + 1) / 4
              for label in range(LABELS)}
   feature_clusters.save(feature_clusters.clusters_path(str(tmp_path / 'a')), centers, {})
-  generator = workdirs.load_generator(str(tmp_path / 'a'), devices=ONE_DEVICE, for_files=True)
   ids = np.stack([batch['label'][0], batch['label'][0]], -1)   # no instance file: labels
-  x, _ = generator.image_to_model_input(ids)
-  assert x.shape == (SIZE, SIZE, 5)
-  np.testing.assert_array_equal(
-      x[..., 2:], feature_clusters.sample_feature_map(centers, ids[..., 1], 3, seed=0))
+  draws = []
+  for seed in (0, 1):   # translate --seed: other draws, another photo
+    generator = workdirs.load_generator(str(tmp_path / 'a'), devices=ONE_DEVICE,
+                                        for_files=True, seed=seed)
+    x, _ = generator.image_to_model_input(ids)
+    assert x.shape == (SIZE, SIZE, 5)
+    np.testing.assert_array_equal(
+        x[..., 2:], feature_clusters.sample_feature_map(centers, ids[..., 1], 3, seed=seed))
+    draws.append(x[..., 2:])
+  assert not np.array_equal(*draws)
   report = translate.translate_files(generator, [(path, str(tmp_path / 'out' / 'x.png'))])
   assert report['written'] == [str(tmp_path / 'out' / 'x.png')]

@@ -67,12 +67,14 @@ CPU_WINOGRAD_MIN_IN_FEATURES = 64
 # rounding (winograd.py).
 CPU_WINOGRAD_MAX_KERNEL = 4
 # With `narrow_gemm` (pix2pixHD's networks), narrow convs (< CPU_GEMM_MIN_FEATURES outputs)
-# of at most 4x4 on inputs of at most this many channels, with CPU_WINOGRAD_MIN_ROWS
-# output pixels or more, take the GEMM forms: its first layers, 3x3 stride-2 16 -> 32 and
+# with kernels of at most CPU_NARROW_GEMM_MAX_KERNEL on inputs of at most
+# CPU_NARROW_GEMM_MAX_IN_FEATURES channels and CPU_WINOGRAD_MIN_ROWS output pixels or more
+# take the GEMM forms: its first layers, 3x3 stride-2 16 -> 32 and
 # D's 4x4 padding-2 4 -> 16, ran 2.4-2.9x faster so at 128-256 px (benchmarks/README.md).
 # Not for pix2pix's narrow layers, whose rule ('xla') was measured on them and whose
 # programs stay as they were.
 CPU_NARROW_GEMM_MAX_IN_FEATURES = 16
+CPU_NARROW_GEMM_MAX_KERNEL = 4  # the 7x7 ones: XLA's form 2-2.5x faster (8.4 against 18 ms)
 
 
 def _known(dim):
@@ -92,7 +94,7 @@ def cpu_conv_form(x_shape, kernel_shape, stride: int, padding: int,
   rows = _known(n * ((h + 2 * padding - k) // stride + 1) * ((w + 2 * padding - k) // stride + 1))
   size = _known(h)
   if cout < CPU_GEMM_MIN_FEATURES and not (
-      narrow_gemm and k <= CPU_WINOGRAD_MAX_KERNEL and cin <= CPU_NARROW_GEMM_MAX_IN_FEATURES
+      narrow_gemm and k <= CPU_NARROW_GEMM_MAX_KERNEL and cin <= CPU_NARROW_GEMM_MAX_IN_FEATURES
       and rows is not None and rows >= CPU_WINOGRAD_MIN_ROWS):
     return 'xla'
   wide = cin >= CPU_WINOGRAD_MIN_IN_FEATURES

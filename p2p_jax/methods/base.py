@@ -13,9 +13,10 @@ command lines know no method by name. They ask the method that `config.method` n
     inference ('AtoB': the config's input domain to its target domain; 'BtoA': back);
   * `model_input`, `shown_input`, `read_input` and `image_to_model_input`: how a batch or
     a user's file becomes the generator's input and what a sample grid shows as the input
-    (by default the batch's 'input' image; pix2pixHD's label and instance maps), and
-    `check_file_input`: whether files can be translated at all (not by pix2pixHD with the
-    feature encoder);
+    (by default the batch's 'input' image; pix2pixHD's label and instance maps);
+    `file_inference_config` and `check_file_input`: the config translating files uses
+    (pix2pixHD with the feature encoder: features drawn from clusters), and whether files
+    can be translated with it;
   * `data_kind_for` and `batch_keys_for`: as `data_kind` and `batch_keys`, where they
     depend on the config (pix2pixHD trains on pairs of images when label_nc is 0), and
     `pipeline_options`: what else the input pipeline needs (how labels are read);
@@ -106,9 +107,11 @@ class Method:
     """Raises ValueError (one line) when this config's generator cannot translate input
     files (`translate` asks before it writes anything)."""
 
-  def file_inference_config(self, config, workdir: str):
-    """The config inference on a user's files uses, for a run in `workdir` (by default
-    the run's own; pix2pixHD with the feature encoder adds the workdir's clusters)."""
+  def file_inference_config(self, config, workdir: str, seed: int = 0):
+    """The config inference on a user's files uses, for a run in `workdir` and the
+    command's --seed (by default the run's own config; pix2pixHD with the feature encoder
+    draws features from the workdir's clusters with `seed`)."""
+    del workdir, seed
     return config
 
   def read_input(self, config, path: str, info: dict | None = None) -> np.ndarray:

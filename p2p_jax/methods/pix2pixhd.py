@@ -49,7 +49,6 @@ checkpoints nor constants of the compiled program.
 """
 
 import functools
-import glob
 import logging
 import os
 from typing import Any, Callable
@@ -60,8 +59,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from p2p_jax import (checkpointing, image_io, input_pipeline, kernels, label_maps, losses,
-                     networks, parallel, schedules, state as state_lib)
+from p2p_jax import (checkpointing, feature_clusters, image_io, input_pipeline, kernels,
+                     label_maps, losses, networks, parallel, schedules, state as state_lib)
 from p2p_jax.methods import base
 from p2p_jax.models import vgg19
 from p2p_jax.models.pix2pixhd import HD_GENERATORS
@@ -399,14 +398,6 @@ def load_pretrained(config, state: TrainState) -> TrainState:
 _FEATURE_FIELDS = ('instance_feat', 'label_feat', 'feat_num', 'nef', 'n_downsample_E')
 
 
-@functools.lru_cache(maxsize=4)
-def _load_clusters(path: str, feat_num: int):
-  """feature_clusters.load, once per file for a process (translate asks per image)."""
-  from p2p_jax import feature_clusters  # pylint: disable=import-outside-toplevel  (a CLI's)
-  centers, meta = feature_clusters.load(path, feat_num)
-  return centers, meta
-
-
 class Pix2PixHD(base.Method):
   """pix2pixHD as a method of the shared trainer (p2p_jax/methods/base.py)."""
   name = 'pix2pixhd'
@@ -453,6 +444,10 @@ class Pix2PixHD(base.Method):
     if hd.label_feat and not hd.label_nc:
       raise ValueError('config.pix2pixhd.label_feat averages features over label classes: it '
                        'needs label maps (config.pix2pixhd.label_nc > 0)')
+    if networks.uses_features(config) and config.compute.spatial > 1:
+      # jnp.unique over a split image: untested, so refused rather than assumed.
+      raise ValueError('config.compute.spatial > 1 with the feature encoder (pix2pixhd.'
+                       'instance_feat / label_feat) is not implemented: use spatial 1')
     if model.generator != 'pix2pixhd_local':
       for field in ('load_pretrain', 'niter_fix_global'):
         if hd[field]:
@@ -583,42 +578,36 @@ class Pix2PixHD(base.Method):
     if not networks.uses_features(config):
       return
     if not hd.label_nc:
-      raise NotImplementedError(
+      raise ValueError(
           'translating files with the feature encoder needs label maps (label_nc > 0); this '
-          'model takes images (label_nc 0)')
+          'model takes images (label_nc 0): not implemented')
     if not hd.cluster_path:
       raise ValueError(
           'this model has the feature encoder (pix2pixhd.instance_feat / label_feat): each '
           'label map file needs features, drawn from k-means clusters of the training set\'s '
           '(the official encode_features.py): run python -m p2p_jax.encode_features '
           '--workdir=WORKDIR once; translate then reads its features_clustered_010.npz')
-    _load_clusters(hd.cluster_path, hd.feat_num)   # a bad file: one line, before any output
+    feature_clusters.load_once(hd.cluster_path, hd.feat_num)   # a bad file: one line, now
 
-  def file_inference_config(self, config, workdir: str):
-    """With the feature encoder and no cluster_path: the workdir's clusters file
-    (encode_features): features_clustered_010.npz, or the only features_clustered_*.npz
+  def file_inference_config(self, config, workdir: str, seed: int = 0):
+    """With the feature encoder: features drawn with `seed` (translate --seed), from the
+    workdir's clusters file (feature_clusters.find) unless cluster_path names one
     (check_file_input says what to do when there is none)."""
-    from p2p_jax import feature_clusters  # pylint: disable=import-outside-toplevel
     hd = _hd(config)
-    if not networks.uses_features(config) or hd.cluster_path:
+    if not networks.uses_features(config):
       return config
-    path = feature_clusters.clusters_path(workdir)
-    if not os.path.exists(path):
-      made = sorted(glob.glob(os.path.join(glob.escape(workdir), 'features_clustered_*.npz')))
-      if len(made) != 1:
-        return config
-      path = made[0]
     config = config.copy_and_resolve_references()
-    config.pix2pixhd.cluster_path = path
+    config.seed = seed   # the draws' seed (config.seed is the training run's otherwise)
+    if not hd.cluster_path:
+      config.pix2pixhd.cluster_path = feature_clusters.find(workdir) or ''
     return config
 
   def feature_map(self, config, ids: np.ndarray) -> np.ndarray:
     """Features [H, W, feat_num] drawn from config.pix2pixhd.cluster_path for one image's
     ids [H, W] (instance ids; label ids with label_feat): instance i takes cluster
     number default_rng([config.seed, i]) of its label's (feature_clusters)."""
-    from p2p_jax import feature_clusters  # pylint: disable=import-outside-toplevel
     hd = _hd(config)
-    centers, _ = _load_clusters(hd.cluster_path, hd.feat_num)
+    centers, _ = feature_clusters.load_once(hd.cluster_path, hd.feat_num)
     return feature_clusters.sample_feature_map(centers, np.asarray(ids).astype(np.int64),
                                                hd.feat_num, seed=config.seed)
 

@@ -32,6 +32,10 @@ def instance_mean(features: jax.Array, ids: jax.Array) -> jax.Array:
   [N, H, W, C]; its gradient spreads each mean's evenly over the segment's pixels.
   """
   n, h, w, c = features.shape
+  if not isinstance(h * w, int):
+    # jnp.unique and the segment sums need the pixel count as a number.
+    raise ValueError('the feature encoder\'s instance-wise average needs a fixed image size '
+                     f'(got {h}x{w}): for export, give --image_size')
   flat = features.reshape(n, h * w, c).astype(jnp.float32)
   ids = jnp.asarray(ids).reshape(n, h * w)
 
