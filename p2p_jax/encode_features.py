@@ -6,10 +6,12 @@ r"""Clusters the training set's instance features of a pix2pixHD run with the fe
 
 The official encode_features.py (NVIDIA/pix2pixHD): the encoder E of the checkpoint
 encodes every photo of the split, in order, without flips or random crops; each instance
-(each label class with pix2pixhd.label_feat) gives its feature vector to its label, and
-per label the vectors of instances larger than half a block (H * W / 64 pixels) are
-k-means clustered (p2p_jax/feature_clusters.py). Writes WORKDIR/features_clustered_010.npz
-(--n_clusters=10), from which translation draws each instance's features at test time.
+of the instance map (also for a label_feat model, as the official script, which sets
+instance_feat; the label map where there are no instance maps) gives its feature vector to
+its label, and per label the vectors of instances larger than half a block (H * W / 64
+pixels) are k-means clustered (p2p_jax/feature_clusters.py). Writes
+WORKDIR/features_clustered_010.npz (--n_clusters=10), from which translation draws each
+instance's features at test time.
 The file is replaced only once the new one is complete: a failed or interrupted run leaves
 the previous one as it was.
 """
