@@ -13,6 +13,8 @@ import zlib
 import numpy as np
 from PIL import Image, PngImagePlugin
 
+from p2p_jax import stopping
+
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.ppm', '.pgm', '.tif', '.tiff',
                     '.webp', '.gif')
 # Pixels per band when converting a decoded image to an array (see `_pixels`).
@@ -136,8 +138,10 @@ def write_png(path: str, image: np.ndarray, metadata: dict | None = None) -> Non
   for key, value in (metadata or {}).items():
     info.add_text(str(key), str(value))
   tmp = path + '.tmp'
-  Image.fromarray(image).save(tmp, format='PNG', pnginfo=info)
-  os.replace(tmp, path)  # No half-written PNG if the run is killed.
+  # A command's stop request (stopping.stop_at_once) waits for the file: no .tmp left.
+  with stopping.writing():
+    Image.fromarray(image).save(tmp, format='PNG', pnginfo=info)
+    os.replace(tmp, path)  # No half-written PNG if the run is killed.
 
 
 def read_png_metadata(path: str) -> dict:

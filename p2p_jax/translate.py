@@ -29,14 +29,20 @@ mirrored padding to the generator.
 """
 
 if __name__ == '__main__':
-  # First, before JAX and the rest are imported: an offline first use of --pretrained=NAME
-  # fails in a second (pytorch/pretrained.py), and the huge-page re-execution
-  # (host_memory.py) does not import everything twice.
+  # First: SIGTERM or Ctrl-C from here on ends the command at once with one line (a
+  # KeyboardInterrupt raised during the imports can be lost in a garbage-collection
+  # callback, and the command go on); each PNG is whole or not there (stopping.py).
+  from p2p_jax import stopping as _stopping  # pylint: disable=g-import-not-at-top
+  _stopping.stop_at_once('p2p_jax.translate',
+                         'the images written before it are whole, the others not written')
+  # Before JAX and the rest are imported: an offline first use of --pretrained=NAME fails in
+  # a second (pytorch/pretrained.py), and the huge-page re-execution (host_memory.py) does
+  # not import everything twice; it holds the stop signals through it.
   import sys  # pylint: disable=g-import-not-at-top
   from p2p_jax.pytorch import pretrained as _pretrained  # pylint: disable=g-import-not-at-top
   _pretrained.exit_if_unreachable(sys.argv[1:], 'p2p_jax.translate')
   from p2p_jax import host_memory as _host_memory  # pylint: disable=g-import-not-at-top
-  _host_memory.reexec_with_hugepage_malloc()  # faster XLA:CPU (see host_memory.py)
+  _host_memory.reexec_with_hugepage_malloc(hold_signals=True)  # faster XLA:CPU
 
 import itertools
 import logging

@@ -144,20 +144,28 @@ def test_sigterm_while_compiling_exits_75_within_seconds(tmp_path, blue_marble_d
   assert sorted(os.listdir(workdir)) == [], os.listdir(workdir)
 
 
+ONE_SHOT = {
+    'p2p_jax.encode_features': 'the clusters file is as it was (none written)',
+    'p2p_jax.translate': 'the images written before it are whole, the others not written'}
+
+
+@pytest.mark.parametrize('tool', sorted(ONE_SHOT))
 @pytest.mark.parametrize('sig, status', [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_encode_features_stops_at_once_with_one_line_and_no_file(tmp_path, sig, status):
-  """A one-shot command (stopping.stop_at_once): a stop request while it imports ends it
-  with one line, 128 + the signal (a Ctrl-C raised as KeyboardInterrupt there could be
-  lost in a garbage-collection callback, and the command go on to write its file)."""
+def test_one_shot_commands_stop_at_once_with_one_line_and_no_file(tmp_path, tool, sig,
+                                                                 status):
+  """Commands whose outputs are whole files (stopping.stop_at_once): a stop request while
+  they import ends them with one line, 128 + the signal (a Ctrl-C raised as
+  KeyboardInterrupt there could be lost in a garbage-collection callback, and the command
+  go on to write its files)."""
   workdir = tmp_path / 'run'
   workdir.mkdir()
-  process = _main(workdir, command=[sys.executable, '-m', 'p2p_jax.encode_features',
-                                    f'--workdir={workdir}'])
+  process = _main(workdir, command=[sys.executable, '-m', tool, f'--workdir={workdir}',
+                                    *(['--input=x.png', f'--output={workdir}/y.png']
+                                      if tool == 'p2p_jax.translate' else [])])
   # Python catches SIGINT from its start; SIGTERM caught means the command's handlers are.
   assert _when(process, 'SigCgt')
   process.send_signal(sig)
   output, _ = process.communicate(timeout=30)
   assert (process.returncode, output.strip()) == (
-      status, f'p2p_jax.encode_features: stopped by {sig.name}; the clusters file is as it '
-      'was (none written)'), output
+      status, f'{tool}: stopped by {sig.name}; {ONE_SHOT[tool]}'), output
   assert os.listdir(workdir) == []
