@@ -13,7 +13,7 @@ from typing import Callable
 
 from absl import flags
 
-from p2p_jax import compile_cache, inference, methods, train_logging, workdirs
+from p2p_jax import compile_cache, inference, input_pipeline, methods, train_logging, workdirs
 from p2p_jax.pytorch import pretrained
 
 USAGE_ERROR = 2
@@ -119,6 +119,17 @@ def load_generator(args, workdir: str | None = None, *,
     print(f'p2p_jax: {args.pretrained} loaded; compiling it for the first batch of each image '
           'size (once: later runs load the compiled program from the cache)', flush=True)
   return generator
+
+
+def split_batches(config, split: str, batch_size: int, seed: int = 0):
+  """The batches of a dataset split as a one-process command reads it: in order, no
+  augmentation, in the form the config's method trains on (evaluate, encode_features)."""
+  method = methods.get(config)
+  return input_pipeline.numpy_batches(
+      config.data, split, batch_size=batch_size, train=False, seed=seed, process_index=0,
+      process_count=1, in_channels=config.model.in_channels,
+      out_channels=config.model.out_channels, data_kind=method.data_kind_for(config),
+      **method.pipeline_options(config))
 
 
 def parse(argv: list[str], define: Callable[[flags.FlagValues], None], prog: str,

@@ -35,9 +35,7 @@ from absl import flags
 import jax
 import numpy as np
 
-from p2p_jax import (cli, compile_cache, feature_clusters, input_pipeline, methods, networks,
-                     stopping, workdirs)
-from p2p_jax.methods import pix2pixhd
+from p2p_jax import cli, compile_cache, feature_clusters, networks, stopping, workdirs
 
 PROG = 'p2p_jax.encode_features'
 
@@ -93,7 +91,7 @@ def encode(config, variables: dict, batches: Iterable[dict], n_clusters: int = 1
     # model (it sets instance_feat): one vector per instance; the label map where there are
     # no instance maps.
     ids = np.asarray(batch['instance'] if 'instance' in batch else
-                     pix2pixhd.feature_ids(config, batch)).astype(np.int32)
+                     batch['label']).astype(np.int32)
     take = len(photo) if num_images < 0 else min(len(photo), num_images - images)
     photo, ids = photo[:take], ids[:take]
     b, h, w = ids.shape
@@ -166,12 +164,7 @@ def run(args) -> dict:
   which = cli.checkpoint_choice(args.checkpoint)
   compile_cache.enable(args.compilation_cache)
   step, variables = workdirs.load_generator_variables(workdir, which)
-  method = methods.get(config)
-  batches = input_pipeline.numpy_batches(
-      config.data, args.split, batch_size=args.batch_size, train=False, seed=0,
-      process_index=0, process_count=1, in_channels=config.model.in_channels,
-      out_channels=config.model.out_channels, data_kind=method.data_kind_for(config),
-      **method.pipeline_options(config))
+  batches = cli.split_batches(config, args.split, args.batch_size)
 
   said = [0]
 

@@ -37,8 +37,8 @@ from typing import Iterable
 from absl import flags
 import numpy as np
 
-from p2p_jax import (cli, evaluation, image_io, inference, input_pipeline,
-                     loss_plot, metrics, results_page, workdirs)
+from p2p_jax import (cli, evaluation, image_io, inference, loss_plot, metrics, results_page,
+                     workdirs)
 from p2p_jax.pytorch import pretrained
 
 METRICS = evaluation.METRICS
@@ -201,12 +201,7 @@ def run(args) -> dict:
   suffix = '' if generator.method.name == 'pix2pix' else f'_{generator.direction}'
   out_dir = args.out_dir or os.path.join(
       workdir, workdirs.EVAL, f'{split}_step{generator.step}_{generator.mode}{suffix}')
-  batches = input_pipeline.numpy_batches(
-      config.data, split, batch_size=args.batch_size, train=False, seed=args.seed,
-      process_index=0, process_count=1, in_channels=config.model.in_channels,
-      out_channels=config.model.out_channels,
-      data_kind=generator.method.data_kind_for(config),
-      **generator.method.pipeline_options(config))
+  batches = cli.split_batches(config, split, args.batch_size, args.seed)
   header = {'split': split, 'dataset': config.data.dataset, 'direction': config.data.direction,
             'workdir': os.path.abspath(workdir)}
   curves = os.path.join(workdir, loss_plot.PLOT_FILE)

@@ -70,9 +70,9 @@ def exit_code(stopped_by: str | None) -> int:
   return 0 if stopped_by in (None, 'SIGINT') else EXIT_PREEMPTED
 
 
-def exit_now(name: str, cleanups=()) -> None:
-  """Ends the process for a stop request before the first step: `cleanups()`, one line,
-  exit_code(name). From any thread; the first caller wins, the others wait for the end."""
+def _exit(line: str, status: int, cleanups=(), file=None) -> None:
+  """`cleanups()`, `line`, then the process ends with `status`. From any thread; the first
+  caller wins, the others wait for the end."""
   _EXITING.acquire()  # pylint: disable=consider-using-with
   try:
     for cleanup in cleanups:
@@ -80,11 +80,17 @@ def exit_now(name: str, cleanups=()) -> None:
         cleanup()
       except Exception:  # pylint: disable=broad-except  # exiting anyway
         pass
-    print(f'p2p_jax: stopped by {name} while starting (no new step to save); run the same '
-          'command to resume', flush=True)
+    print(line, file=file or sys.stdout, flush=True)
     sys.stderr.flush()
   finally:
-    os._exit(exit_code(name))  # pylint: disable=protected-access
+    os._exit(status)  # pylint: disable=protected-access
+
+
+def exit_now(name: str, cleanups=()) -> None:
+  """Ends the process for a stop request before the first step: `cleanups()`, one line,
+  exit_code(name)."""
+  _exit(f'p2p_jax: stopped by {name} while starting (no new step to save); run the same '
+        'command to resume', exit_code(name), cleanups)
 
 
 def _read_signals(read: int, on_signal) -> None:
@@ -253,12 +259,9 @@ class _OneShot:
 
 def _end_one_shot(name: str) -> None:
   """Ends the process; called with _OneShot.lock held, so no write starts meanwhile."""
-  _EXITING.acquire()  # pylint: disable=consider-using-with
-  try:
-    why = 'after its output was written' if _OneShot.written else _OneShot.what
-    print(f'{_OneShot.prog}: stopped by {name}; {why}', file=sys.stderr, flush=True)
-  finally:
-    os._exit(128 + signal.Signals[name].value)  # pylint: disable=protected-access
+  why = 'after its output was written' if _OneShot.written else _OneShot.what
+  _exit(f'{_OneShot.prog}: stopped by {name}; {why}', 128 + signal.Signals[name].value,
+        file=sys.stderr)
 
 
 def _one_shot_signal(name: str) -> None:
