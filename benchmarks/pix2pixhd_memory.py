@@ -27,6 +27,12 @@ when D still ran on its two input pairs stacked;
 benchmarks/README.md). So bfloat16 and remat save little here, and the CPU figures are an
 upper bound for a GPU, not its peak; a GPU also adds cuDNN workspace and the runtime's own.
 On a machine with GPUs, --platform=gpu compiles for them (spatial N needs N GPUs).
+
+Without a GPU, --target=h100_sxm compiles with XLA's GPU compiler for compile-only CUDA
+devices described by benchmarks/gpu_targets/h100_sxm.txtpb (jax's CUDA plugin must be
+installed: pip install "jax[cuda12]"; nothing needs a GPU or its driver). No GPU means no
+autotuning: each conv takes cuDNN's default algorithm. On a GPU, XLA reports its own peak
+(xla_peak_bytes, from its heap simulation), which is the figure to read there.
 """
 
 import argparse
@@ -44,10 +50,32 @@ CONFIGS = {'512p': ('pix2pixhd_cityscapes_512p.py', 512, 1024),
            '1024p': ('pix2pixhd_cityscapes_1024p.py', 1024, 2048),
            'demo': ('pix2pixhd_demo.py', 128, 128)}
 GIB = 2.0 ** 30
+# XLA GPU target configs (GpuTargetConfigProto, text): a GPU's description for compiling
+# without one.
+TARGETS = os.path.join(ROOT, 'benchmarks', 'gpu_targets')
+
+
+def _targets() -> list:
+  return sorted(f[:-len('.txtpb')] for f in os.listdir(TARGETS) if f.endswith('.txtpb'))
+
+
+def _target_devices(target: str, spatial: int) -> list:
+  """Compile-only CUDA devices described by the target file `target` (no GPU needed)."""
+  # pylint: disable=import-outside-toplevel
+  from jax.experimental import topologies
+  path = target if os.path.exists(target) else os.path.join(TARGETS, target + '.txtpb')
+  with open(path, encoding='utf-8') as f:
+    config = f.read()
+  try:
+    topology = topologies.get_topology_desc(platform='cuda', target_config=config,
+                                            topology=f'1x1x{spatial}')
+  except NotImplementedError as e:  # jax without its CUDA plugin
+    raise SystemExit(f'--target needs jax\'s CUDA plugin (pip install "jax[cuda12]"): {e}')
+  return list(topology.devices)
 
 
 def measure(name: str, dtype: str, remat: bool, vgg: bool, spatial: int,
-            batch: int = 1) -> dict:
+            batch: int = 1, target: str = '') -> dict:
   """Compiles the step of config `name` for one case; its memory analysis as a dict."""
   # pylint: disable=import-outside-toplevel  (jax after XLA_FLAGS, in the child process)
   import jax
@@ -67,13 +95,15 @@ def measure(name: str, dtype: str, remat: bool, vgg: bool, spatial: int,
     constants = {i: (jax.ShapeDtypeStruct((3, 3, c, o), np.float32),
                      jax.ShapeDtypeStruct((o,), np.float32))
                  for i, (o, c) in vgg19.CONV_SHAPES.items()}
-  runner = parallel.DataParallel(setup.step, 'shard_map', devices=jax.devices()[:spatial],
+  devices = _target_devices(target, spatial) if target else jax.devices()[:spatial]
+  runner = parallel.DataParallel(setup.step, 'shard_map', devices=devices,
                                  donate=True, constants=constants, spatial=spatial)
   keys = pix2pixhd.METHOD.batch_keys_for(config)
   shapes = {'label': ((height, width), np.int32), 'instance': ((height, width), np.int32),
             'input': ((height, width, config.model.in_channels), np.float32),
             'target': ((height, width, config.model.out_channels), np.float32)}
-  host_batch = {k: np.zeros((batch,) + shapes[k][0], shapes[k][1]) for k in keys}
+  host_batch = {k: jax.ShapeDtypeStruct((batch,) + shapes[k][0], shapes[k][1])
+                for k in keys}
   start = time.perf_counter()
   lowered = runner.lower(jax.eval_shape(setup.init), host_batch)
   traced = time.perf_counter()
@@ -97,7 +127,8 @@ def measure(name: str, dtype: str, remat: bool, vgg: bool, spatial: int,
           # The compiling process's peak resident memory (host RAM the compile took).
           'host_max_rss_gib': round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss *
                                     1024 / GIB, 2),
-          'backend': jax.default_backend(), 'jax': jax.__version__}
+          'backend': f'{devices[0].platform} {devices[0].device_kind}' + (
+              ' (compile only)' if target else ''), 'jax': jax.__version__}
 
 
 def _flag_list(text: str, kind=str) -> list:
@@ -114,6 +145,9 @@ def main(argv=None) -> None:
   p.add_argument('--batch', type=int, default=1)
   p.add_argument('--platform', default='cpu', help="JAX_PLATFORMS of the compiling "
                  "process: 'cpu' (N fake devices for spatial N) or 'gpu' / 'tpu' (real ones)")
+  p.add_argument('--target', default='', help='compile for this GPU without one: a name '
+                 f'in benchmarks/gpu_targets ({", ".join(_targets())}) or an XLA GPU target '
+                 'config file (text proto); needs jax\'s CUDA plugin installed')
   p.add_argument('--out', default='', help='append the JSON lines to this file')
   p.add_argument('--one', default='', help=argparse.SUPPRESS)  # a child's case (JSON)
   args = p.parse_args(argv)
@@ -125,10 +159,14 @@ def main(argv=None) -> None:
                             _flag_list(args.spatial, int))
   for name, dtype, remat, vgg, spatial in cases:
     case = {'name': name, 'dtype': dtype, 'remat': bool(remat), 'vgg': bool(vgg),
-            'spatial': spatial, 'batch': args.batch}
-    env = dict(os.environ, JAX_PLATFORMS=args.platform,
+            'spatial': spatial, 'batch': args.batch, 'target': args.target}
+    env = dict(os.environ, JAX_PLATFORMS='cpu' if args.target else args.platform,
                PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
-    if args.platform == 'cpu':
+    if args.target:
+      # No device to time cuDNN's algorithms on: XLA's default choice for each conv.
+      env['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
+                          ' --xla_gpu_autotune_level=0').strip()
+    elif args.platform == 'cpu':
       env['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                           f' --xla_force_host_platform_device_count={spatial}').strip()
     done = subprocess.run([sys.executable, os.path.abspath(__file__), '--one',

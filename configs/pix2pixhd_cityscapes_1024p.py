@@ -27,11 +27,12 @@ Command (from the repository root), after the 512p run:
       --config.pix2pixhd.load_pretrain=/tmp/label2city_512p --workdir=/tmp/label2city_1024p
 
 Runtime: 100 epochs x 2,975 steps = 297,500 steps at 2048x1024; the official README asks
-for 24 GB of GPU memory at float32 for this. The step's compiled memory (XLA:CPU, an upper
-bound for a GPU; benchmarks/pix2pixhd_memory.py): 17.8 GiB at float32, 16.4 with
---config.compute.dtype=bfloat16 --config.pix2pixhd.remat=True, and per device with each
-image split over 2 or 4 devices (--config.compute.mapping=shard_map
---config.compute.spatial=2 or 4) less again (README, pix2pixHD, Scale).
+for 24 GB of GPU memory at float32 for this. The step's compiled memory per device with
+the VGG term (benchmarks/pix2pixhd_memory.py --target=h100_sxm: XLA's GPU compiler for an
+H100, compile only, not yet run on one): 13.5 GiB at float32, 7.0 GiB with
+--config.compute.dtype=bfloat16 --config.pix2pixhd.remat=True, and with each image split
+over 2 or 4 devices (--config.compute.mapping=shard_map --config.compute.spatial=2 or 4)
+4.8 / 3.5 GiB (README, pix2pixHD, Scale).
 """
 
 from p2p_jax import config_schema

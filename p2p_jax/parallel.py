@@ -293,6 +293,10 @@ class DataParallel:
     n = len(self.local_devices) // self.spatial
 
     def split(a):
+      if isinstance(a, jax.ShapeDtypeStruct):  # shapes only (lower, e.g. for another machine)
+        if self.mapping == 'pmap':
+          return jax.ShapeDtypeStruct((n, a.shape[0] // n) + a.shape[1:], a.dtype)
+        return jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=self.batch_sharding(len(a.shape)))
       a = np.asarray(a)
       if a.shape[0] % n:
         what = 'replicas' if self.spatial > 1 else 'devices'
@@ -330,6 +334,7 @@ class DataParallel:
 
   def lower(self, state, batch):
     """jax lowering of the mapped function for this batch (cost analysis, compile time).
+    The batch's leaves may be arrays or jax.ShapeDtypeStructs (one process: its shapes).
 
     The state is taken as placed by `put_state` whatever its leaves carry, so that the
     executable is the one a later call with the real state reuses (a leaf without that

@@ -151,6 +151,21 @@ def test_the_input_is_split_along_the_height():
   assert {s.data.shape for s in split['label'].addressable_shards} == {(1, SIZE // 2, SIZE)}
 
 
+@pytest.mark.parametrize('mapping,spatial', [('pmap', 1), ('shard_map', 1), ('shard_map', 2)])
+def test_a_batch_of_shapes_lowers_as_the_batch_itself(mapping, spatial):
+  """benchmarks/pix2pixhd_memory.py lowers for devices that cannot hold data (a GPU
+  described, not present) from the batch's shapes: the program must be the one the
+  trainer's numpy batch gives."""
+  def step(state, batch):
+    mean = jax.lax.pmean(batch['target'].mean(), parallel.AXIS)
+    return jax.tree.map(lambda w: w + mean, state), {}
+  runner = parallel.DataParallel(step, mapping, jax.devices()[:2], spatial=spatial)
+  state = {'w': jax.ShapeDtypeStruct((3,), np.float32)}
+  batch = labelled_batch(2)
+  shapes = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in batch.items()}
+  assert runner.lower(state, shapes).as_text() == runner.lower(state, batch).as_text()
+
+
 def test_the_trainer_splits_images_for_any_method(tmp_path):
   """pix2pix (U-Net, batch norm, dropout) through train.train_and_evaluate: spatial 2 on
   2 devices ends where one device does."""
