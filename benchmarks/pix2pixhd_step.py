@@ -17,10 +17,15 @@ after --warmup untimed steps of each (compilation, memory first touched). One JS
 per round: images per second of each and their ratio; then a summary line. On a shared
 machine the absolute numbers drift: compare the ratios of one run.
 
---threads 1 runs both on one thread (torch.set_num_threads(1); XLA without its Eigen
-thread pool). On a loaded machine that is the fair setting: measured here under load,
-PyTorch's step with its 2 default OpenMP threads was 64x slower than with one (threads
-spinning for cores the other processes held), which no quiet machine shows.
+--threads 1 runs both on one core: the process is pinned to its first allowed CPU
+(sched_setaffinity, before either framework starts a thread) and torch.set_num_threads(1).
+XLA's flags alone do not do it: with --xla_cpu_multi_thread_eigen=false
+intra_op_parallelism_threads=1 (what this script set before 2026-12-06, later) jax 0.10.2
+still ran a 2048x2048 matmul, a conv and this step on both cores of a 2-core machine (as
+fast as with its defaults, 2x faster than pinned), so the "one thread" ratios measured
+then were p2p_jax on two cores against PyTorch on one. On a loaded machine one core each
+is the fair setting: measured here under load, PyTorch's step with its 2 default OpenMP
+threads was 64x slower than with one (threads spinning for cores the other processes held).
 """
 
 import argparse
@@ -120,9 +125,8 @@ def main(argv=None) -> None:
   p.add_argument('--threads', type=int, default=0,
                  help='1: both frameworks on one thread; 0: their defaults (all cores)')
   args = p.parse_args(argv)
-  if args.threads == 1:  # before jax is imported
-    os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' --xla_cpu_multi_thread_eigen'
-                               '=false intra_op_parallelism_threads=1').strip()
+  if args.threads == 1:  # before jax or torch starts a thread: they all inherit it
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     import torch  # pylint: disable=import-outside-toplevel
     torch.set_num_threads(1)
   elif args.threads:
@@ -150,7 +154,8 @@ def main(argv=None) -> None:
                     'ratio_min': round(min(ratios), 3), 'ratio_max': round(max(ratios), 3),
                     'threads': args.threads or 'default', 'conv_impl': args.conv_impl,
                     'torch': torch.__version__, 'torch_threads': torch.get_num_threads(),
-                    'cpus': os.cpu_count()}), flush=True)
+                    'cpus': os.cpu_count(), 'cpus_used': len(os.sched_getaffinity(0))}),
+        flush=True)
 
 
 if __name__ == '__main__':
