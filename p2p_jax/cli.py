@@ -8,6 +8,7 @@ Errors the user can fix (a missing workdir, a bad checkpoint name, an unreadable
 end the tool with one line on stderr and exit status 2, never a stack trace.
 """
 
+import errno
 import sys
 from typing import Callable
 
@@ -154,10 +155,22 @@ def parse(argv: list[str], define: Callable[[flags.FlagValues], None], prog: str
   return fv
 
 
+# A full disk or quota, a read-only file system: the user frees space or picks another place.
+_STORAGE_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
 def run(prog: str, fn: Callable[[], int]) -> int:
   """fn()'s exit status; an error the user can fix becomes one line and status 2."""
   try:
     return fn()
   except (ValueError, FileNotFoundError, PermissionError, ImportError) as e:
     print(f'{prog}: error: {e}', file=sys.stderr)
+    return USAGE_ERROR
+  except OSError as e:
+    if e.errno not in _STORAGE_FULL:
+      raise
+    # Every command's outputs are written under temporary names and renamed when whole.
+    where = f'{e.filename}: ' if e.filename else ''
+    print(f'{prog}: error: {where}{e.strerror or e}; nothing half-written is left, what it '
+          'wrote before is as it was', file=sys.stderr)
     return USAGE_ERROR

@@ -56,7 +56,14 @@ pip install torch --index-url https://download.pytorch.org/whl/cpu).
 """
 
 if __name__ == '__main__':
-  # First, before JAX and the rest are imported: an offline first use of --pretrained=NAME
+  # First: SIGTERM or Ctrl-C from here on ends the command at once with one line (a
+  # KeyboardInterrupt raised during the imports can be lost in a garbage-collection
+  # callback, and the command go on), a workdir or .pth file being made removed
+  # (stopping.py).
+  from p2p_jax import stopping as _stopping  # pylint: disable=g-import-not-at-top
+  _stopping.stop_at_once('p2p_jax.convert', 'nothing half-made is left: a new workdir or '
+                         '.pth file appears only whole, an existing .pth file is as it was')
+  # Before JAX and the rest are imported: an offline first use of --pretrained=NAME
   # fails in a second (pytorch/pretrained.py).
   import sys  # pylint: disable=g-import-not-at-top
   from p2p_jax.pytorch import pretrained as _pretrained  # pylint: disable=g-import-not-at-top

@@ -14,6 +14,8 @@ import threading
 import urllib.parse
 import urllib.request
 
+from p2p_jax import stopping
+
 
 class DownloadError(OSError):
   """A download that did not complete; nothing was left at its destination."""
@@ -51,15 +53,18 @@ def download(url: str, path: str, *, timeout: float = 60.0) -> str:
   fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.part',
                              dir=directory)
   try:
-    with os.fdopen(fd, 'wb') as out, urllib.request.urlopen(url, timeout=timeout) as response:
-      expected = response.headers.get('Content-Length')
-      shutil.copyfileobj(response, out, 1 << 20)
-      out.flush()
-      os.fsync(out.fileno())
-      got = out.tell()
-    if expected is not None and got != int(expected):
-      raise DownloadError(f'{url}: got {got} of {expected} bytes')
-    os.replace(tmp, path)
+    # A command's stop request (stopping.stop_at_once) ends it at once: no .part left.
+    with stopping.removed_on_stop(tmp):
+      with os.fdopen(fd, 'wb') as out, urllib.request.urlopen(url, timeout=timeout) as response:
+        expected = response.headers.get('Content-Length')
+        shutil.copyfileobj(response, out, 1 << 20)
+        out.flush()
+        os.fsync(out.fileno())
+        got = out.tell()
+      if expected is not None and got != int(expected):
+        raise DownloadError(f'{url}: got {got} of {expected} bytes')
+      with stopping.writing():
+        os.replace(tmp, path)
   except BaseException as e:  # Ctrl-C included: never a partial file.
     if os.path.exists(tmp):
       os.unlink(tmp)

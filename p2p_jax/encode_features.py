@@ -183,7 +183,7 @@ def run(args) -> dict:
   meta = {'workdir': workdir, 'checkpoint_step': step, 'split': args.split,
           'dataset': config.data.dataset, **meta}
   path = feature_clusters.clusters_path(workdir, args.n_clusters)
-  with stopping.writing():   # a stop request now ends the command once the file is whole
+  with stopping.writing(completes=True):  # a stop now ends it once the file is whole
     feature_clusters.save(path, centers, meta)
   return {**meta, 'path': path}
 

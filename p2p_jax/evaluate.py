@@ -17,14 +17,20 @@ the number of devices).
 """
 
 if __name__ == '__main__':
-  # First, before JAX and the rest are imported: an offline first use of --pretrained=NAME
-  # fails in a second (pytorch/pretrained.py), and the huge-page re-execution
-  # (host_memory.py) does not import everything twice.
+  # First: SIGTERM or Ctrl-C from here on ends the command at once with one line (a
+  # KeyboardInterrupt raised during the imports can be lost in a garbage-collection
+  # callback, and the command go on); the results appear only whole (stopping.py).
+  from p2p_jax import stopping as _stopping  # pylint: disable=g-import-not-at-top
+  _stopping.stop_at_once('p2p_jax.evaluate',
+                         'no results written; its results folder is as it was')
+  # Before JAX and the rest are imported: an offline first use of --pretrained=NAME fails in
+  # a second (pytorch/pretrained.py), and the huge-page re-execution (host_memory.py) does
+  # not import everything twice; it holds the stop signals through it.
   import sys  # pylint: disable=g-import-not-at-top
   from p2p_jax.pytorch import pretrained as _pretrained  # pylint: disable=g-import-not-at-top
   _pretrained.exit_if_unreachable(sys.argv[1:], 'p2p_jax.evaluate')
   from p2p_jax import host_memory as _host_memory  # pylint: disable=g-import-not-at-top
-  _host_memory.reexec_with_hugepage_malloc()  # faster XLA:CPU (see host_memory.py)
+  _host_memory.reexec_with_hugepage_malloc(hold_signals=True)  # faster XLA:CPU
 
 import csv
 import json
@@ -38,7 +44,7 @@ from absl import flags
 import numpy as np
 
 from p2p_jax import (cli, evaluation, image_io, inference, loss_plot, metrics, results_page,
-                     workdirs)
+                     stopping, workdirs)
 from p2p_jax.pytorch import pretrained
 
 METRICS = evaluation.METRICS
@@ -70,13 +76,13 @@ def evaluate_batches(generator: inference.TrainedGenerator, batches: Iterable[di
   curves: the training run's losses.png, copied next to the page and shown on it.
   Returns the summary written to metrics.json.
   """
-  results = _Results(out_dir, generator, seed, grid_rows)
-  evaluation.score(generator, batches, limit=max_images, seed=seed,
-                   on_batch=lambda _, batch, out, scores: results.add(
-                       batch['name'], {'input': evaluation.shown_input(generator, batch),
-                                       'output': out,
-                                       'target': batch['target']}, scores))
-  return results.write(METRICS, header, curves)
+  with _Results(out_dir, generator, seed, grid_rows) as results:
+    evaluation.score(generator, batches, limit=max_images, seed=seed,
+                     on_batch=lambda _, batch, out, scores: results.add(
+                         batch['name'], {'input': evaluation.shown_input(generator, batch),
+                                         'output': out,
+                                         'target': batch['target']}, scores))
+    return results.write(METRICS, header, curves)
 
 
 def evaluate_cycle(forward: inference.TrainedGenerator, backward: inference.TrainedGenerator,
@@ -88,30 +94,56 @@ def evaluate_cycle(forward: inference.TrainedGenerator, backward: inference.Trai
   through forward then backward and, where the split is paired (`target_key`), L1, PSNR
   and SSIM of forward(x) against batch[target_key]; written as evaluate_batches writes,
   with the columns input | output | reconstructed (| target)."""
-  results = _Results(out_dir, forward, seed, grid_rows)
+  with _Results(out_dir, forward, seed, grid_rows) as results:
 
-  def add(_, batch, fake, rec, scores):
-    images = {'input': batch[key], 'output': fake, 'reconstructed': rec}
-    if target_key:
-      images['target'] = batch[target_key]
-    results.add(batch['name'], images, scores)
+    def add(_, batch, fake, rec, scores):
+      images = {'input': batch[key], 'output': fake, 'reconstructed': rec}
+      if target_key:
+        images['target'] = batch[target_key]
+      results.add(batch['name'], images, scores)
 
-  evaluation.score_cycle(forward, backward, batches, key=key, target_key=target_key,
-                         limit=max_images, seed=seed, on_batch=add)
-  names = ('cycle_l1',) + (METRICS if target_key else ())
-  return results.write(names, {'backward_generator': backward.direction, **(header or {})},
-                       curves)
+    evaluation.score_cycle(forward, backward, batches, key=key, target_key=target_key,
+                           limit=max_images, seed=seed, on_batch=add)
+    names = ('cycle_l1',) + (METRICS if target_key else ())
+    return results.write(names, {'backward_generator': backward.direction,
+                                 **(header or {})}, curves)
 
 
 class _Results:
-  """Per-image rows (PNG files, scores) and what evaluate writes from them."""
+  """Per-image rows (PNG files, scores) and what evaluate writes from them.
+
+  Everything is written into a folder beside out_dir and moved into it at the end of
+  `write` (each file in place of the one of that name), so that an evaluation that fails
+  or is stopped leaves out_dir as it was: no new images beside an older metrics.csv. A
+  context manager: on leaving, that folder is gone.
+  """
 
   def __init__(self, out_dir: str, generator: inference.TrainedGenerator, seed: int,
                grid_rows: int):
     self.out_dir, self.generator, self.seed, self.grid_rows = out_dir, generator, seed, grid_rows
-    os.makedirs(os.path.join(out_dir, 'images'), exist_ok=True)
+    self.staging = f'{os.path.abspath(out_dir).rstrip(os.sep)}.partial-{os.getpid()}'
     self.out_meta = dict(generator.metadata, **{'p2p_jax.seed': str(seed)})
     self.rows, self.grid, self.taken, self.columns = [], [], set(), ()
+    self._partial = stopping.removed_on_stop(self.staging)
+
+  def __enter__(self):
+    shutil.rmtree(self.staging, ignore_errors=True)
+    self._partial.__enter__()  # a stop request (stop_at_once) removes the folder
+    os.makedirs(os.path.join(self.staging, 'images'))
+    return self
+
+  def __exit__(self, *exc):
+    shutil.rmtree(self.staging, ignore_errors=True)
+    self._partial.__exit__(*exc)
+
+  def _publish(self) -> None:
+    """Moves the finished results into out_dir (a stop request waits for the moves)."""
+    with stopping.writing(completes=True):
+      for root, _, files in os.walk(self.staging):
+        into = os.path.join(self.out_dir, os.path.relpath(root, self.staging))
+        os.makedirs(into, exist_ok=True)
+        for name in files:
+          os.replace(os.path.join(root, name), os.path.join(into, name))
 
   def add(self, names, images: dict, scores: dict) -> None:
     """One batch: `images` {column: [B, H, W, C]}, `scores` {metric: [B]}."""
@@ -122,7 +154,7 @@ class _Results:
       for kind, batch in images.items():
         rel = os.path.join('images', f'{stem}_{kind}.png')
         meta = self.out_meta if kind in ('output', 'reconstructed') else None
-        image_io.write_png(os.path.join(self.out_dir, rel), batch[j], meta)
+        image_io.write_png(os.path.join(self.staging, rel), batch[j], meta)
         row[kind] = rel
       row.update({k: float(v[j]) for k, v in scores.items()})
       self.rows.append(row)
@@ -130,7 +162,7 @@ class _Results:
         self.grid.append(tuple(batch[j] for batch in images.values()))
 
   def write(self, metric_names, header, curves) -> dict:
-    rows, generator, out_dir = self.rows, self.generator, self.out_dir
+    rows, generator, out_dir = self.rows, self.generator, self.staging
     if not rows:
       raise ValueError('evaluate: the dataset split gave no images')
     with open(os.path.join(out_dir, 'metrics.csv'), 'w', newline='') as f:
@@ -169,6 +201,7 @@ class _Results:
         figures=figures, images=self.columns)
     results_page.write_grid(os.path.join(out_dir, results_page.GRID), self.grid,
                             self.out_meta)
+    self._publish()
     return summary
 
 

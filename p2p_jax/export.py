@@ -22,21 +22,29 @@ TensorFlow is imported only inside these functions.
 """
 
 if __name__ == '__main__':
-  # First, before JAX and the rest are imported: an offline first use of --pretrained=NAME
+  # First: SIGTERM or Ctrl-C from here on ends the command at once with one line (a
+  # KeyboardInterrupt raised during the imports can be lost in a garbage-collection
+  # callback, and the command go on); the SavedModel appears only whole (stopping.py).
+  from p2p_jax import stopping as _stopping  # pylint: disable=g-import-not-at-top
+  _stopping.stop_at_once('p2p_jax.export',
+                         'no SavedModel written; its folder is as it was')
+  # Before JAX and the rest are imported: an offline first use of --pretrained=NAME
   # fails in a second (pytorch/pretrained.py).
   import sys  # pylint: disable=g-import-not-at-top
   from p2p_jax.pytorch import pretrained as _pretrained  # pylint: disable=g-import-not-at-top
   _pretrained.exit_if_unreachable(sys.argv[1:], 'p2p_jax.export')
 
+import errno
 import json
 import os
+import shutil
 import sys
 
 from absl import flags
 import jax
 import jax.numpy as jnp
 
-from p2p_jax import cli, inference, methods, workdirs
+from p2p_jax import cli, inference, methods, stopping, workdirs
 
 METADATA_FILE = 'p2p_jax_export.json'
 DEFAULT_PLATFORMS = ('cpu', 'cuda')
@@ -67,6 +75,7 @@ def export_saved_model(config, variables, out_dir: str, mode: str = 'eval',
     methods.get(config).generator_variables of workdirs.load_generator_variables).
   image_size: fix height = width = image_size; None leaves them polymorphic.
   """
+  _check_out_dir(out_dir)
   tf = _tensorflow()
   from jax.experimental import jax2tf  # pylint: disable=import-outside-toplevel
 
@@ -120,10 +129,47 @@ def export_saved_model(config, variables, out_dir: str, mode: str = 'eval',
       'inputs': 'images float32 [N, H, W, C]' + (', seed int32 []' if mode == 'paper' else ''),
   }
   module.metadata = tf.Variable(json.dumps(metadata, sort_keys=True), trainable=False)
-  tf.saved_model.save(module, out_dir, signatures={'serving_default': serving})
-  with open(os.path.join(out_dir, METADATA_FILE), 'w') as f:
-    json.dump(metadata, f, indent=2, sort_keys=True)
+
+  def save(folder):
+    try:
+      tf.saved_model.save(module, folder, signatures={'serving_default': serving})
+    except tf.errors.ResourceExhaustedError as e:  # TensorFlow's word for a full disk
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), out_dir) from e
+    with open(os.path.join(folder, METADATA_FILE), 'w') as f:
+      json.dump(metadata, f, indent=2, sort_keys=True)
+  _write_folder(out_dir, save)
   return out_dir
+
+
+def _check_out_dir(out_dir: str) -> None:
+  """out_dir is replaced as a whole: refused when it holds anything but an earlier export."""
+  if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    raise ValueError(f'{out_dir} is a file; give a folder for the SavedModel')
+  if os.path.isdir(out_dir) and os.listdir(out_dir) and not os.path.exists(
+      os.path.join(out_dir, METADATA_FILE)):
+    raise ValueError(f'{out_dir} holds files that are not a SavedModel of p2p_jax.export '
+                     '(it would be replaced as a whole); give a new or an empty folder')
+
+
+def _write_folder(out_dir: str, save) -> None:
+  """save(folder) into a new folder beside out_dir, then that folder put in out_dir's place:
+  a failed or stopped export leaves no half-written SavedModel, and an earlier one in
+  out_dir as it was."""
+  _check_out_dir(out_dir)
+  base = os.path.abspath(out_dir).rstrip(os.sep)
+  new, old = f'{base}.partial-{os.getpid()}', f'{base}.replaced-{os.getpid()}'
+  shutil.rmtree(new, ignore_errors=True)
+  try:
+    with stopping.removed_on_stop(new):  # a stop request (stop_at_once) removes it
+      os.makedirs(new)
+      save(new)
+      with stopping.writing(completes=True):
+        if os.path.exists(out_dir):
+          os.rename(out_dir, old)
+        os.rename(new, out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+  finally:
+    shutil.rmtree(new, ignore_errors=True)
 
 
 def define_flags(fv) -> None:

@@ -255,13 +255,30 @@ class _OneShot:
   writing = 0
   written = False
   pending = None
+  partial: list = []  # removed_on_stop's paths
+
+
+def _remove(path: str) -> None:
+  # Renamed first, so that a write still under way in another thread cannot put files
+  # back under the name while the tree is removed.
+  gone = f'{path}.removing-{os.getpid()}'
+  try:
+    os.rename(path, gone)
+  except OSError:
+    gone = path
+  if os.path.isdir(gone):
+    import shutil  # pylint: disable=import-outside-toplevel
+    shutil.rmtree(gone, ignore_errors=True)
+  elif os.path.lexists(gone):
+    os.remove(gone)
 
 
 def _end_one_shot(name: str) -> None:
   """Ends the process; called with _OneShot.lock held, so no write starts meanwhile."""
   why = 'after its output was written' if _OneShot.written else _OneShot.what
+  cleanups = [lambda p=p: _remove(p) for p in _OneShot.partial]
   _exit(f'{_OneShot.prog}: stopped by {name}; {why}', 128 + signal.Signals[name].value,
-        file=sys.stderr)
+        cleanups, file=sys.stderr)
 
 
 def _one_shot_signal(name: str) -> None:
@@ -297,8 +314,13 @@ def stop_at_once(prog: str, what: str,
 
 
 class writing:  # pylint: disable=invalid-name  (used as `with stopping.writing():`)
-  """Defers `stop_at_once`'s exit while the command writes its output (a no-op without
-  it): a signal in the meantime ends the command once the output is complete."""
+  """Defers `stop_at_once`'s exit while the command writes (or renames into place) an
+  output (a no-op without it): a signal in the meantime ends the command once it is whole.
+  completes: this write makes the command's whole output (the exit line then says
+  'after its output was written')."""
+
+  def __init__(self, completes: bool = False):
+    self.completes = completes
 
   def __enter__(self):
     with _OneShot.lock:
@@ -308,6 +330,24 @@ class writing:  # pylint: disable=invalid-name  (used as `with stopping.writing(
   def __exit__(self, *exc):
     with _OneShot.lock:
       _OneShot.writing -= 1
-      _OneShot.written = _OneShot.written or exc[0] is None
+      _OneShot.written = _OneShot.written or (self.completes and exc[0] is None)
       if _OneShot.pending and not _OneShot.writing:
         _end_one_shot(_OneShot.pending)
+
+
+class removed_on_stop:  # pylint: disable=invalid-name  (a context manager)
+  """While active, `stop_at_once`'s exit first removes `path` (a file or a folder): an
+  output being made under a temporary name, renamed into place (inside `writing()`) once
+  whole. A no-op without stop_at_once; removing it on errors is the caller's part."""
+
+  def __init__(self, path: str):
+    self.path = os.fspath(path)
+
+  def __enter__(self):
+    with _OneShot.lock:
+      _OneShot.partial.append(self.path)
+    return self
+
+  def __exit__(self, *exc):
+    with _OneShot.lock:
+      _OneShot.partial.remove(self.path)

@@ -50,3 +50,17 @@ def test_main_help_exits_zero():
   assert result.returncode == 0, result.stderr
   for flag in ('--config', '--workdir', '--compilation_cache'):
     assert flag in result.stdout
+
+
+def test_a_full_disk_is_one_line_and_other_os_errors_are_not_hidden(capsys):
+  def full():
+    raise OSError(28, 'No space left on device', '/data/out/grid.png')
+  assert cli.run('p2p_jax.evaluate', full) == 2
+  err = capsys.readouterr().err
+  assert err.count('\n') == 1 and err.startswith(
+      'p2p_jax.evaluate: error: /data/out/grid.png: No space left on device;'), err
+
+  def broken():
+    raise OSError(5, 'Input/output error')   # not the user's to fix: the traceback stays
+  with pytest.raises(OSError, match='Input/output'):
+    cli.run('p2p_jax.evaluate', broken)

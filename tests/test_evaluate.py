@@ -37,6 +37,30 @@ def generator():
                                     devices=jax.devices()[:2])
 
 
+def test_a_failed_evaluation_leaves_the_earlier_results_as_they_were(generator, tmp_path):
+  """Results are made beside the folder and moved in whole: an evaluation that fails half
+  way (here a split whose third image is bad) leaves no new image beside older metrics."""
+  out = tmp_path / 'eval'
+  evaluate.evaluate_batches(generator, _batches(), str(out), seed=3)
+  before = {p: p.read_bytes() for p in out.rglob('*') if p.is_file()}
+
+  def failing():
+    for i, batch in enumerate(_batches(batch=1, seed=1)):
+      if i == 2:
+        raise ValueError('data/3.jpg: not a JPEG')
+      yield batch
+  with pytest.raises(ValueError, match='3.jpg'):
+    evaluate.evaluate_batches(generator, failing(), str(out), seed=4)
+  assert {p: p.read_bytes() for p in out.rglob('*') if p.is_file()} == before
+  assert sorted(os.listdir(tmp_path)) == ['eval']  # nothing left beside it
+  # A complete one replaces them (and leaves a file of the user's in the folder alone).
+  (out / 'notes.txt').write_text('mine')
+  evaluate.evaluate_batches(generator, _batches(seed=1), str(out), seed=4)
+  assert json.loads((out / 'metrics.json').read_text())['seed'] == 4
+  assert (out / 'notes.txt').read_text() == 'mine'
+  assert sorted(os.listdir(tmp_path)) == ['eval']
+
+
 def test_page_lists_every_image_with_its_metrics(generator, tmp_path):
   summary = evaluate.evaluate_batches(generator, _batches(), str(tmp_path), seed=3,
                                       header={'split': 'test'})

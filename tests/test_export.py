@@ -38,6 +38,23 @@ def test_eval_mode_export_from_a_workdir_matches_jax(tmp_path, monkeypatch):
   np.testing.assert_allclose(served.numpy(), jax_model.apply(x), atol=1e-4)
 
 
+def test_an_export_replaces_an_earlier_one_whole_and_refuses_other_folders(tmp_path):
+  config, variables, _, _ = unet64()
+  out = tmp_path / 'saved'
+  export.export_saved_model(config, variables, str(out), 'eval', platforms=('cpu',))
+  (out / 'stale.txt').write_text('from an older export')
+  export.export_saved_model(config, variables, str(out), 'paper', platforms=('cpu',))
+  assert json.load(open(out / export.METADATA_FILE))['mode'] == 'paper'
+  assert not (out / 'stale.txt').exists()          # the folder was replaced as a whole
+  assert sorted(os.listdir(tmp_path)) == ['saved']  # no .partial or .replaced folder left
+  mine = tmp_path / 'mine'
+  mine.mkdir()
+  (mine / 'notes.txt').write_text('mine')
+  with pytest.raises(ValueError, match='not a SavedModel of p2p_jax.export'):
+    export.export_saved_model(config, variables, str(mine), 'eval', platforms=('cpu',))
+  assert os.listdir(mine) == ['notes.txt']
+
+
 def test_paper_mode_export_takes_a_seed_and_matches_jax(tmp_path):
   config, variables, jax_model, _ = unet64()  # has dropout
   out_dir = export.export_saved_model(config, variables, str(tmp_path / 'paper'), 'paper',

@@ -146,7 +146,14 @@ def test_sigterm_while_compiling_exits_75_within_seconds(tmp_path, blue_marble_d
 
 ONE_SHOT = {
     'p2p_jax.encode_features': 'the clusters file is as it was (none written)',
-    'p2p_jax.translate': 'the images written before it are whole, the others not written'}
+    'p2p_jax.translate': 'the images written before it are whole, the others not written',
+    'p2p_jax.evaluate': 'no results written; its results folder is as it was',
+    'p2p_jax.export': 'no SavedModel written; its folder is as it was',
+    'p2p_jax.convert': ('nothing half-made is left: a new workdir or .pth file appears only '
+                        'whole, an existing .pth file is as it was')}
+ONE_SHOT_ARGS = {
+    'p2p_jax.translate': lambda w: ['--input=x.png', f'--output={w}/y.png'],
+    'p2p_jax.convert': lambda w: [f'--from_pytorch={w}/net_G.pth', f'--workdir={w}/new']}
 
 
 @pytest.mark.parametrize('tool', sorted(ONE_SHOT))
@@ -159,9 +166,8 @@ def test_one_shot_commands_stop_at_once_with_one_line_and_no_file(tmp_path, tool
   go on to write its files)."""
   workdir = tmp_path / 'run'
   workdir.mkdir()
-  process = _main(workdir, command=[sys.executable, '-m', tool, f'--workdir={workdir}',
-                                    *(['--input=x.png', f'--output={workdir}/y.png']
-                                      if tool == 'p2p_jax.translate' else [])])
+  args = ONE_SHOT_ARGS.get(tool, lambda w: [f'--workdir={w}'])(workdir)
+  process = _main(workdir, command=[sys.executable, '-m', tool, *args])
   # Python catches SIGINT from its start; SIGTERM caught means the command's handlers are.
   assert _when(process, 'SigCgt')
   process.send_signal(sig)
@@ -169,3 +175,40 @@ def test_one_shot_commands_stop_at_once_with_one_line_and_no_file(tmp_path, tool
   assert (process.returncode, output.strip()) == (
       status, f'{tool}: stopped by {sig.name}; {ONE_SHOT[tool]}'), output
   assert os.listdir(workdir) == []
+
+
+_MAKING = r"""
+import os, signal, sys, time
+from p2p_jax import stopping
+stopping.stop_at_once('demo', 'nothing written')
+out, when = sys.argv[1], sys.argv[2]
+partial = out + '.partial'
+with stopping.removed_on_stop(partial):
+  os.makedirs(os.path.join(partial, 'images'))
+  with open(os.path.join(partial, 'images', 'a.png'), 'w') as f:
+    f.write('x')
+  if when == 'making':
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(30)
+  with stopping.writing(completes=True):
+    if when == 'renaming':
+      os.kill(os.getpid(), signal.SIGTERM)
+      time.sleep(0.5)
+    os.rename(partial, out)
+time.sleep(30)
+"""
+
+
+@pytest.mark.parametrize('when', ['making', 'renaming'])
+def test_a_stop_removes_an_output_being_made_and_waits_for_its_rename(tmp_path, when):
+  """What evaluate, export and convert rely on (stopping.removed_on_stop, writing): a stop
+  while an output is made under a temporary name removes it; one during the rename into
+  place ends the command right after, the output whole."""
+  out = tmp_path / 'results'
+  done = subprocess.run([sys.executable, '-c', _MAKING, str(out), when], cwd=ROOT,
+                        env=_env(), capture_output=True, text=True, timeout=60, check=False)
+  why = 'nothing written' if when == 'making' else 'after its output was written'
+  assert (done.returncode, done.stderr.strip()) == (143, f'demo: stopped by SIGTERM; {why}')
+  assert os.listdir(tmp_path) == ([] if when == 'making' else ['results'])
+  if when == 'renaming':
+    assert (out / 'images' / 'a.png').read_text() == 'x'

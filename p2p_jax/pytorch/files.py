@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from p2p_jax import stopping
 from p2p_jax.pytorch.weights import StateDictError
 
 CPU_WHEELS = 'https://download.pytorch.org/whl/cpu'
@@ -60,6 +61,17 @@ def write_pth(path: str, state_dict: dict[str, Any]) -> str:
   tensors = collections.OrderedDict(
       (k, torch.from_numpy(np.ascontiguousarray(np.asarray(v)))) for k, v in state_dict.items())
   tmp = path + '.tmp'
-  torch.save(tensors, tmp)
-  os.replace(tmp, path)
+  try:
+    with stopping.removed_on_stop(tmp):  # a stop request: no .tmp left, the file as it was
+      # Through a Python file: a full disk is then an OSError (torch's own writer raises a
+      # RuntimeError that does not say why).
+      with open(tmp, 'wb') as f:
+        torch.save(tensors, f)
+      with stopping.writing():
+        os.replace(tmp, path)
+  except OSError as e:
+    raise OSError(e.errno, e.strerror, path) from e
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
   return path

@@ -19,9 +19,11 @@ pix2pixHD), `export_run` writes a workdir's networks back as files or as a refer
 checkpoint folder.
 """
 
+import contextlib
 import os
+import shutil
 
-from p2p_jax import config_schema, networks, workdirs
+from p2p_jax import config_schema, networks, stopping, workdirs
 from p2p_jax.pytorch import (cyclegan_workdir, files, pix2pixhd_weights, pix2pixhd_workdir,
                              state_dicts as sdl, workdir as workdir_lib)
 
@@ -210,8 +212,16 @@ def export_run(workdir: str, outputs, *, which='latest', overwrite: bool = False
   for path in targets.values():
     if os.path.exists(path) and not overwrite:
       raise ValueError(f'{path} exists; pass --overwrite to replace it')
+  made = bool(folder) and not os.path.exists(folder)
   if folder:
     os.makedirs(folder, exist_ok=True)
-  for name, path in targets.items():
-    files.write_pth(path, state_dicts[name])
+  # A folder made here goes again unless every file is written (an error, a stop request).
+  with stopping.removed_on_stop(folder) if made else contextlib.nullcontext():
+    try:
+      for name, path in targets.items():
+        files.write_pth(path, state_dicts[name])
+    except BaseException:
+      if made:
+        shutil.rmtree(folder, ignore_errors=True)
+      raise
   return {'step': step, 'written': targets, 'skipped': skipped}

@@ -17,6 +17,7 @@ Export (`export_weights`): a checkpoint's G (and D) as the reference's state dic
 its networks load with load_state_dict(strict=True).
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -24,7 +25,8 @@ import shutil
 import jax
 import numpy as np
 
-from p2p_jax import checkpointing, config_schema, networks, state as state_lib, workdirs
+from p2p_jax import (checkpointing, config_schema, networks, state as state_lib, stopping,
+                     workdirs)
 from p2p_jax.pytorch import weights
 from p2p_jax.pytorch.weights import StateDictError
 
@@ -107,16 +109,21 @@ def write(config, state, workdir: str, record: dict) -> None:
   workdir."""
   fresh = not os.path.exists(workdir)
   target = f'{workdir.rstrip(os.sep)}.converting-{os.getpid()}' if fresh else workdir
+  # A stop request (convert's stopping.stop_at_once) ends the process at once: it removes
+  # the folder being made, and waits for the rename.
+  partial = stopping.removed_on_stop(target) if fresh else contextlib.nullcontext()
   try:
-    workdirs.check_writable(target)
-    with checkpointing.Checkpointer(workdirs.checkpoint_dir(target),
-                                    keep=config.keep_checkpoints, async_save=False) as ckpt:
-      ckpt.save(0, state)
-    workdirs.save_config(config, target)
-    with open(os.path.join(target, workdirs.IMPORT_FILE), 'w') as f:
-      json.dump(record, f, indent=2, sort_keys=True)
-    if fresh:
-      os.rename(target, workdir)
+    with partial:
+      workdirs.check_writable(target)
+      with checkpointing.Checkpointer(workdirs.checkpoint_dir(target),
+                                      keep=config.keep_checkpoints, async_save=False) as ckpt:
+        ckpt.save(0, state)
+      workdirs.save_config(config, target)
+      with open(os.path.join(target, workdirs.IMPORT_FILE), 'w') as f:
+        json.dump(record, f, indent=2, sort_keys=True)
+      if fresh:
+        with stopping.writing(completes=True):
+          os.rename(target, workdir)
   except BaseException:
     if fresh:
       shutil.rmtree(target, ignore_errors=True)
