@@ -71,11 +71,14 @@ CPU_WINOGRAD_MAX_KERNEL = 4
 # with kernels of at most CPU_NARROW_GEMM_MAX_KERNEL on inputs of at most
 # CPU_NARROW_GEMM_MAX_IN_FEATURES channels and CPU_WINOGRAD_MIN_ROWS output pixels or more
 # take the GEMM forms: its first layers, 3x3 stride-2 16 -> 32 and
-# D's 4x4 padding-2 4 -> 16, ran 2.4-2.9x faster so at 128-256 px (benchmarks/README.md).
+# D's 4x4 padding-2 4 -> 16, ran 1.5-1.7x faster so (256 px, one core, forward and backward:
+# 6.3 against 10.5 ms, 4.8 against 7.4; benchmarks/README.md).
 # Not for pix2pix's narrow layers, whose rule ('xla') was measured on them and whose
 # programs stay as they were.
 CPU_NARROW_GEMM_MAX_IN_FEATURES = 16
-CPU_NARROW_GEMM_MAX_KERNEL = 4  # the 7x7 ones: XLA's form 2-2.5x faster (8.4 against 18 ms)
+# The 7x7 ones keep XLA's form (256 px, one core, forward and backward: 19 against 21 ms
+# for 1 -> 16, 45 against 318 for 16 -> 3).
+CPU_NARROW_GEMM_MAX_KERNEL = 4
 
 
 def _known(dim):
