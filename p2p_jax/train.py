@@ -378,5 +378,7 @@ def _run(config, workdir, ckpt, stop, devices, local_batch, train_batches=None,
   elif main:
     train_logging.print_summary(workdir, ckpt.latest_step(), ckpt.best_step(),
                                 config.data.eval_split,
-                                best_metric=workdirs.best_metric(eval_paired), caption=caption)
+                                best_metric=workdirs.best_metric(eval_paired), caption=caption,
+                                before_translate=tuple(method.commands_before_translate(
+                                    config, workdir)))
   return Outcome(state, step, stopped_by)

@@ -162,9 +162,11 @@ BEST_METRIC_WORDS = {'val_l1': 'the lowest validation L1',
 
 def print_summary(workdir: str, latest: int | None, best: int | None, split: str,
                   stream=None, *, best_metric: str = 'val_l1',
-                  caption: str = 'input | output | target') -> None:
+                  caption: str = 'input | output | target',
+                  before_translate: tuple[str, ...] = ()) -> None:
   """Where a finished run's results are, and the commands that use them. best_metric: what
-  ranked the best checkpoint; caption: what a sample grid's columns are."""
+  ranked the best checkpoint; caption: what a sample grid's columns are; before_translate:
+  commands translate needs run first (the method's commands_before_translate)."""
   workdir = os.path.abspath(workdir)
   samples = sorted(f for f in os.listdir(os.path.join(workdir, workdirs.SAMPLES))
                    if f.endswith('.png')) if os.path.isdir(
@@ -186,6 +188,7 @@ def print_summary(workdir: str, latest: int | None, best: int | None, split: str
   which = 'best' if best is not None else 'latest'
   lines += ['Next:',
             f'  python -m p2p_jax.evaluate --workdir={quoted} --checkpoint={which}',
+            *(f'  {c}    # once, before translate' for c in before_translate),
             f'  python -m p2p_jax.translate --workdir={quoted} --checkpoint={which} '
             '--input=IMAGE_OR_FOLDER --output=OUT']
   print('\n'.join(lines), file=stream or sys.stdout, flush=True)

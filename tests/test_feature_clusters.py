@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from p2p_jax import (checkpointing, encode_features, feature_clusters as fc, input_pipeline,
-                     networks, workdirs)
+                     networks, train_logging, workdirs)
 from p2p_jax.methods import pix2pixhd
 import test_labelled_data as labelled_data
 import test_pix2pixhd_train as hd_train
@@ -280,3 +280,22 @@ def test_encode_features_refuses_a_run_without_the_feature_encoder(tmp_path, cap
   assert encode_features.main([f'--workdir={tmp_path / "none"}']) == 2
   assert 'does not exist' in capsys.readouterr().err
   assert not any(n.startswith('features_clustered') for n in os.listdir(tmp_path))
+
+
+def test_the_trainer_says_to_run_encode_features_before_translate(tmp_path, capsys):
+  """A finished feature-encoder run's 'Next:' lines name encode_features until its
+  clusters file exists; other runs' do not."""
+  method = pix2pixhd.METHOD
+  config = hd_train.make_config('pix2pixhd_global', instance_feat=True)
+  workdir = str(tmp_path / 'my run')
+  os.makedirs(workdir)
+  before = method.commands_before_translate(config, workdir)
+  assert before == [f"python -m p2p_jax.encode_features --workdir='{workdir}'"]
+  train_logging.print_summary(workdir, 4, None, 'val', before_translate=tuple(before))
+  lines = capsys.readouterr().out.splitlines()
+  assert lines.index(f'  {before[0]}    # once, before translate') < next(
+      i for i, l in enumerate(lines) if 'p2p_jax.translate' in l)
+  fc.save(fc.clusters_path(workdir), {1: np.zeros((1, 3), np.float32)}, {})
+  assert method.commands_before_translate(config, workdir) == []
+  assert method.commands_before_translate(hd_train.make_config('pix2pixhd_global'),
+                                          str(tmp_path)) == []

@@ -107,6 +107,12 @@ class Method:
     """Raises ValueError (one line) when this config's generator cannot translate input
     files (`translate` asks before it writes anything)."""
 
+  def commands_before_translate(self, config, workdir: str) -> list[str]:
+    """Commands a finished run needs before `translate` of files works (the trainer's
+    closing 'Next:' lines show them); none by default."""
+    del config, workdir
+    return []
+
   def file_inference_config(self, config, workdir: str, seed: int = 0):
     """The config inference on a user's files uses, for a run in `workdir` and the
     command's --seed (by default the run's own config; pix2pixHD with the feature encoder

@@ -51,6 +51,7 @@ checkpoints nor constants of the compiled program.
 import functools
 import logging
 import os
+import shlex
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -588,6 +589,18 @@ class Pix2PixHD(base.Method):
           '(the official encode_features.py): run python -m p2p_jax.encode_features '
           '--workdir=WORKDIR once; translate then reads its features_clustered_010.npz')
     feature_clusters.load_once(hd.cluster_path, hd.feat_num)   # a bad file: one line, now
+
+  def commands_before_translate(self, config, workdir: str) -> list[str]:
+    """With the feature encoder and no clusters file: encode_features (once)."""
+    if not networks.uses_features(config) or _hd(config).cluster_path:
+      return []
+    try:
+      if feature_clusters.find(workdir):
+        return []
+    except ValueError:  # several files: translate says which to keep
+      return []
+    return ['python -m p2p_jax.encode_features '
+            f'--workdir={shlex.quote(os.path.abspath(workdir))}']
 
   def file_inference_config(self, config, workdir: str, seed: int = 0):
     """With the feature encoder: features drawn with `seed` (translate --seed), from the
