@@ -191,6 +191,24 @@ def test_workdirs_holding_a_model_are_refused_untouched(imported, tmp_path, caps
           open(os.path.join(workdir, 'config.json')).read()) == before
 
 
+def test_a_failed_import_into_an_empty_folder_leaves_it_empty(imported, tmp_path,
+                                                              monkeypatch, capsys):
+  """The workdir is made beside the folder and renamed onto it whole: a full disk half way
+  (here at config.json, after the checkpoint) leaves the folder as it was, empty."""
+  g_path = imported[3]
+  empty = tmp_path / 'empty'
+  empty.mkdir()
+
+  def full(*args, **kwargs):
+    raise OSError(28, 'No space left on device')
+  monkeypatch.setattr(workdirs, 'save_config', full)
+  assert convert.main(['--from_pytorch', g_path, '--workdir', str(empty), '--config',
+                       TINY]) == 2
+  err = capsys.readouterr().err
+  assert 'No space left on device' in err and err.count('\n') == 1, err
+  assert os.listdir(empty) == [] and os.listdir(tmp_path) == ['empty']
+
+
 def test_help_and_flags_that_do_not_go_together(capsys):
   with pytest.raises(SystemExit) as e:
     convert.main(['--help'])

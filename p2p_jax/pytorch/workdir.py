@@ -105,9 +105,10 @@ def import_record(method: str, sources: dict, seed: int, **extra) -> dict:
 
 def write(config, state, workdir: str, record: dict) -> None:
   """config.json, checkpoint step 0 and the import record; into a new folder renamed into
-  place when the workdir does not exist yet, so that a failure leaves no half-made
-  workdir."""
-  fresh = not os.path.exists(workdir)
+  place when the workdir does not exist yet or is empty, so that a failure or a stop leaves
+  no half-made workdir."""
+  # An empty folder counts as new: rename replaces an empty folder.
+  fresh = not os.path.exists(workdir) or (os.path.isdir(workdir) and not os.listdir(workdir))
   target = f'{workdir.rstrip(os.sep)}.converting-{os.getpid()}' if fresh else workdir
   # A stop request (convert's stopping.stop_at_once) ends the process at once: it removes
   # the folder being made, and waits for the rename.
