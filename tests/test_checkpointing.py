@@ -220,7 +220,9 @@ def test_damaged_newest_checkpoint_is_skipped_then_moved_aside_and_saved_again(
       # Reading G alone may succeed when only D's or the optimiser's bytes were cut.
       expected = {10: state, 20: other}[step].g
       assert_same(variables, {'params': expected.params, 'batch_stats': expected.batch_stats})
-  assert str(tmp_path / '20') in caplog.text
+  # Skipped steps are named. (Which arrays a cut data file holds varies from save to save:
+  # Orbax writes them from several threads, so G may be whole in step 20 and read from it.)
+  assert step == 20 or str(tmp_path / '20') in caplog.text
   assert '30.orbax-checkpoint-tmp-1234567' in caplog.text
   assert sorted(os.listdir(tmp_path)) == listing
   caplog.clear()
