@@ -88,9 +88,9 @@ def _exit(line: str, status: int, cleanups=(), file=None) -> None:
 
 def exit_now(name: str, cleanups=()) -> None:
   """Ends the process for a stop request before the first step: `cleanups()`, one line,
-  exit_code(name)."""
+  exit_code(name). What `removed_on_stop` holds (a download's partial file) goes too."""
   _exit(f'p2p_jax: stopped by {name} while starting (no new step to save); run the same '
-        'command to resume', exit_code(name), cleanups)
+        'command to resume', exit_code(name), tuple(cleanups) + _partial_cleanups())
 
 
 def _read_signals(read: int, on_signal) -> None:
@@ -273,12 +273,15 @@ def _remove(path: str) -> None:
     os.remove(gone)
 
 
+def _partial_cleanups() -> tuple:
+  return tuple(lambda p=p: _remove(p) for p in list(_OneShot.partial))
+
+
 def _end_one_shot(name: str) -> None:
   """Ends the process; called with _OneShot.lock held, so no write starts meanwhile."""
   why = 'after its output was written' if _OneShot.written else _OneShot.what
-  cleanups = [lambda p=p: _remove(p) for p in _OneShot.partial]
   _exit(f'{_OneShot.prog}: stopped by {name}; {why}', 128 + signal.Signals[name].value,
-        cleanups, file=sys.stderr)
+        _partial_cleanups(), file=sys.stderr)
 
 
 def _one_shot_signal(name: str) -> None:
@@ -336,9 +339,10 @@ class writing:  # pylint: disable=invalid-name  (used as `with stopping.writing(
 
 
 class removed_on_stop:  # pylint: disable=invalid-name  (a context manager)
-  """While active, `stop_at_once`'s exit first removes `path` (a file or a folder): an
-  output being made under a temporary name, renamed into place (inside `writing()`) once
-  whole. A no-op without stop_at_once; removing it on errors is the caller's part."""
+  """While active, the exit of a stop request (`stop_at_once`'s, or the trainer's while
+  starting: `exit_now`) first removes `path` (a file or a folder): an output being made
+  under a temporary name, renamed into place (inside `writing()`) once whole. Removing it
+  on errors is the caller's part."""
 
   def __init__(self, path: str):
     self.path = os.fspath(path)

@@ -212,3 +212,17 @@ def test_a_stop_removes_an_output_being_made_and_waits_for_its_rename(tmp_path, 
   assert os.listdir(tmp_path) == ([] if when == 'making' else ['results'])
   if when == 'renaming':
     assert (out / 'images' / 'a.png').read_text() == 'x'
+
+
+def test_the_trainers_stop_while_starting_removes_a_partial_download_too(tmp_path):
+  """downloads.download's temporary file is in removed_on_stop: a stop while the trainer
+  starts (stopping.exit_now, the dataset being downloaded) leaves no .part file."""
+  part = tmp_path / '.facades.tar.gz.123.part'
+  code = ('import sys; from p2p_jax import stopping\n'
+          'with stopping.removed_on_stop(sys.argv[1]):\n'
+          '  open(sys.argv[1], "wb").write(b"half")\n'
+          '  stopping.exit_now("SIGTERM")\n')
+  done = subprocess.run([sys.executable, '-c', code, str(part)], cwd=ROOT, env=_env(),
+                        capture_output=True, text=True, timeout=60, check=False)
+  assert (done.returncode, done.stdout.strip()) == (stopping.EXIT_PREEMPTED, LINE)
+  assert os.listdir(tmp_path) == []
