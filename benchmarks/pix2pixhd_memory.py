@@ -75,7 +75,7 @@ def _target_devices(target: str, spatial: int) -> list:
 
 
 def measure(name: str, dtype: str, remat: bool, vgg: bool, spatial: int,
-            batch: int = 1, target: str = '') -> dict:
+            batch: int = 1, target: str = '', instance_feat: bool = False) -> dict:
   """Compiles the step of config `name` for one case; its memory analysis as a dict."""
   # pylint: disable=import-outside-toplevel  (jax after XLA_FLAGS, in the child process)
   import jax
@@ -87,7 +87,7 @@ def measure(name: str, dtype: str, remat: bool, vgg: bool, spatial: int,
   path, height, width = CONFIGS[name]
   config = config_schema.load_file(os.path.join(ROOT, 'configs', path))
   config.compute.update(dtype=dtype, conv_impl='xla', mapping='shard_map', spatial=spatial)
-  config.pix2pixhd.update(remat=remat, vgg_loss=vgg)
+  config.pix2pixhd.update(remat=remat, vgg_loss=vgg, instance_feat=instance_feat)
   config.pix2pixhd.load_pretrain = ''  # the architecture only; nothing is read
   setup = pix2pixhd.METHOD.setup(config, 1, parallel.AXIS)
   constants = None
@@ -115,7 +115,8 @@ def measure(name: str, dtype: str, remat: bool, vgg: bool, spatial: int,
   g_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(
       jax.eval_shape(setup.init).g.params))
   return {'config': name, 'size': f'{width}x{height}', 'batch': batch, 'dtype': dtype,
-          'remat': remat, 'vgg': vgg, 'spatial': spatial, 'g_params': g_params,
+          'remat': remat, 'vgg': vgg, 'spatial': spatial, 'instance_feat': instance_feat,
+          'g_params': g_params,
           'argument_bytes': m.argument_size_in_bytes, 'output_bytes': m.output_size_in_bytes,
           'alias_bytes': m.alias_size_in_bytes, 'temp_bytes': m.temp_size_in_bytes,
           'generated_code_bytes': m.generated_code_size_in_bytes,
@@ -148,6 +149,8 @@ def main(argv=None) -> None:
   p.add_argument('--target', default='', help='compile for this GPU without one: a name '
                  f'in benchmarks/gpu_targets ({", ".join(_targets())}) or an XLA GPU target '
                  'config file (text proto); needs jax\'s CUDA plugin installed')
+  p.add_argument('--instance_feat', action='store_true', help='with the feature encoder '
+                 '(config.pix2pixhd.instance_feat; its g_params include E\'s)')
   p.add_argument('--out', default='', help='append the JSON lines to this file')
   p.add_argument('--one', default='', help=argparse.SUPPRESS)  # a child's case (JSON)
   args = p.parse_args(argv)
@@ -159,7 +162,8 @@ def main(argv=None) -> None:
                             _flag_list(args.spatial, int))
   for name, dtype, remat, vgg, spatial in cases:
     case = {'name': name, 'dtype': dtype, 'remat': bool(remat), 'vgg': bool(vgg),
-            'spatial': spatial, 'batch': args.batch, 'target': args.target}
+            'spatial': spatial, 'batch': args.batch, 'target': args.target,
+            'instance_feat': args.instance_feat}
     env = dict(os.environ, JAX_PLATFORMS='cpu' if args.target else args.platform,
                PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
     if args.target:
