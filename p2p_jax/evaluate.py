@@ -112,21 +112,24 @@ def evaluate_cycle(forward: inference.TrainedGenerator, backward: inference.Trai
 class _Results:
   """Per-image rows (PNG files, scores) and what evaluate writes from them.
 
-  Everything is written into a folder beside out_dir and moved into it at the end of
-  `write` (each file in place of the one of that name), so that an evaluation that fails
-  or is stopped leaves out_dir as it was: no new images beside an older metrics.csv. A
-  context manager: on leaving, that folder is gone.
+  Everything is written into a hidden folder inside out_dir and moved out of it into
+  out_dir at the end of `write` (each file in place of the one of that name; one file
+  system, so each move is a rename), so that an evaluation that fails or is stopped leaves
+  out_dir as it was: no new images beside an older metrics.csv. A context manager: on
+  leaving, that folder is gone, and so is out_dir if it was made for nothing.
   """
 
   def __init__(self, out_dir: str, generator: inference.TrainedGenerator, seed: int,
                grid_rows: int):
     self.out_dir, self.generator, self.seed, self.grid_rows = out_dir, generator, seed, grid_rows
-    self.staging = f'{os.path.abspath(out_dir).rstrip(os.sep)}.partial-{os.getpid()}'
+    self.staging = os.path.join(out_dir, f'.partial-{os.getpid()}')
     self.out_meta = dict(generator.metadata, **{'p2p_jax.seed': str(seed)})
     self.rows, self.grid, self.taken, self.columns = [], [], set(), ()
     self._partial = stopping.removed_on_stop(self.staging)
+    self._made = False
 
   def __enter__(self):
+    self._made = not os.path.exists(self.out_dir)
     shutil.rmtree(self.staging, ignore_errors=True)
     self._partial.__enter__()  # a stop request (stop_at_once) removes the folder
     os.makedirs(os.path.join(self.staging, 'images'))
@@ -135,6 +138,8 @@ class _Results:
   def __exit__(self, *exc):
     shutil.rmtree(self.staging, ignore_errors=True)
     self._partial.__exit__(*exc)
+    if self._made and exc[0] is not None and not os.listdir(self.out_dir):
+      os.rmdir(self.out_dir)
 
   def _publish(self) -> None:
     """Moves the finished results into out_dir (a stop request waits for the moves)."""

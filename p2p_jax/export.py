@@ -154,20 +154,26 @@ def _check_out_dir(out_dir: str) -> None:
 def _write_folder(out_dir: str, save) -> None:
   """save(folder) into a new folder beside out_dir, then that folder put in out_dir's place:
   a failed or stopped export leaves no half-written SavedModel, and an earlier one in
-  out_dir as it was."""
+  out_dir as it was. Where that cannot be (out_dir a mount point, its parent not
+  writable), save(out_dir) as it is."""
   _check_out_dir(out_dir)
-  base = os.path.abspath(out_dir).rstrip(os.sep)
-  new, old = f'{base}.partial-{os.getpid()}', f'{base}.replaced-{os.getpid()}'
+  real = os.path.realpath(out_dir)  # a symlink's target is what is replaced, not the link
+  parent = os.path.dirname(real)
+  if os.path.ismount(real) or not os.access(parent, os.W_OK):
+    os.makedirs(out_dir, exist_ok=True)
+    save(out_dir)
+    return
+  new, old = f'{real}.partial-{os.getpid()}', f'{real}.replaced-{os.getpid()}'
   shutil.rmtree(new, ignore_errors=True)
   try:
     with stopping.removed_on_stop(new):  # a stop request (stop_at_once) removes it
       os.makedirs(new)
       save(new)
-      with stopping.writing(completes=True):
-        if os.path.exists(out_dir):
-          os.rename(out_dir, old)
-        os.rename(new, out_dir)
-    shutil.rmtree(old, ignore_errors=True)
+      with stopping.writing(completes=True):  # a stop request waits for the swap
+        if os.path.exists(real):
+          os.rename(real, old)
+        os.rename(new, real)
+        shutil.rmtree(old, ignore_errors=True)
   finally:
     shutil.rmtree(new, ignore_errors=True)
 

@@ -47,6 +47,13 @@ def test_an_export_replaces_an_earlier_one_whole_and_refuses_other_folders(tmp_p
   assert json.load(open(out / export.METADATA_FILE))['mode'] == 'paper'
   assert not (out / 'stale.txt').exists()          # the folder was replaced as a whole
   assert sorted(os.listdir(tmp_path)) == ['saved']  # no .partial or .replaced folder left
+  # Through a symlink: its target is replaced, the link stays a link.
+  os.symlink(out, tmp_path / 'link')
+  export.export_saved_model(config, variables, str(tmp_path / 'link'), 'eval',
+                            platforms=('cpu',))
+  assert os.path.islink(tmp_path / 'link')
+  assert json.load(open(out / export.METADATA_FILE))['mode'] == 'eval'
+  assert sorted(os.listdir(tmp_path)) == ['link', 'saved']
   mine = tmp_path / 'mine'
   mine.mkdir()
   (mine / 'notes.txt').write_text('mine')
