@@ -123,7 +123,8 @@ def main(argv=None) -> None:
   p.add_argument('--warmup', type=int, default=2)
   p.add_argument('--conv-impl', default='auto', help="p2p_jax's config.compute.conv_impl")
   p.add_argument('--threads', type=int, default=0,
-                 help='1: both frameworks on one thread; 0: their defaults (all cores)')
+                 help='1: both frameworks on one core (the process pinned to it); 0: their '
+                 'defaults (all cores)')
   args = p.parse_args(argv)
   if args.threads == 1:  # before jax or torch starts a thread: they all inherit it
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})

@@ -122,17 +122,22 @@ class _Results:
   def __init__(self, out_dir: str, generator: inference.TrainedGenerator, seed: int,
                grid_rows: int):
     self.out_dir, self.generator, self.seed, self.grid_rows = out_dir, generator, seed, grid_rows
-    self.staging = os.path.join(out_dir, f'.partial-{os.getpid()}')
     self.out_meta = dict(generator.metadata, **{'p2p_jax.seed': str(seed)})
     self.rows, self.grid, self.taken, self.columns = [], [], set(), ()
-    self._partial = stopping.removed_on_stop(self.staging)
+    self.staging = self._partial = None
     self._made = False
 
   def __enter__(self):
     self._made = not os.path.exists(self.out_dir)
+    self.staging = stopping.partial_folder(self.out_dir)
     shutil.rmtree(self.staging, ignore_errors=True)
+    self._partial = stopping.removed_on_stop(self.staging)
     self._partial.__enter__()  # a stop request (stop_at_once) removes the folder
-    os.makedirs(os.path.join(self.staging, 'images'))
+    try:
+      os.makedirs(os.path.join(self.staging, 'images'))
+    except BaseException:
+      self._partial.__exit__(None, None, None)
+      raise
     return self
 
   def __exit__(self, *exc):
@@ -144,7 +149,8 @@ class _Results:
   def _publish(self) -> None:
     """Moves the finished results into out_dir (a stop request waits for the moves)."""
     with stopping.writing(completes=True):
-      for root, _, files in os.walk(self.staging):
+      # Bottom-up: the images before the page and metrics.csv that name them.
+      for root, _, files in os.walk(self.staging, topdown=False):
         into = os.path.join(self.out_dir, os.path.relpath(root, self.staging))
         os.makedirs(into, exist_ok=True)
         for name in files:

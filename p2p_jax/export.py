@@ -141,39 +141,45 @@ def export_saved_model(config, variables, out_dir: str, mode: str = 'eval',
   return out_dir
 
 
+# What an export writes into its folder: TensorFlow's SavedModel and the metadata file.
+EXPORT_ENTRIES = frozenset({'saved_model.pb', 'variables', 'assets', 'fingerprint.pb',
+                            METADATA_FILE})
+
+
 def _check_out_dir(out_dir: str) -> None:
-  """out_dir is replaced as a whole: refused when it holds anything but an earlier export."""
+  """An earlier export in out_dir is replaced, so out_dir must hold nothing else."""
   if os.path.exists(out_dir) and not os.path.isdir(out_dir):
     raise ValueError(f'{out_dir} is a file; give a folder for the SavedModel')
-  if os.path.isdir(out_dir) and os.listdir(out_dir) and not os.path.exists(
-      os.path.join(out_dir, METADATA_FILE)):
-    raise ValueError(f'{out_dir} holds files that are not a SavedModel of p2p_jax.export '
-                     '(it would be replaced as a whole); give a new or an empty folder')
+  other = sorted(n for n in (os.listdir(out_dir) if os.path.isdir(out_dir) else ())
+                 if n not in EXPORT_ENTRIES and not n.startswith(stopping.PARTIAL_PREFIX))
+  if other:
+    raise ValueError(f'{out_dir} holds {", ".join(other[:3])}{" ..." if len(other) > 3 else ""}'
+                     ', not written by p2p_jax.export (an earlier export there is replaced); '
+                     'give a new or an empty folder, or one holding only an export')
 
 
 def _write_folder(out_dir: str, save) -> None:
-  """save(folder) into a new folder beside out_dir, then that folder put in out_dir's place:
-  a failed or stopped export leaves no half-written SavedModel, and an earlier one in
-  out_dir as it was. Where that cannot be (out_dir a mount point, its parent not
-  writable), save(out_dir) as it is."""
+  """save(folder) into a hidden folder inside out_dir, then its entries moved into out_dir in
+  place of an earlier export's: a failed or stopped export leaves no half-written
+  SavedModel, and an earlier one as it was. Inside out_dir, so the moves are renames on one
+  file system whatever out_dir is (a symlink, a mount point)."""
   _check_out_dir(out_dir)
-  real = os.path.realpath(out_dir)  # a symlink's target is what is replaced, not the link
-  parent = os.path.dirname(real)
-  if os.path.ismount(real) or not os.access(parent, os.W_OK):
-    os.makedirs(out_dir, exist_ok=True)
-    save(out_dir)
-    return
-  new, old = f'{real}.partial-{os.getpid()}', f'{real}.replaced-{os.getpid()}'
+  os.makedirs(out_dir, exist_ok=True)
+  new = stopping.partial_folder(out_dir)
   shutil.rmtree(new, ignore_errors=True)
   try:
     with stopping.removed_on_stop(new):  # a stop request (stop_at_once) removes it
       os.makedirs(new)
       save(new)
-      with stopping.writing(completes=True):  # a stop request waits for the swap
-        if os.path.exists(real):
-          os.rename(real, old)
-        os.rename(new, real)
-        shutil.rmtree(old, ignore_errors=True)
+      with stopping.writing(completes=True):  # a stop request waits for the moves
+        for name in EXPORT_ENTRIES & set(os.listdir(out_dir)):
+          old = os.path.join(out_dir, name)
+          if os.path.isdir(old) and not os.path.islink(old):
+            shutil.rmtree(old)
+          else:
+            os.remove(old)
+        for name in os.listdir(new):
+          os.rename(os.path.join(new, name), os.path.join(out_dir, name))
   finally:
     shutil.rmtree(new, ignore_errors=True)
 

@@ -259,8 +259,9 @@ class _OneShot:
 
 
 def _remove(path: str) -> None:
-  # Renamed first, so that a write still under way in another thread cannot put files
-  # back under the name while the tree is removed.
+  # Renamed first, so that most writes still under way in other threads fail rather than
+  # refill the tree under its name (a writer that makes folders as it goes may still leave
+  # one behind; never anything of the user's).
   gone = f'{path}.removing-{os.getpid()}'
   try:
     os.rename(path, gone)
@@ -336,6 +337,30 @@ class writing:  # pylint: disable=invalid-name  (used as `with stopping.writing(
       _OneShot.written = _OneShot.written or (self.completes and exc[0] is None)
       if _OneShot.pending and not _OneShot.writing:
         _end_one_shot(_OneShot.pending)
+
+
+PARTIAL_PREFIX = '.partial-'  # + the pid: an output being made inside its folder
+
+
+def partial_folder(folder: str) -> str:
+  """Where this process makes an output inside `folder` before moving it out (a hidden
+  folder); the ones of processes that are gone (killed) are removed first."""
+  for name in os.listdir(folder) if os.path.isdir(folder) else ():
+    pid = name[len(PARTIAL_PREFIX):]
+    if name.startswith(PARTIAL_PREFIX) and pid.isdigit() and not _alive(int(pid)):
+      import shutil  # pylint: disable=import-outside-toplevel
+      shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+  return os.path.join(folder, f'{PARTIAL_PREFIX}{os.getpid()}')
+
+
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
 
 
 class removed_on_stop:  # pylint: disable=invalid-name  (a context manager)

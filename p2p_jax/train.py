@@ -380,5 +380,6 @@ def _run(config, workdir, ckpt, stop, devices, local_batch, train_batches=None,
                                 config.data.eval_split,
                                 best_metric=workdirs.best_metric(eval_paired), caption=caption,
                                 before_translate=tuple(method.commands_before_translate(
-                                    config, workdir)))
+                                    config, workdir,
+                                    'best' if ckpt.best_step() is not None else 'latest')))
   return Outcome(state, step, stopped_by)

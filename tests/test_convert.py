@@ -207,6 +207,19 @@ def test_a_failed_import_into_an_empty_folder_leaves_it_empty(imported, tmp_path
   err = capsys.readouterr().err
   assert 'No space left on device' in err and err.count('\n') == 1, err
   assert os.listdir(empty) == [] and os.listdir(tmp_path) == ['empty']
+  monkeypatch.undo()
+  # Into an empty folder through a symlink, and as `.`: the entries land in the folder.
+  os.symlink(empty, tmp_path / 'link')
+  assert convert.main(['--from_pytorch', g_path, '--workdir', str(tmp_path / 'link'),
+                       '--config', TINY]) == 0
+  assert os.path.islink(tmp_path / 'link')
+  assert sorted(os.listdir(empty)) == ['checkpoints', 'config.json', workdirs.IMPORT_FILE]
+  here = tmp_path / 'here'
+  here.mkdir()
+  monkeypatch.chdir(here)
+  assert convert.main(['--from_pytorch', g_path, '--workdir', '.', '--config', TINY]) == 0
+  assert sorted(os.listdir(here)) == ['checkpoints', 'config.json', workdirs.IMPORT_FILE]
+  assert sorted(os.listdir(tmp_path)) == ['empty', 'here', 'link']
 
 
 def test_help_and_flags_that_do_not_go_together(capsys):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import jax
 import numpy as np
@@ -42,10 +43,10 @@ def test_an_export_replaces_an_earlier_one_whole_and_refuses_other_folders(tmp_p
   config, variables, _, _ = unet64()
   out = tmp_path / 'saved'
   export.export_saved_model(config, variables, str(out), 'eval', platforms=('cpu',))
-  (out / 'stale.txt').write_text('from an older export')
+  (out / 'variables' / 'stale.data').write_text('from an older export')
   export.export_saved_model(config, variables, str(out), 'paper', platforms=('cpu',))
   assert json.load(open(out / export.METADATA_FILE))['mode'] == 'paper'
-  assert not (out / 'stale.txt').exists()          # the folder was replaced as a whole
+  assert not (out / 'variables' / 'stale.data').exists()  # the export replaced as a whole
   assert sorted(os.listdir(tmp_path)) == ['saved']  # no .partial or .replaced folder left
   # Through a symlink: its target is replaced, the link stays a link.
   os.symlink(out, tmp_path / 'link')
@@ -54,12 +55,15 @@ def test_an_export_replaces_an_earlier_one_whole_and_refuses_other_folders(tmp_p
   assert os.path.islink(tmp_path / 'link')
   assert json.load(open(out / export.METADATA_FILE))['mode'] == 'eval'
   assert sorted(os.listdir(tmp_path)) == ['link', 'saved']
+  # A folder holding anything an export does not write (a workdir with an old export in
+  # it, TF Serving's assets.extra) is refused before any work, untouched.
   mine = tmp_path / 'mine'
-  mine.mkdir()
-  (mine / 'notes.txt').write_text('mine')
-  with pytest.raises(ValueError, match='not a SavedModel of p2p_jax.export'):
+  shutil.copytree(out, mine)
+  (mine / 'config.json').write_text('{}')
+  before = sorted(os.listdir(mine))
+  with pytest.raises(ValueError, match=r'holds config.json, not written by p2p_jax.export'):
     export.export_saved_model(config, variables, str(mine), 'eval', platforms=('cpu',))
-  assert os.listdir(mine) == ['notes.txt']
+  assert sorted(os.listdir(mine)) == before
 
 
 def test_paper_mode_export_takes_a_seed_and_matches_jax(tmp_path):

@@ -289,8 +289,8 @@ def test_the_trainer_says_to_run_encode_features_before_translate(tmp_path, caps
   config = hd_train.make_config('pix2pixhd_global', instance_feat=True)
   workdir = str(tmp_path / 'my run')
   os.makedirs(workdir)
-  before = method.commands_before_translate(config, workdir)
-  assert before == [f"python -m p2p_jax.encode_features --workdir='{workdir}'"]
+  before = method.commands_before_translate(config, workdir, 'best')
+  assert before == [f"python -m p2p_jax.encode_features --workdir='{workdir}' --checkpoint=best"]
   train_logging.print_summary(workdir, 4, None, 'val', before_translate=tuple(before))
   lines = capsys.readouterr().out.splitlines()
   assert lines.index(f'  {before[0]}    # once, before translate') < next(

@@ -1,5 +1,7 @@
 """The reference's PyTorch weights in p2p_jax: same outputs, exact round trip, clear errors."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -255,3 +257,18 @@ def test_files_round_trip_and_bad_files_give_one_line_errors(tmp_path, monkeypat
   with pytest.raises(ImportError, match='pip install torch --index-url '
                                         'https://download.pytorch.org/whl/cpu'):
     files.read_pth(path)
+
+
+def test_several_files_are_written_as_one(tmp_path):
+  """convert's export: all files renamed into place once all are written, so a failure
+  half way (here the second file's folder is missing) leaves the first as it was."""
+  first = tmp_path / 'latest_net_G.pth'
+  files.write_pth(first, {'w': np.zeros(3, np.float32)})
+  before = first.read_bytes()
+  with pytest.raises(OSError) as e:
+    files.write_pths({first: {'w': np.ones(3, np.float32)},
+                      tmp_path / 'gone' / 'latest_net_D.pth': {'w': np.ones(2, np.float32)}})
+  assert 'latest_net_D.pth' in str(e.value)
+  assert first.read_bytes() == before and os.listdir(tmp_path) == ['latest_net_G.pth']
+  files.write_pths({first: {'w': np.ones(3, np.float32)}})
+  np.testing.assert_array_equal(files.read_pth(str(first))['w'], np.ones(3))

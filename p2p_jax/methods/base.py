@@ -107,10 +107,11 @@ class Method:
     """Raises ValueError (one line) when this config's generator cannot translate input
     files (`translate` asks before it writes anything)."""
 
-  def commands_before_translate(self, config, workdir: str) -> list[str]:
-    """Commands a finished run needs before `translate` of files works (the trainer's
-    closing 'Next:' lines show them); none by default."""
-    del config, workdir
+  def commands_before_translate(self, config, workdir: str,
+                                checkpoint: str = 'latest') -> list[str]:
+    """Commands a finished run needs before `translate --checkpoint=<checkpoint>` of files
+    works (the trainer's closing 'Next:' lines show them); none by default."""
+    del config, workdir, checkpoint
     return []
 
   def file_inference_config(self, config, workdir: str, seed: int = 0):

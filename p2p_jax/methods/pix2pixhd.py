@@ -590,8 +590,10 @@ class Pix2PixHD(base.Method):
           '--workdir=WORKDIR once; translate then reads its features_clustered_010.npz')
     feature_clusters.load_once(hd.cluster_path, hd.feat_num)   # a bad file: one line, now
 
-  def commands_before_translate(self, config, workdir: str) -> list[str]:
-    """With the feature encoder and no clusters file: encode_features (once)."""
+  def commands_before_translate(self, config, workdir: str,
+                                checkpoint: str = 'latest') -> list[str]:
+    """With the feature encoder and no clusters file: encode_features (once), with the
+    encoder of the checkpoint translate will use."""
     if not networks.uses_features(config) or _hd(config).cluster_path:
       return []
     try:
@@ -600,7 +602,7 @@ class Pix2PixHD(base.Method):
     except ValueError:  # several files: translate says which to keep
       return []
     return ['python -m p2p_jax.encode_features '
-            f'--workdir={shlex.quote(os.path.abspath(workdir))}']
+            f'--workdir={shlex.quote(os.path.abspath(workdir))} --checkpoint={checkpoint}']
 
   def file_inference_config(self, config, workdir: str, seed: int = 0):
     """With the feature encoder: features drawn with `seed` (translate --seed), from the

@@ -6,6 +6,7 @@ variables is in weights.py.
 """
 
 import collections
+import contextlib
 import os
 from typing import Any
 
@@ -56,22 +57,39 @@ def read_pth(path: str) -> dict:
 
 def write_pth(path: str, state_dict: dict[str, Any]) -> str:
   """Writes name -> array as a .pth state_dict that the reference's load_networks reads."""
-  path = os.fspath(path)
-  torch = _torch(path, 'writing')
-  tensors = collections.OrderedDict(
-      (k, torch.from_numpy(np.ascontiguousarray(np.asarray(v)))) for k, v in state_dict.items())
-  tmp = path + '.tmp'
+  write_pths({path: state_dict})
+  return os.fspath(path)
+
+
+def write_pths(outputs: dict[str, dict[str, Any]]) -> None:
+  """write_pth for several files ({path: state_dict}) as one: each goes to a temporary
+  file, and they are renamed into place together once all are written, so a failure (a
+  full disk) or a stop request leaves every existing file as it was and no temporary
+  file, never a new G beside an old D."""
+  outputs = {os.fspath(p): sd for p, sd in outputs.items()}
+  if not outputs:
+    return
+  torch = _torch(next(iter(outputs)), 'writing')
+  temporary = {path: path + '.tmp' for path in outputs}
   try:
-    with stopping.removed_on_stop(tmp):  # a stop request: no .tmp left, the file as it was
-      # Through a Python file: a full disk is then an OSError (torch's own writer raises a
-      # RuntimeError that does not say why).
-      with open(tmp, 'wb') as f:
-        torch.save(tensors, f)
+    with contextlib.ExitStack() as stack:
+      for path, state_dict in outputs.items():
+        tmp = temporary[path]
+        stack.enter_context(stopping.removed_on_stop(tmp))  # a stop: no .tmp left
+        tensors = collections.OrderedDict(
+            (k, torch.from_numpy(np.ascontiguousarray(np.asarray(v))))
+            for k, v in state_dict.items())
+        try:
+          # Through a Python file: a full disk is then an OSError (torch's own writer
+          # raises a RuntimeError that does not say why).
+          with open(tmp, 'wb') as f:
+            torch.save(tensors, f)
+        except OSError as e:
+          raise OSError(e.errno, e.strerror, path) from e
       with stopping.writing():
-        os.replace(tmp, path)
-  except OSError as e:
-    raise OSError(e.errno, e.strerror, path) from e
+        for path, tmp in temporary.items():
+          os.replace(tmp, path)
   finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-  return path
+    for tmp in temporary.values():
+      if os.path.exists(tmp):
+        os.remove(tmp)

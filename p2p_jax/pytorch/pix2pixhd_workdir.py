@@ -244,9 +244,5 @@ def export_files(workdir: str, g_path: str, *, d_path: str | None = None,
   if e_path and e_sd is None:
     raise ValueError(f'{workdir} has no feature encoder E (config.pix2pixhd.instance_feat / '
                      'label_feat are off)')
-  files.write_pth(g_path, g_sd)
-  if d_path:
-    files.write_pth(d_path, d_sd)
-  if e_path:
-    files.write_pth(e_path, e_sd)
+  files.write_pths({p: sd for p, sd in ((g_path, g_sd), (d_path, d_sd), (e_path, e_sd)) if p})
   return step

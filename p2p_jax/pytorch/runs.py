@@ -218,8 +218,7 @@ def export_run(workdir: str, outputs, *, which='latest', overwrite: bool = False
   # A folder made here goes again unless every file is written (an error, a stop request).
   with stopping.removed_on_stop(folder) if made else contextlib.nullcontext():
     try:
-      for name, path in targets.items():
-        files.write_pth(path, state_dicts[name])
+      files.write_pths({path: state_dicts[name] for name, path in targets.items()})
     except BaseException:
       if made:
         shutil.rmtree(folder, ignore_errors=True)

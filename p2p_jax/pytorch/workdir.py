@@ -104,15 +104,22 @@ def import_record(method: str, sources: dict, seed: int, **extra) -> dict:
 
 
 def write(config, state, workdir: str, record: dict) -> None:
-  """config.json, checkpoint step 0 and the import record; into a new folder renamed into
-  place when the workdir does not exist yet or is empty, so that a failure or a stop leaves
-  no half-made workdir."""
-  # An empty folder counts as new: rename replaces an empty folder.
-  fresh = not os.path.exists(workdir) or (os.path.isdir(workdir) and not os.listdir(workdir))
-  target = f'{workdir.rstrip(os.sep)}.converting-{os.getpid()}' if fresh else workdir
+  """config.json, checkpoint step 0 and the import record, made in a temporary folder and
+  moved into place whole, so that a failure or a stop leaves no half-made workdir: a new
+  workdir is that folder renamed; into an existing empty one (a symlink, `.`, a mount point
+  too) the folder is made inside it and its entries moved out."""
+  new = not os.path.exists(workdir)
+  empty = not new and os.path.isdir(workdir) and not os.listdir(workdir)
+  if new:
+    target = f'{os.path.abspath(workdir)}.converting-{os.getpid()}'
+  elif empty:
+    target = os.path.join(workdir, f'.converting-{os.getpid()}')
+  else:
+    target = workdir
+  staged = new or empty
   # A stop request (convert's stopping.stop_at_once) ends the process at once: it removes
-  # the folder being made, and waits for the rename.
-  partial = stopping.removed_on_stop(target) if fresh else contextlib.nullcontext()
+  # the folder being made, and waits for the moves into place.
+  partial = stopping.removed_on_stop(target) if staged else contextlib.nullcontext()
   try:
     with partial:
       workdirs.check_writable(target)
@@ -122,11 +129,15 @@ def write(config, state, workdir: str, record: dict) -> None:
       workdirs.save_config(config, target)
       with open(os.path.join(target, workdirs.IMPORT_FILE), 'w') as f:
         json.dump(record, f, indent=2, sort_keys=True)
-      if fresh:
-        with stopping.writing(completes=True):
+      with stopping.writing():
+        if new:
           os.rename(target, workdir)
+        elif empty:
+          for name in os.listdir(target):
+            os.rename(os.path.join(target, name), os.path.join(workdir, name))
+          os.rmdir(target)
   except BaseException:
-    if fresh:
+    if staged:
       shutil.rmtree(target, ignore_errors=True)
     raise
 
