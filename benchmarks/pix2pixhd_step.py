@@ -42,8 +42,9 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, 'tests'))
 
 
-def make_jax(config, size: int):
-  """() -> one timed step of p2p_jax (blocking), for random data of `size` px."""
+def make_jax(config, height: int, width: int):
+  """() -> one timed step of p2p_jax (blocking), for random data of height x width px, on
+  JAX's default backend."""
   # pylint: disable=import-outside-toplevel
   import jax
   from p2p_jax import parallel
@@ -52,9 +53,9 @@ def make_jax(config, size: int):
   runner = parallel.DataParallel(setup.step, 'pmap', jax.devices()[:1], donate=True)
   state = [runner.put_state(jax.jit(setup.init)())]
   rng = np.random.default_rng(0)
-  batch = {'input': rng.uniform(-1, 1, (1, size, size, config.model.in_channels)
+  batch = {'input': rng.uniform(-1, 1, (1, height, width, config.model.in_channels)
                              ).astype(np.float32),
-           'target': rng.uniform(-1, 1, (1, size, size, 3)).astype(np.float32)}
+           'target': rng.uniform(-1, 1, (1, height, width, 3)).astype(np.float32)}
 
   def step():
     state[0], metrics = runner(state[0], batch)
@@ -62,41 +63,48 @@ def make_jax(config, size: int):
   return step
 
 
-def make_torch(config, size: int):
-  """() -> one step of the official computation in PyTorch, same networks and data."""
+def make_torch(config, height: int, width: int, device: str = 'cpu',
+               dtype: str = 'float32'):
+  """() -> one step of the official computation in PyTorch, same networks and data, on
+  `device`; dtype bfloat16: the forward passes under torch.autocast (mixed precision)."""
   # pylint: disable=import-outside-toplevel
+  import contextlib
   import torch
   import torch_reference_hd as tr
   hd, model = config.pix2pixhd, config.model
   c = model.in_channels
   g = tr.init_weights(tr.GlobalGenerator(c, 3, model.ngf, hd.n_downsample_global,
-                                         hd.n_blocks_global), 0)
+                                         hd.n_blocks_global), 0).to(device)
   d = tr.init_weights(tr.MultiscaleDiscriminator(c + 3, model.ndf, model.d_layers, hd.num_D),
-                      1)
+                      1).to(device)
   opt_g = torch.optim.Adam(g.parameters(), lr=config.optim.lr,
                            betas=(config.optim.b1, config.optim.b2))
   opt_d = torch.optim.Adam(d.parameters(), lr=config.optim.lr,
                            betas=(config.optim.b1, config.optim.b2))
   mse, l1 = torch.nn.MSELoss(), torch.nn.L1Loss()
   rng = np.random.default_rng(0)
-  x = torch.from_numpy(rng.uniform(-1, 1, (1, c, size, size)).astype(np.float32))
-  real = torch.from_numpy(rng.uniform(-1, 1, (1, 3, size, size)).astype(np.float32))
+  x = torch.from_numpy(rng.uniform(-1, 1, (1, c, height, width)).astype(np.float32)).to(device)
+  real = torch.from_numpy(rng.uniform(-1, 1, (1, 3, height, width)).astype(np.float32)
+                          ).to(device)
+  mixed = (lambda: torch.autocast(device_type=device, dtype=torch.bfloat16)) if (
+      dtype == 'bfloat16') else contextlib.nullcontext
   weight = (1.0 / hd.num_D) * (4.0 / (model.d_layers + 1)) * hd.lambda_feat
 
   def gan(preds, is_real):
     return sum(mse(p[-1], torch.full_like(p[-1], float(is_real))) for p in preds)
 
   def step():
-    fake = g(x)
-    loss_d_fake = gan(d(torch.cat([x, fake.detach()], 1)), False)
-    pred_real = d(torch.cat([x, real], 1))
-    loss_d_real = gan(pred_real, True)
-    pred_fake = d(torch.cat([x, fake], 1))
-    loss_g = gan(pred_fake, True)
-    for i in range(hd.num_D):
-      for j in range(len(pred_fake[i]) - 1):
-        loss_g = loss_g + weight * l1(pred_fake[i][j], pred_real[i][j].detach())
-    loss_d = 0.5 * (loss_d_fake + loss_d_real)
+    with mixed():
+      fake = g(x)
+      loss_d_fake = gan(d(torch.cat([x, fake.detach()], 1)), False)
+      pred_real = d(torch.cat([x, real], 1))
+      loss_d_real = gan(pred_real, True)
+      pred_fake = d(torch.cat([x, fake], 1))
+      loss_g = gan(pred_fake, True)
+      for i in range(hd.num_D):
+        for j in range(len(pred_fake[i]) - 1):
+          loss_g = loss_g + weight * l1(pred_fake[i][j], pred_real[i][j].detach())
+      loss_d = 0.5 * (loss_d_fake + loss_d_real)
     opt_g.zero_grad()
     loss_g.backward()
     opt_g.step()
@@ -118,6 +126,16 @@ def timed(step, n: int) -> float:
 def main(argv=None) -> None:
   p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   p.add_argument('--size', type=int, default=128, help='image side (a multiple of 16)')
+  p.add_argument('--height', type=int, default=0, help='instead of --size: H (and --width)')
+  p.add_argument('--width', type=int, default=0)
+  p.add_argument('--networks', default='demo', choices=('demo', '512p'),
+                 help="demo: configs/pix2pixhd_demo.py's; 512p: the 512p recipe's global G "
+                 '(ngf 64, 4 downsamplings, 9 blocks) and 2-scale D (ndf 64) on an RGB input')
+  p.add_argument('--dtype', default='float32', choices=('float32', 'bfloat16'),
+                 help="p2p_jax's config.compute.dtype; PyTorch's forward under autocast")
+  p.add_argument('--device', default='cpu', choices=('cpu', 'cuda'),
+                 help="PyTorch's device (p2p_jax runs on JAX's default backend)")
+  p.add_argument('--jax-only', action='store_true', help='time p2p_jax alone (no PyTorch)')
   p.add_argument('--rounds', type=int, default=3)
   p.add_argument('--steps', type=int, default=5, help='timed steps per round and side')
   p.add_argument('--warmup', type=int, default=2)
@@ -134,9 +152,15 @@ def main(argv=None) -> None:
     raise SystemExit('--threads must be 0 or 1')
   from p2p_jax import config_schema  # pylint: disable=import-outside-toplevel
   config = config_schema.load_file(os.path.join(ROOT, 'configs', 'pix2pixhd_demo.py'))
-  config.data.update(load_size=args.size, crop_size=args.size)
-  config.compute.conv_impl = args.conv_impl
-  sides = {'p2p_jax': make_jax(config, args.size), 'pytorch': make_torch(config, args.size)}
+  height, width = (args.height, args.width) if args.height else (args.size, args.size)
+  config.data.update(load_size=width, crop_size=height)
+  config.compute.update(conv_impl=args.conv_impl, dtype=args.dtype)
+  if args.networks == '512p':
+    config.model.update(ngf=64, ndf=64, in_channels=3)
+    config.pix2pixhd.update(n_downsample_global=4, n_blocks_global=9)
+  sides = {'p2p_jax': make_jax(config, height, width)}
+  if not args.jax_only:
+    sides['pytorch'] = make_torch(config, height, width, args.device, args.dtype)
   for step in sides.values():
     for _ in range(args.warmup):
       step()
@@ -144,15 +168,20 @@ def main(argv=None) -> None:
   for r in range(args.rounds):
     order = list(sides) if r % 2 == 0 else list(sides)[::-1]
     rates = {name: timed(sides[name], args.steps) for name in order}
-    ratios.append(rates['p2p_jax'] / rates['pytorch'])
-    print(json.dumps({'round': r, 'first': order[0], 'size': args.size,
+    ratio = rates['p2p_jax'] / rates['pytorch'] if 'pytorch' in rates else None
+    ratios += [ratio] if ratio else []
+    print(json.dumps({'round': r, 'first': order[0], 'size': f'{width}x{height}',
                       **{f'{k}_img_per_s': round(v, 3) for k, v in rates.items()},
-                      'ratio': round(ratios[-1], 3)}), flush=True)
+                      'ratio': ratio and round(ratio, 3)}), flush=True)
+  import jax  # pylint: disable=import-outside-toplevel
   import torch  # pylint: disable=import-outside-toplevel
-  print(json.dumps({'summary': True, 'config': 'pix2pixhd_demo.py', 'size': args.size,
+  print(json.dumps({'summary': True, 'networks': args.networks, 'size': f'{width}x{height}',
+                    'dtype': args.dtype, 'jax_device': str(jax.devices()[0].device_kind),
+                    'torch_device': args.device,
                     'rounds': args.rounds, 'steps': args.steps,
-                    'ratio_median': round(statistics.median(ratios), 3),
-                    'ratio_min': round(min(ratios), 3), 'ratio_max': round(max(ratios), 3),
+                    **({'ratio_median': round(statistics.median(ratios), 3),
+                        'ratio_min': round(min(ratios), 3), 'ratio_max': round(max(ratios), 3)}
+                       if ratios else {'pytorch': 'not run'}),
                     'threads': args.threads or 'default', 'conv_impl': args.conv_impl,
                     'torch': torch.__version__, 'torch_threads': torch.get_num_threads(),
                     'cpus': os.cpu_count(), 'cpus_used': len(os.sched_getaffinity(0))}),
