@@ -81,30 +81,17 @@ def make_torch(config, height: int, width: int, device: str = 'cpu',
                            betas=(config.optim.b1, config.optim.b2))
   opt_d = torch.optim.Adam(d.parameters(), lr=config.optim.lr,
                            betas=(config.optim.b1, config.optim.b2))
-  mse, l1 = torch.nn.MSELoss(), torch.nn.L1Loss()
   rng = np.random.default_rng(0)
   x = torch.from_numpy(rng.uniform(-1, 1, (1, c, height, width)).astype(np.float32)).to(device)
   real = torch.from_numpy(rng.uniform(-1, 1, (1, 3, height, width)).astype(np.float32)
                           ).to(device)
   mixed = (lambda: torch.autocast(device_type=device, dtype=torch.bfloat16)) if (
       dtype == 'bfloat16') else contextlib.nullcontext
-  weight = (1.0 / hd.num_D) * (4.0 / (model.d_layers + 1)) * hd.lambda_feat
-
-  def gan(preds, is_real):
-    return sum(mse(p[-1], torch.full_like(p[-1], float(is_real))) for p in preds)
 
   def step():
     with mixed():
-      fake = g(x)
-      loss_d_fake = gan(d(torch.cat([x, fake.detach()], 1)), False)
-      pred_real = d(torch.cat([x, real], 1))
-      loss_d_real = gan(pred_real, True)
-      pred_fake = d(torch.cat([x, fake], 1))
-      loss_g = gan(pred_fake, True)
-      for i in range(hd.num_D):
-        for j in range(len(pred_fake[i]) - 1):
-          loss_g = loss_g + weight * l1(pred_fake[i][j], pred_real[i][j].detach())
-      loss_d = 0.5 * (loss_d_fake + loss_d_real)
+      _, loss_g, loss_d = tr.official_losses(g, d, x, real, n_layers=model.d_layers,
+                                             lambda_feat=hd.lambda_feat)
     opt_g.zero_grad()
     loss_g.backward()
     opt_g.step()

@@ -53,8 +53,9 @@ def download(url: str, path: str, *, timeout: float = 60.0) -> str:
   fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.part',
                              dir=directory)
   try:
-    # A command's stop request (stopping.stop_at_once) ends it at once: no .part left.
-    with stopping.removed_on_stop(tmp):
+    # Never a partial file: removed on an error, Ctrl-C included, and by a stop request's
+    # exit (stopping.stop_at_once, the trainer's while starting).
+    with stopping.temporary(tmp):
       with os.fdopen(fd, 'wb') as out, urllib.request.urlopen(url, timeout=timeout) as response:
         expected = response.headers.get('Content-Length')
         shutil.copyfileobj(response, out, 1 << 20)
@@ -65,9 +66,7 @@ def download(url: str, path: str, *, timeout: float = 60.0) -> str:
         raise DownloadError(f'{url}: got {got} of {expected} bytes')
       with stopping.writing():
         os.replace(tmp, path)
-  except BaseException as e:  # Ctrl-C included: never a partial file.
-    if os.path.exists(tmp):
-      os.unlink(tmp)
+  except BaseException as e:
     if isinstance(e, (OSError, ValueError)) and not isinstance(e, DownloadError):
       raise DownloadError(f'{url}: {type(e).__name__}: {e}') from e
     raise

@@ -124,25 +124,23 @@ class _Results:
     self.out_dir, self.generator, self.seed, self.grid_rows = out_dir, generator, seed, grid_rows
     self.out_meta = dict(generator.metadata, **{'p2p_jax.seed': str(seed)})
     self.rows, self.grid, self.taken, self.columns = [], [], set(), ()
-    self.staging = self._partial = None
+    self.staging = self._temporary = None
     self._made = False
 
   def __enter__(self):
     self._made = not os.path.exists(self.out_dir)
     self.staging = stopping.partial_folder(self.out_dir)
-    shutil.rmtree(self.staging, ignore_errors=True)
-    self._partial = stopping.removed_on_stop(self.staging)
-    self._partial.__enter__()  # a stop request (stop_at_once) removes the folder
+    self._temporary = stopping.temporary(self.staging)  # gone at the end, and on a stop
+    self._temporary.__enter__()
     try:
       os.makedirs(os.path.join(self.staging, 'images'))
     except BaseException:
-      self._partial.__exit__(None, None, None)
+      self._temporary.__exit__(*sys.exc_info())
       raise
     return self
 
   def __exit__(self, *exc):
-    shutil.rmtree(self.staging, ignore_errors=True)
-    self._partial.__exit__(*exc)
+    self._temporary.__exit__(*exc)
     if self._made and exc[0] is not None and not os.listdir(self.out_dir):
       os.rmdir(self.out_dir)
 

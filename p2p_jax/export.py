@@ -166,22 +166,18 @@ def _write_folder(out_dir: str, save) -> None:
   _check_out_dir(out_dir)
   os.makedirs(out_dir, exist_ok=True)
   new = stopping.partial_folder(out_dir)
-  shutil.rmtree(new, ignore_errors=True)
-  try:
-    with stopping.removed_on_stop(new):  # a stop request (stop_at_once) removes it
-      os.makedirs(new)
-      save(new)
-      with stopping.writing(completes=True):  # a stop request waits for the moves
-        for name in EXPORT_ENTRIES & set(os.listdir(out_dir)):
-          old = os.path.join(out_dir, name)
-          if os.path.isdir(old) and not os.path.islink(old):
-            shutil.rmtree(old)
-          else:
-            os.remove(old)
-        for name in os.listdir(new):
-          os.rename(os.path.join(new, name), os.path.join(out_dir, name))
-  finally:
-    shutil.rmtree(new, ignore_errors=True)
+  with stopping.temporary(new):  # gone at the end, and on a stop request
+    os.makedirs(new)
+    save(new)
+    with stopping.writing(completes=True):  # a stop request waits for the moves
+      for name in EXPORT_ENTRIES & set(os.listdir(out_dir)):
+        old = os.path.join(out_dir, name)
+        if os.path.isdir(old) and not os.path.islink(old):
+          shutil.rmtree(old)
+        else:
+          os.remove(old)
+      for name in os.listdir(new):
+        os.rename(os.path.join(new, name), os.path.join(out_dir, name))
 
 
 def define_flags(fv) -> None:

@@ -88,7 +88,7 @@ def _exit(line: str, status: int, cleanups=(), file=None) -> None:
 
 def exit_now(name: str, cleanups=()) -> None:
   """Ends the process for a stop request before the first step: `cleanups()`, one line,
-  exit_code(name). What `removed_on_stop` holds (a download's partial file) goes too."""
+  exit_code(name). What `temporary` holds (a download's partial file) goes too."""
   _exit(f'p2p_jax: stopped by {name} while starting (no new step to save); run the same '
         'command to resume', exit_code(name), tuple(cleanups) + _partial_cleanups())
 
@@ -255,7 +255,7 @@ class _OneShot:
   writing = 0
   written = False
   pending = None
-  partial: list = []  # removed_on_stop's paths
+  partial: list = []  # the paths of the `temporary` blocks under way
 
 
 def _remove(path: str) -> None:
@@ -363,14 +363,16 @@ def _alive(pid: int) -> bool:
   return True
 
 
-class removed_on_stop:  # pylint: disable=invalid-name  (a context manager)
-  """While active, the exit of a stop request (`stop_at_once`'s, or the trainer's while
-  starting: `exit_now`) first removes `path` (a file or a folder): an output being made
-  under a temporary name, renamed into place (inside `writing()`) once whole. Removing it
-  on errors is the caller's part."""
+class temporary:  # pylint: disable=invalid-name  (a context manager)
+  """`path` (a file or a folder) is an output being made under a temporary name while the
+  block runs: the exit of a stop request (`stop_at_once`'s, or the trainer's while
+  starting: `exit_now`) removes it first, and the block's end removes what is left of it,
+  after an error or (unless keep_on_success) a normal end; what was renamed into place
+  (inside `writing()`) is not there any more."""
 
-  def __init__(self, path: str):
+  def __init__(self, path: str, keep_on_success: bool = False):
     self.path = os.fspath(path)
+    self.keep_on_success = keep_on_success
 
   def __enter__(self):
     with _OneShot.lock:
@@ -380,3 +382,5 @@ class removed_on_stop:  # pylint: disable=invalid-name  (a context manager)
   def __exit__(self, *exc):
     with _OneShot.lock:
       _OneShot.partial.remove(self.path)
+    if exc[0] is not None or not self.keep_on_success:
+      _remove(self.path)

@@ -47,34 +47,17 @@ def batches(seed=0):
 
 def torch_step(g, d, vgg_loss, opts, batch, lambda_feat=10.0, n_layers=2):
   """Pix2PixHDModel.forward (pool_size 0) and train.py's two updates."""
-  mse = torch.nn.MSELoss()
-  gan = lambda preds, real: sum(mse(p[-1], torch.full_like(p[-1], float(real)))
-                                for p in preds)
   x = tr.encode_input(torch.from_numpy(batch['label'][:, None]),
                       torch.from_numpy(batch['instance'][:, None]), LABELS)
-  real = nchw(batch['target'])
-  fake = g(x)
-  loss_d_fake = gan(d(torch.cat([x, fake.detach()], 1)), False)
-  pred_real = d(torch.cat([x, real], 1))
-  loss_d_real = gan(pred_real, True)
-  pred_fake = d(torch.cat([x, fake], 1))
-  loss_g_gan = gan(pred_fake, True)
-  feat = 0
-  for i in range(len(pred_fake)):
-    for j in range(len(pred_fake[i]) - 1):
-      feat = feat + (1.0 / len(pred_fake)) * (4.0 / (n_layers + 1)) * torch.nn.functional.l1_loss(
-          pred_fake[i][j], pred_real[i][j].detach()) * lambda_feat
-  loss_vgg = vgg_loss(fake, real) * lambda_feat
-  loss_d = (loss_d_fake + loss_d_real) * 0.5
-  loss_g = loss_g_gan + feat + loss_vgg
+  parts, loss_g, loss_d = tr.official_losses(g, d, x, nchw(batch['target']), n_layers=n_layers,
+                                             lambda_feat=lambda_feat, vgg_loss=vgg_loss)
   opts['G'].zero_grad()
   loss_g.backward()
   opts['G'].step()
   opts['D'].zero_grad()
   loss_d.backward()
   opts['D'].step()
-  return {'G_GAN': loss_g_gan.item(), 'G_GAN_Feat': feat.item(), 'G_VGG': loss_vgg.item(),
-          'D_real': loss_d_real.item(), 'D_fake': loss_d_fake.item()}
+  return {k: v.item() for k, v in parts.items()}
 
 
 def is_free_key(key: str) -> bool:

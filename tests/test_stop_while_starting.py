@@ -183,7 +183,7 @@ from p2p_jax import stopping
 stopping.stop_at_once('demo', 'nothing written')
 out, when = sys.argv[1], sys.argv[2]
 partial = out + '.partial'
-with stopping.removed_on_stop(partial):
+with stopping.temporary(partial):
   os.makedirs(os.path.join(partial, 'images'))
   with open(os.path.join(partial, 'images', 'a.png'), 'w') as f:
     f.write('x')
@@ -201,7 +201,7 @@ time.sleep(30)
 
 @pytest.mark.parametrize('when', ['making', 'renaming'])
 def test_a_stop_removes_an_output_being_made_and_waits_for_its_rename(tmp_path, when):
-  """What evaluate, export and convert rely on (stopping.removed_on_stop, writing): a stop
+  """What evaluate, export and convert rely on (stopping.temporary, writing): a stop
   while an output is made under a temporary name removes it; one during the rename into
   place ends the command right after, the output whole."""
   out = tmp_path / 'results'
@@ -215,11 +215,11 @@ def test_a_stop_removes_an_output_being_made_and_waits_for_its_rename(tmp_path, 
 
 
 def test_the_trainers_stop_while_starting_removes_a_partial_download_too(tmp_path):
-  """downloads.download's temporary file is in removed_on_stop: a stop while the trainer
+  """downloads.download's temporary file is a stopping.temporary: a stop while the trainer
   starts (stopping.exit_now, the dataset being downloaded) leaves no .part file."""
   part = tmp_path / '.facades.tar.gz.123.part'
   code = ('import sys; from p2p_jax import stopping\n'
-          'with stopping.removed_on_stop(sys.argv[1]):\n'
+          'with stopping.temporary(sys.argv[1]):\n'
           '  open(sys.argv[1], "wb").write(b"half")\n'
           '  stopping.exit_now("SIGTERM")\n')
   done = subprocess.run([sys.executable, '-c', code, str(part)], cwd=ROOT, env=_env(),

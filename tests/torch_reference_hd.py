@@ -236,3 +236,28 @@ def init_weights(net, seed):
       m.reset_parameters()
       m.weight.data.normal_(0.0, 0.02)
   return net
+
+
+def official_losses(g, d, x, real, *, n_layers, lambda_feat=10.0, vgg_loss=None):
+  """Pix2PixHDModel.forward's losses (pool_size 0; LSGAN; feature matching; VGG when
+  vgg_loss is given) for the input x and the photo real: (parts, loss_g, loss_d), parts
+  {'G_GAN', 'G_GAN_Feat', 'G_VGG' (0 without VGG), 'D_real', 'D_fake'} as tensors, loss_g and
+  loss_d what train.py's two backward passes take."""
+  mse = nn.MSELoss()
+  gan = lambda preds, is_real: sum(mse(p[-1], torch.full_like(p[-1], float(is_real)))
+                                   for p in preds)
+  fake = g(x)
+  loss_d_fake = gan(d(torch.cat([x, fake.detach()], 1)), False)
+  pred_real = d(torch.cat([x, real], 1))
+  loss_d_real = gan(pred_real, True)
+  pred_fake = d(torch.cat([x, fake], 1))
+  loss_g_gan = gan(pred_fake, True)
+  feat = 0
+  for i in range(len(pred_fake)):
+    for j in range(len(pred_fake[i]) - 1):
+      feat = feat + (1.0 / len(pred_fake)) * (4.0 / (n_layers + 1)) * nn.functional.l1_loss(
+          pred_fake[i][j], pred_real[i][j].detach()) * lambda_feat
+  loss_vgg = vgg_loss(fake, real) * lambda_feat if vgg_loss is not None else 0
+  parts = {'G_GAN': loss_g_gan, 'G_GAN_Feat': feat, 'G_VGG': loss_vgg, 'D_real': loss_d_real,
+           'D_fake': loss_d_fake}
+  return parts, loss_g_gan + feat + loss_vgg, (loss_d_fake + loss_d_real) * 0.5

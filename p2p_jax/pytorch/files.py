@@ -71,25 +71,20 @@ def write_pths(outputs: dict[str, dict[str, Any]]) -> None:
     return
   torch = _torch(next(iter(outputs)), 'writing')
   temporary = {path: path + '.tmp' for path in outputs}
-  try:
-    with contextlib.ExitStack() as stack:
-      for path, state_dict in outputs.items():
-        tmp = temporary[path]
-        stack.enter_context(stopping.removed_on_stop(tmp))  # a stop: no .tmp left
-        tensors = collections.OrderedDict(
-            (k, torch.from_numpy(np.ascontiguousarray(np.asarray(v))))
-            for k, v in state_dict.items())
-        try:
-          # Through a Python file: a full disk is then an OSError (torch's own writer
-          # raises a RuntimeError that does not say why).
-          with open(tmp, 'wb') as f:
-            torch.save(tensors, f)
-        except OSError as e:
-          raise OSError(e.errno, e.strerror, path) from e
-      with stopping.writing():
-        for path, tmp in temporary.items():
-          os.replace(tmp, path)
-  finally:
-    for tmp in temporary.values():
-      if os.path.exists(tmp):
-        os.remove(tmp)
+  with contextlib.ExitStack() as stack:
+    for path, state_dict in outputs.items():
+      tmp = temporary[path]
+      stack.enter_context(stopping.temporary(tmp))  # no .tmp left, whatever happens
+      tensors = collections.OrderedDict(
+          (k, torch.from_numpy(np.ascontiguousarray(np.asarray(v))))
+          for k, v in state_dict.items())
+      try:
+        # Through a Python file: a full disk is then an OSError (torch's own writer
+        # raises a RuntimeError that does not say why).
+        with open(tmp, 'wb') as f:
+          torch.save(tensors, f)
+      except OSError as e:
+        raise OSError(e.errno, e.strerror, path) from e
+    with stopping.writing():
+      for path, tmp in temporary.items():
+        os.replace(tmp, path)

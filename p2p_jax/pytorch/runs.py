@@ -21,7 +21,6 @@ checkpoint folder.
 
 import contextlib
 import os
-import shutil
 
 from p2p_jax import config_schema, networks, stopping, workdirs
 from p2p_jax.pytorch import (cyclegan_workdir, files, pix2pixhd_weights, pix2pixhd_workdir,
@@ -216,11 +215,7 @@ def export_run(workdir: str, outputs, *, which='latest', overwrite: bool = False
   if folder:
     os.makedirs(folder, exist_ok=True)
   # A folder made here goes again unless every file is written (an error, a stop request).
-  with stopping.removed_on_stop(folder) if made else contextlib.nullcontext():
-    try:
-      files.write_pths({path: state_dicts[name] for name, path in targets.items()})
-    except BaseException:
-      if made:
-        shutil.rmtree(folder, ignore_errors=True)
-      raise
+  with (stopping.temporary(folder, keep_on_success=True) if made
+        else contextlib.nullcontext()):
+    files.write_pths({path: state_dicts[name] for name, path in targets.items()})
   return {'step': step, 'written': targets, 'skipped': skipped}

@@ -20,7 +20,6 @@ its networks load with load_state_dict(strict=True).
 import contextlib
 import json
 import os
-import shutil
 
 import jax
 import numpy as np
@@ -116,30 +115,22 @@ def write(config, state, workdir: str, record: dict) -> None:
     target = os.path.join(workdir, f'.converting-{os.getpid()}')
   else:
     target = workdir
-  staged = new or empty
-  # A stop request (convert's stopping.stop_at_once) ends the process at once: it removes
-  # the folder being made, and waits for the moves into place.
-  partial = stopping.removed_on_stop(target) if staged else contextlib.nullcontext()
-  try:
-    with partial:
-      workdirs.check_writable(target)
-      with checkpointing.Checkpointer(workdirs.checkpoint_dir(target),
-                                      keep=config.keep_checkpoints, async_save=False) as ckpt:
-        ckpt.save(0, state)
-      workdirs.save_config(config, target)
-      with open(os.path.join(target, workdirs.IMPORT_FILE), 'w') as f:
-        json.dump(record, f, indent=2, sort_keys=True)
-      with stopping.writing():
-        if new:
-          os.rename(target, workdir)
-        elif empty:
-          for name in os.listdir(target):
-            os.rename(os.path.join(target, name), os.path.join(workdir, name))
-          os.rmdir(target)
-  except BaseException:
-    if staged:
-      shutil.rmtree(target, ignore_errors=True)
-    raise
+  # The folder being made is gone at the end (an error, a stop request: with what it
+  # holds); a stop request waits for the moves into place.
+  with stopping.temporary(target) if new or empty else contextlib.nullcontext():
+    workdirs.check_writable(target)
+    with checkpointing.Checkpointer(workdirs.checkpoint_dir(target),
+                                    keep=config.keep_checkpoints, async_save=False) as ckpt:
+      ckpt.save(0, state)
+    workdirs.save_config(config, target)
+    with open(os.path.join(target, workdirs.IMPORT_FILE), 'w') as f:
+      json.dump(record, f, indent=2, sort_keys=True)
+    with stopping.writing():
+      if new:
+        os.rename(target, workdir)
+      elif empty:
+        for name in os.listdir(target):
+          os.rename(os.path.join(target, name), os.path.join(workdir, name))
 
 
 def import_weights(g_state_dict, workdir: str, *, d_state_dict=None, config=None,
