@@ -22,6 +22,7 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
 
 import numpy as np
 
@@ -54,6 +55,10 @@ class ResizedRecords:
   def __init__(self, folder: str):
     self.folder = folder
     self._arrays = None
+    # The pipeline's threads ask for records at once; one of them opens the arrays (numpy's
+    # header parse, ast.literal_eval, is not thread-safe in CPython 3.11: "AST constructor
+    # recursion depth mismatch" seen in CI).
+    self._lock = threading.Lock()
     self._length = len(np.load(os.path.join(folder, 'names.npy'), mmap_mode='r'))
 
   def __getstate__(self):
@@ -67,8 +72,10 @@ class ResizedRecords:
 
   def __getitem__(self, index: int) -> dict:
     if self._arrays is None:
-      self._arrays = [np.load(os.path.join(self.folder, f), mmap_mode='r')
-                      for f in ('a.npy', 'b.npy', 'names.npy')]
+      with self._lock:
+        if self._arrays is None:
+          self._arrays = [np.load(os.path.join(self.folder, f), mmap_mode='r')
+                          for f in ('a.npy', 'b.npy', 'names.npy')]
     a, b, names = self._arrays
     return {'a': a[index], 'b': b[index], 'name': bytes(names[index])}
 
