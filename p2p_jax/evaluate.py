@@ -125,12 +125,13 @@ class _Results:
     self.out_meta = dict(generator.metadata, **{'p2p_jax.seed': str(seed)})
     self.rows, self.grid, self.taken, self.columns = [], [], set(), ()
     self.staging = self._temporary = None
-    self._made = False
 
   def __enter__(self):
-    self._made = not os.path.exists(self.out_dir)
     self.staging = stopping.partial_folder(self.out_dir)
-    self._temporary = stopping.temporary(self.staging)  # gone at the end, and on a stop
+    # The staging folder is gone at the end, and on a stop; so are the folders made for
+    # out_dir when nothing was written.
+    self._temporary = stopping.temporary(self.staging,
+                                         made=stopping.missing_folders(self.out_dir))
     self._temporary.__enter__()
     try:
       os.makedirs(os.path.join(self.staging, 'images'))
@@ -141,8 +142,6 @@ class _Results:
 
   def __exit__(self, *exc):
     self._temporary.__exit__(*exc)
-    if self._made and exc[0] is not None and not os.listdir(self.out_dir):
-      os.rmdir(self.out_dir)
 
   def _publish(self) -> None:
     """Moves the finished results into out_dir (a stop request waits for the moves)."""

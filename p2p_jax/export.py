@@ -164,26 +164,21 @@ def _write_folder(out_dir: str, save) -> None:
   SavedModel, and an earlier one as it was. Inside out_dir, so the moves are renames on one
   file system whatever out_dir is (a symlink, a mount point)."""
   _check_out_dir(out_dir)
-  made = not os.path.exists(out_dir)
-  os.makedirs(out_dir, exist_ok=True)
   new = stopping.partial_folder(out_dir)
-  try:
-    with stopping.temporary(new):  # gone at the end, and on a stop request
-      os.makedirs(new)
-      save(new)
-      with stopping.writing(completes=True):  # a stop request waits for the moves
-        for name in EXPORT_ENTRIES & set(os.listdir(out_dir)):
-          old = os.path.join(out_dir, name)
-          if os.path.isdir(old) and not os.path.islink(old):
-            shutil.rmtree(old)
-          else:
-            os.remove(old)
-        for name in os.listdir(new):
-          os.rename(os.path.join(new, name), os.path.join(out_dir, name))
-  except BaseException:
-    if made and not os.listdir(out_dir):  # a folder made for an export that failed
-      os.rmdir(out_dir)
-    raise
+  # Gone at the end, and on a stop request; so are the folders made for out_dir after a
+  # failure or a stop.
+  with stopping.temporary(new, made=stopping.missing_folders(out_dir)):
+    os.makedirs(new)
+    save(new)
+    with stopping.writing(completes=True):  # a stop request waits for the moves
+      for name in EXPORT_ENTRIES & set(os.listdir(out_dir)):
+        old = os.path.join(out_dir, name)
+        if os.path.isdir(old) and not os.path.islink(old):
+          shutil.rmtree(old)
+        else:
+          os.remove(old)
+      for name in os.listdir(new):
+        os.rename(os.path.join(new, name), os.path.join(out_dir, name))
 
 
 def define_flags(fv) -> None:

@@ -255,7 +255,7 @@ class _OneShot:
   writing = 0
   written = False
   pending = None
-  partial: list = []  # the paths of the `temporary` blocks under way
+  partial: list = []  # the `temporary` blocks under way
 
 
 def _remove(path: str) -> None:
@@ -275,7 +275,7 @@ def _remove(path: str) -> None:
 
 
 def _partial_cleanups() -> tuple:
-  return tuple(lambda p=p: _remove(p) for p in list(_OneShot.partial))
+  return tuple(t.remove for t in list(_OneShot.partial))
 
 
 def _end_one_shot(name: str) -> None:
@@ -363,24 +363,48 @@ def _alive(pid: int) -> bool:
   return True
 
 
+def missing_folders(folder: str) -> tuple:
+  """The folders that os.makedirs(folder) would make, outermost first (`temporary`'s
+  `made`: a command stopped or failed before it wrote its output leaves none of them)."""
+  missing, f = [], os.path.abspath(folder)
+  while not os.path.lexists(f) and os.path.dirname(f) != f:
+    missing.append(f)
+    f = os.path.dirname(f)
+  return tuple(reversed(missing))
+
+
 class temporary:  # pylint: disable=invalid-name  (a context manager)
   """`path` (a file or a folder) is an output being made under a temporary name while the
   block runs: the exit of a stop request (`stop_at_once`'s, or the trainer's while
   starting: `exit_now`) removes it first, and the block's end removes what is left of it,
   after an error or (unless keep_on_success) a normal end; what was renamed into place
-  (inside `writing()`) is not there any more."""
+  (inside `writing()`) is not there any more. made: the folders the command made for its
+  output (`missing_folders` before the block), removed too, when empty, after an error or a
+  stop: a command that wrote nothing leaves the file system as it was."""
 
-  def __init__(self, path: str, keep_on_success: bool = False):
+  def __init__(self, path: str, keep_on_success: bool = False, made: tuple = ()):
     self.path = os.fspath(path)
     self.keep_on_success = keep_on_success
+    self.made = tuple(made)
+
+  def remove(self, failed: bool = True) -> None:
+    """Removes path and, after a failure, the empty folders of `made`."""
+    _remove(self.path)
+    for folder in reversed(self.made) if failed else ():
+      if not os.path.lexists(folder):  # path itself, or never made
+        continue
+      try:
+        os.rmdir(folder)
+      except OSError:  # not empty (what was there before, or an output): kept
+        break
 
   def __enter__(self):
     with _OneShot.lock:
-      _OneShot.partial.append(self.path)
+      _OneShot.partial.append(self)
     return self
 
   def __exit__(self, *exc):
     with _OneShot.lock:
-      _OneShot.partial.remove(self.path)
+      _OneShot.partial.remove(self)
     if exc[0] is not None or not self.keep_on_success:
-      _remove(self.path)
+      self.remove(failed=exc[0] is not None)

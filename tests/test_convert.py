@@ -207,6 +207,10 @@ def test_a_failed_import_into_an_empty_folder_leaves_it_empty(imported, tmp_path
   err = capsys.readouterr().err
   assert 'No space left on device' in err and err.count('\n') == 1, err
   assert os.listdir(empty) == [] and os.listdir(tmp_path) == ['empty']
+  # Into a new workdir whose parent folders are new too: none of them is left.
+  assert convert.main(['--from_pytorch', g_path, '--workdir', str(tmp_path / 'a' / 'b' / 'w'),
+                       '--config', TINY]) == 2
+  assert os.listdir(tmp_path) == ['empty']
   monkeypatch.undo()
   # Into an empty folder through a symlink, and as `.`: the entries land in the folder.
   os.symlink(empty, tmp_path / 'link')

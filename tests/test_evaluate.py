@@ -53,8 +53,8 @@ def test_a_failed_evaluation_leaves_the_earlier_results_as_they_were(generator, 
     evaluate.evaluate_batches(generator, failing(), str(out), seed=4)
   assert {p: p.read_bytes() for p in out.rglob('*') if p.is_file()} == before
   assert sorted(os.listdir(tmp_path)) == ['eval']  # nothing left beside it
-  with pytest.raises(ValueError, match='3.jpg'):   # a new folder: not left behind
-    evaluate.evaluate_batches(generator, failing(), str(tmp_path / 'new'), seed=4)
+  with pytest.raises(ValueError, match='3.jpg'):   # new folders: not left behind
+    evaluate.evaluate_batches(generator, failing(), str(tmp_path / 'new' / 'deeper'), seed=4)
   assert sorted(os.listdir(tmp_path)) == ['eval']
   # A complete one replaces them (and leaves a file of the user's in the folder alone).
   (out / 'notes.txt').write_text('mine')

@@ -65,11 +65,11 @@ def test_an_export_replaces_an_earlier_one_whole_and_refuses_other_folders(tmp_p
   with pytest.raises(ValueError, match=r'holds config.json, not written by p2p_jax.export'):
     export.export_saved_model(config, variables, str(mine), 'eval', platforms=('cpu',))
   assert sorted(os.listdir(mine)) == before
-  # A new folder for an export that fails in TensorFlow's save is not left behind, empty.
+  # New folders for an export that fails in TensorFlow's save are not left behind, empty.
   full = OSError(28, 'No space left on device')
   with mock.patch.object(tf.saved_model, 'save', side_effect=full):
     with pytest.raises(OSError, match='No space'):
-      export.export_saved_model(config, variables, str(tmp_path / 'new'), 'eval',
+      export.export_saved_model(config, variables, str(tmp_path / 'new' / 'deeper'), 'eval',
                                 platforms=('cpu',))
   assert not (tmp_path / 'new').exists()
 

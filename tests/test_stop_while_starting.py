@@ -214,6 +214,66 @@ def test_a_stop_removes_an_output_being_made_and_waits_for_its_rename(tmp_path, 
     assert (out / 'images' / 'a.png').read_text() == 'x'
 
 
+_MAKING_INSIDE = r"""
+import os, signal, sys, time
+from p2p_jax import stopping
+stopping.stop_at_once('demo', 'nothing written')
+out, when = sys.argv[1], sys.argv[2]
+staging = os.path.join(out, '.partial-1')
+with stopping.temporary(staging, made=stopping.missing_folders(out)):
+  os.makedirs(os.path.join(staging, 'images'))
+  if when == 'making':
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(30)
+  with stopping.writing(completes=True):
+    if when == 'renaming':
+      os.kill(os.getpid(), signal.SIGTERM)
+      time.sleep(0.5)
+    os.rename(os.path.join(staging, 'images'), os.path.join(out, 'images'))
+time.sleep(30)
+"""
+
+
+@pytest.mark.parametrize('when', ['making', 'renaming'])
+def test_a_stop_removes_the_folders_made_for_an_output_not_written(tmp_path, when):
+  """evaluate and export make their output inside the folder they are given (and its
+  parents, when new): a stop before the output is in place leaves none of those folders
+  (nothing else of tmp_path's); one during the moves into place leaves the output."""
+  (tmp_path / 'kept').mkdir()
+  out = tmp_path / 'kept' / 'new' / 'results'
+  done = subprocess.run([sys.executable, '-c', _MAKING_INSIDE, str(out), when], cwd=ROOT,
+                        env=_env(), capture_output=True, text=True, timeout=60, check=False)
+  assert done.returncode == 143, done.stderr
+  if when == 'making':
+    assert os.listdir(tmp_path) == ['kept'] and os.listdir(tmp_path / 'kept') == []
+  else:
+    assert os.listdir(out) == ['images']
+
+
+def test_a_failure_removes_only_the_empty_folders_it_made(tmp_path):
+  """After an error, `temporary`'s `made` folders go when empty, innermost first: one that
+  another writer filled meanwhile, and every folder above it, stays; after a success they
+  all stay (they hold the output)."""
+  out = tmp_path / 'a' / 'b' / 'out'
+  made = stopping.missing_folders(out)
+  assert made == (str(tmp_path / 'a'), str(tmp_path / 'a' / 'b'), str(out))
+  with pytest.raises(OSError):
+    with stopping.temporary(str(out / '.partial'), made=made):
+      os.makedirs(out / '.partial')
+      raise OSError(28, 'No space left on device')
+  assert os.listdir(tmp_path) == []
+  with pytest.raises(OSError):
+    with stopping.temporary(str(out / '.partial'), made=made):
+      os.makedirs(out / '.partial')
+      (tmp_path / 'a' / 'other').write_text('not ours')
+      raise OSError(28, 'No space left on device')
+  assert sorted(os.listdir(tmp_path / 'a')) == ['other']
+  with stopping.temporary(str(out / '.partial'), made=stopping.missing_folders(out)):
+    os.makedirs(out / '.partial')
+    (out / 'result.txt').write_text('done')
+  assert os.listdir(out) == ['result.txt']
+
+
 def test_the_trainers_stop_while_starting_removes_a_partial_download_too(tmp_path):
   """downloads.download's temporary file is a stopping.temporary: a stop while the trainer
   starts (stopping.exit_now, the dataset being downloaded) leaves no .part file."""

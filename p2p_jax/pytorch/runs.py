@@ -211,11 +211,11 @@ def export_run(workdir: str, outputs, *, which='latest', overwrite: bool = False
   for path in targets.values():
     if os.path.exists(path) and not overwrite:
       raise ValueError(f'{path} exists; pass --overwrite to replace it')
-  made = bool(folder) and not os.path.exists(folder)
-  if folder:
-    os.makedirs(folder, exist_ok=True)
-  # A folder made here goes again unless every file is written (an error, a stop request).
-  with (stopping.temporary(folder, keep_on_success=True) if made
+  made = stopping.missing_folders(folder) if folder else ()
+  # Folders made here go again unless every file is written (an error, a stop request).
+  with (stopping.temporary(folder, keep_on_success=True, made=made) if made
         else contextlib.nullcontext()):
+    if folder:
+      os.makedirs(folder, exist_ok=True)
     files.write_pths({path: state_dicts[name] for name, path in targets.items()})
   return {'step': step, 'written': targets, 'skipped': skipped}
