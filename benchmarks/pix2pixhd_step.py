@@ -2,12 +2,14 @@
 
   PYTHONPATH=. python benchmarks/pix2pixhd_step.py                     # the demo at 128 px
   PYTHONPATH=. python benchmarks/pix2pixhd_step.py --size 256 --rounds 4 --steps 5
+  PYTHONPATH=. python benchmarks/pix2pixhd_step.py --batch 4        # the demo's own batch
 
 The networks of configs/pix2pixhd_demo.py (global generator ngf 16, 3 downsamplings, 3
 residual blocks; 2-scale D of 3 layers, ndf 16; LSGAN + feature matching; VGG off;
-label_nc 0 with the demo's one grey channel in), batch 1, float32. The official step is
-PyTorch's, with the networks of tests/torch_reference_hd.py (written from NVIDIA/pix2pixHD's
-models/networks.py) and the computation of its models/pix2pixHD_model.py and train.py:
+label_nc 0 with the demo's one grey channel in), batch 1 (pix2pixHD's; --batch for
+others), float32. The official step is PyTorch's, with the networks of
+tests/torch_reference_hd.py (written from NVIDIA/pix2pixHD's models/networks.py) and the
+computation of its models/pix2pixHD_model.py and train.py:
 fake = G(x); D on (x, fake.detach()), (x, real) and (x, fake); G's loss backward and
 Adam step, then D's. p2p_jax's is the trainer's (methods/pix2pixhd.py through
 parallel.DataParallel, the state donated, conv_impl 'auto' unless --conv-impl says).
@@ -42,9 +44,9 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, 'tests'))
 
 
-def make_jax(config, height: int, width: int):
-  """() -> one timed step of p2p_jax (blocking), for random data of height x width px, on
-  JAX's default backend."""
+def make_jax(config, height: int, width: int, batch: int = 1):
+  """() -> one timed step of p2p_jax (blocking), for `batch` random images of height x width
+  px, on JAX's default backend."""
   # pylint: disable=import-outside-toplevel
   import jax
   from p2p_jax import parallel
@@ -53,18 +55,18 @@ def make_jax(config, height: int, width: int):
   runner = parallel.DataParallel(setup.step, 'pmap', jax.devices()[:1], donate=True)
   state = [runner.put_state(jax.jit(setup.init)())]
   rng = np.random.default_rng(0)
-  batch = {'input': rng.uniform(-1, 1, (1, height, width, config.model.in_channels)
+  data = {'input': rng.uniform(-1, 1, (batch, height, width, config.model.in_channels)
                              ).astype(np.float32),
-           'target': rng.uniform(-1, 1, (1, height, width, 3)).astype(np.float32)}
+          'target': rng.uniform(-1, 1, (batch, height, width, 3)).astype(np.float32)}
 
   def step():
-    state[0], metrics = runner(state[0], batch)
+    state[0], metrics = runner(state[0], data)
     jax.block_until_ready(metrics)
   return step
 
 
 def make_torch(config, height: int, width: int, device: str = 'cpu',
-               dtype: str = 'float32'):
+               dtype: str = 'float32', batch: int = 1):
   """() -> one step of the official computation in PyTorch, same networks and data, on
   `device`; dtype bfloat16: the forward passes under torch.autocast (mixed precision)."""
   # pylint: disable=import-outside-toplevel
@@ -82,8 +84,8 @@ def make_torch(config, height: int, width: int, device: str = 'cpu',
   opt_d = torch.optim.Adam(d.parameters(), lr=config.optim.lr,
                            betas=(config.optim.b1, config.optim.b2))
   rng = np.random.default_rng(0)
-  x = torch.from_numpy(rng.uniform(-1, 1, (1, c, height, width)).astype(np.float32)).to(device)
-  real = torch.from_numpy(rng.uniform(-1, 1, (1, 3, height, width)).astype(np.float32)
+  x = torch.from_numpy(rng.uniform(-1, 1, (batch, c, height, width)).astype(np.float32)).to(device)
+  real = torch.from_numpy(rng.uniform(-1, 1, (batch, 3, height, width)).astype(np.float32)
                           ).to(device)
   mixed = (lambda: torch.autocast(device_type=device, dtype=torch.bfloat16)) if (
       dtype == 'bfloat16') else contextlib.nullcontext
@@ -102,12 +104,12 @@ def make_torch(config, height: int, width: int, device: str = 'cpu',
   return step
 
 
-def timed(step, n: int) -> float:
-  """Images per second over n steps (batch 1)."""
+def timed(step, n: int, batch: int = 1) -> float:
+  """Images per second over n steps of `batch` images."""
   start = time.perf_counter()
   for _ in range(n):
     step()
-  return n / (time.perf_counter() - start)
+  return n * batch / (time.perf_counter() - start)
 
 
 def main(argv=None) -> None:
@@ -115,6 +117,8 @@ def main(argv=None) -> None:
   p.add_argument('--size', type=int, default=128, help='image side (a multiple of 16)')
   p.add_argument('--height', type=int, default=0, help='instead of --size: H (and --width)')
   p.add_argument('--width', type=int, default=0)
+  p.add_argument('--batch', type=int, default=1,
+                 help='images per step (pix2pixHD trains with 1; the demo config with 4)')
   p.add_argument('--networks', default='demo', choices=('demo', '512p'),
                  help="demo: configs/pix2pixhd_demo.py's; 512p: the 512p recipe's global G "
                  '(ngf 64, 4 downsamplings, 9 blocks) and 2-scale D (ndf 64) on an RGB input')
@@ -145,25 +149,28 @@ def main(argv=None) -> None:
   if args.networks == '512p':
     config.model.update(ngf=64, ndf=64, in_channels=3)
     config.pix2pixhd.update(n_downsample_global=4, n_blocks_global=9)
-  sides = {'p2p_jax': make_jax(config, height, width)}
+  sides = {'p2p_jax': make_jax(config, height, width, args.batch)}
   if not args.jax_only:
-    sides['pytorch'] = make_torch(config, height, width, args.device, args.dtype)
+    sides['pytorch'] = make_torch(config, height, width, args.device, args.dtype,
+                                  args.batch)
   for step in sides.values():
     for _ in range(args.warmup):
       step()
   ratios = []
   for r in range(args.rounds):
     order = list(sides) if r % 2 == 0 else list(sides)[::-1]
-    rates = {name: timed(sides[name], args.steps) for name in order}
+    rates = {name: timed(sides[name], args.steps, args.batch) for name in order}
     ratio = rates['p2p_jax'] / rates['pytorch'] if 'pytorch' in rates else None
     ratios += [ratio] if ratio else []
     print(json.dumps({'round': r, 'first': order[0], 'size': f'{width}x{height}',
+                      'batch': args.batch,
                       **{f'{k}_img_per_s': round(v, 3) for k, v in rates.items()},
                       'ratio': ratio and round(ratio, 3)}), flush=True)
   import jax  # pylint: disable=import-outside-toplevel
   import torch  # pylint: disable=import-outside-toplevel
   print(json.dumps({'summary': True, 'networks': args.networks, 'size': f'{width}x{height}',
-                    'dtype': args.dtype, 'jax_device': str(jax.devices()[0].device_kind),
+                    'batch': args.batch, 'dtype': args.dtype,
+                    'jax_device': str(jax.devices()[0].device_kind),
                     'torch_device': args.device,
                     'rounds': args.rounds, 'steps': args.steps,
                     **({'ratio_median': round(statistics.median(ratios), 3),

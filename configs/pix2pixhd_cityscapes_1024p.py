@@ -26,8 +26,14 @@ Command (from the repository root), after the 512p run:
   python -m p2p_jax.main --config=configs/pix2pixhd_cityscapes_1024p.py \
       --config.pix2pixhd.load_pretrain=/tmp/label2city_512p --workdir=/tmp/label2city_1024p
 
-Runtime: 100 epochs x 2,975 steps = 297,500 steps at 2048x1024; the official README asks
-for 24 GB of GPU memory at float32 for this. The step's compiled memory per device with
+Runtime: 100 epochs x 2,975 steps = 297,500 steps at 2048x1024. Not measured on a GPU yet;
+an estimate from arithmetic: 13.5 TFLOP per step with the VGG term at most (the first 10
+epochs skip the global part's gradients; benchmarks/pix2pixhd_flops.py), 4.0e18 in all, at
+the model TFLOP/s pix2pix's step reached on one H100 (63 float32, 128 bfloat16:
+benchmarks/README.md, GPU) gives ~18 hours at float32, ~9 with bfloat16, after the 512p
+run; the input pipeline then keeps 1-2 worker cores busy (about 0.2 s of CPU per example).
+Measure it with benchmarks/pix2pixhd_gpu.sh. The official README asks for 24 GB of GPU
+memory at float32 for this. The step's compiled memory per device with
 the VGG term (benchmarks/pix2pixhd_memory.py --target=h100_sxm: XLA's GPU compiler for an
 H100, compile only, not yet run on one): 13.5 GiB at float32, 7.0 GiB with
 --config.compute.dtype=bfloat16 --config.pix2pixhd.remat=True, and with each image split

@@ -25,9 +25,12 @@ With the instance-wise feature encoder (the official --instance_feat; README,
 "Instance-wise features"): add --config.pix2pixhd.instance_feat=True (E: 788,803
 parameters; G then takes 39 channels).
 
-Runtime: 200 epochs x 2,975 steps = 595,000 steps at batch 1, 1024x512; the official code
-takes on the order of a week on one V100-class GPU for this (not measured here; README,
-pix2pixHD, gives the step's floating-point work).
+Runtime: 200 epochs x 2,975 steps = 595,000 steps at batch 1, 1024x512. Not measured on a
+GPU yet; an estimate from arithmetic: 5.17 TFLOP per step with the VGG term
+(benchmarks/pix2pixhd_flops.py), 3.1e18 in all, at the model TFLOP/s pix2pix's step reached
+on one H100 (63 float32, 128 bfloat16: benchmarks/README.md, GPU) gives ~14 hours at
+float32, ~7 with --config.compute.dtype=bfloat16; a GPU that keeps pix2pixHD's larger convs
+busier is faster. Measure it with benchmarks/pix2pixhd_gpu.sh.
 """
 
 from p2p_jax import config_schema
