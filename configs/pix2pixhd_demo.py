@@ -14,7 +14,7 @@ The VGG19 perceptual loss is off: its weights are torchvision's vgg19-dcbb9e9d.p
 p2p_jax never downloads. With the file (https://download.pytorch.org/models/vgg19-dcbb9e9d.pth,
 or torchvision's cache ~/.cache/torch/hub/checkpoints/, which is where it looks by
 default): --config.pix2pixhd.vgg_loss=True [--config.pix2pixhd.vgg_weights=PATH] (reading
-it needs torch; the step's arithmetic then grows from 6.0 to 77 GFLOP per image).
+it needs torch; the step's arithmetic then grows from 4.1 to 51 GFLOP per image).
 
 Command (from the repository root):
   python -m p2p_jax.main --config=configs/pix2pixhd_demo.py --workdir=/tmp/p2p_hd_demo
