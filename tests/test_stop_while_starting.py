@@ -181,9 +181,12 @@ _MAKING = r"""
 import os, signal, sys, time
 from p2p_jax import stopping
 stopping.stop_at_once('demo', 'nothing written')
-out, when = sys.argv[1], sys.argv[2]
-partial = out + '.partial'
-with stopping.temporary(partial):
+out, when, where = sys.argv[1:4]
+if where == 'beside':  # made under another name beside out, then renamed to out
+  partial, made = out + '.partial', ()
+else:                  # made inside out (and its new parents), then moved out of it
+  partial, made = os.path.join(out, '.partial-1'), stopping.missing_folders(out)
+with stopping.temporary(partial, made=made):
   os.makedirs(os.path.join(partial, 'images'))
   with open(os.path.join(partial, 'images', 'a.png'), 'w') as f:
     f.write('x')
@@ -194,9 +197,17 @@ with stopping.temporary(partial):
     if when == 'renaming':
       os.kill(os.getpid(), signal.SIGTERM)
       time.sleep(0.5)
-    os.rename(partial, out)
+    if where == 'beside':
+      os.rename(partial, out)
+    else:
+      os.rename(os.path.join(partial, 'images'), os.path.join(out, 'images'))
 time.sleep(30)
 """
+
+
+def _making(out, when: str, where: str):
+  return subprocess.run([sys.executable, '-c', _MAKING, str(out), when, where], cwd=ROOT,
+                        env=_env(), capture_output=True, text=True, timeout=60, check=False)
 
 
 @pytest.mark.parametrize('when', ['making', 'renaming'])
@@ -205,33 +216,12 @@ def test_a_stop_removes_an_output_being_made_and_waits_for_its_rename(tmp_path, 
   while an output is made under a temporary name removes it; one during the rename into
   place ends the command right after, the output whole."""
   out = tmp_path / 'results'
-  done = subprocess.run([sys.executable, '-c', _MAKING, str(out), when], cwd=ROOT,
-                        env=_env(), capture_output=True, text=True, timeout=60, check=False)
+  done = _making(out, when, 'beside')
   why = 'nothing written' if when == 'making' else 'after its output was written'
   assert (done.returncode, done.stderr.strip()) == (143, f'demo: stopped by SIGTERM; {why}')
   assert os.listdir(tmp_path) == ([] if when == 'making' else ['results'])
   if when == 'renaming':
     assert (out / 'images' / 'a.png').read_text() == 'x'
-
-
-_MAKING_INSIDE = r"""
-import os, signal, sys, time
-from p2p_jax import stopping
-stopping.stop_at_once('demo', 'nothing written')
-out, when = sys.argv[1], sys.argv[2]
-staging = os.path.join(out, '.partial-1')
-with stopping.temporary(staging, made=stopping.missing_folders(out)):
-  os.makedirs(os.path.join(staging, 'images'))
-  if when == 'making':
-    os.kill(os.getpid(), signal.SIGTERM)
-    time.sleep(30)
-  with stopping.writing(completes=True):
-    if when == 'renaming':
-      os.kill(os.getpid(), signal.SIGTERM)
-      time.sleep(0.5)
-    os.rename(os.path.join(staging, 'images'), os.path.join(out, 'images'))
-time.sleep(30)
-"""
 
 
 @pytest.mark.parametrize('when', ['making', 'renaming'])
@@ -241,13 +231,12 @@ def test_a_stop_removes_the_folders_made_for_an_output_not_written(tmp_path, whe
   (nothing else of tmp_path's); one during the moves into place leaves the output."""
   (tmp_path / 'kept').mkdir()
   out = tmp_path / 'kept' / 'new' / 'results'
-  done = subprocess.run([sys.executable, '-c', _MAKING_INSIDE, str(out), when], cwd=ROOT,
-                        env=_env(), capture_output=True, text=True, timeout=60, check=False)
+  done = _making(out, when, 'inside')
   assert done.returncode == 143, done.stderr
   if when == 'making':
     assert os.listdir(tmp_path) == ['kept'] and os.listdir(tmp_path / 'kept') == []
   else:
-    assert os.listdir(out) == ['images']
+    assert os.listdir(out) == ['images'] and (out / 'images' / 'a.png').read_text() == 'x'
 
 
 def test_a_failure_removes_only_the_empty_folders_it_made(tmp_path):
