@@ -373,6 +373,19 @@ def missing_folders(folder: str) -> tuple:
   return tuple(reversed(missing))
 
 
+def remove_empty_folders(made) -> None:
+  """Removes the folders of `made` (`missing_folders`' order), innermost first, while they
+  are empty: one that holds anything (an output, another writer's file) stays, and so does
+  every folder above it."""
+  for folder in reversed(made):
+    if not os.path.lexists(folder):  # removed already, or never made
+      continue
+    try:
+      os.rmdir(folder)
+    except OSError:
+      break
+
+
 class temporary:  # pylint: disable=invalid-name  (a context manager)
   """`path` (a file or a folder) is an output being made under a temporary name while the
   block runs: the exit of a stop request (`stop_at_once`'s, or the trainer's while
@@ -390,13 +403,8 @@ class temporary:  # pylint: disable=invalid-name  (a context manager)
   def remove(self, failed: bool = True) -> None:
     """Removes path and, after a failure, the empty folders of `made`."""
     _remove(self.path)
-    for folder in reversed(self.made) if failed else ():
-      if not os.path.lexists(folder):  # path itself, or never made
-        continue
-      try:
-        os.rmdir(folder)
-      except OSError:  # not empty (what was there before, or an output): kept
-        break
+    if failed:
+      remove_empty_folders(self.made)
 
   def __enter__(self):
     with _OneShot.lock:

@@ -124,7 +124,19 @@ def run_training(config, workdir: str, **kwargs) -> Outcome:
   # Checks divisibility (over replicas: groups of compute.spatial devices per image).
   local_batch = parallel.local_batch_size(config.batch_size, devices, config.compute.spatial)
   workdirs.check_same_model(config, workdir)
-  workdirs.check_writable(workdirs.checkpoint_dir(workdir))
+  # A first run that fails or is stopped before it saves anything leaves none of the
+  # folders it made (the workdir, its new parents); one process only (the others' view of
+  # a shared workdir would race with process 0's writes).
+  made = stopping.missing_folders(workdir) if parallel.process_count() == 1 else ()
+  try:
+    workdirs.check_writable(workdirs.checkpoint_dir(workdir))
+    return _run_locked(config, workdir, kwargs, devices, local_batch, made)
+  finally:  # a run that wrote anything has a workdir that is not empty: kept
+    stopping.remove_empty_folders(made)
+
+
+def _run_locked(config, workdir, kwargs, devices, local_batch, made) -> Outcome:
+  """run_training inside the stop request, the trainer lock and the Checkpointer."""
   # Validation pairs input and target where the validation data is paired (always for
   # pix2pix; for CycleGAN on a paired dataset read unpaired); the best checkpoint is then
   # the lowest validation L1, else (unpaired data) the lowest cycle L1.
@@ -138,6 +150,7 @@ def run_training(config, workdir: str, **kwargs) -> Outcome:
                                  keep=config.keep_checkpoints, keep_best=True,
                                  best_metric=workdirs.best_metric(eval_paired)) as ckpt:
     stop.on_exit(lock.release)  # a stop during set-up may end the process (the command)
+    stop.on_exit(lambda: stopping.remove_empty_folders(made))  # after the lock's release
     try:
       return _run(config, workdir, ckpt, stop, devices, local_batch, eval_paired=eval_paired,
                   **kwargs)

@@ -119,7 +119,7 @@ runpy.run_module('p2p_jax.main', run_name='__main__', alter_sys=True)
 
 
 def test_sigterm_while_compiling_exits_75_within_seconds(tmp_path, blue_marble_data_dir):
-  workdir = tmp_path / 'run'
+  workdir = tmp_path / 'new' / 'run'   # made by the trainer, with its parent
   env = _env(P2P_JAX_KEEP_MALLOC='1')
   env.pop('JAX_COMPILATION_CACHE_DIR', None)     # a real compilation, not a cache hit
   process = _main(workdir, command=[
@@ -140,8 +140,9 @@ def test_sigterm_while_compiling_exits_75_within_seconds(tmp_path, blue_marble_d
   assert process.returncode == stopping.EXIT_PREEMPTED, output
   assert output.strip() == LINE                   # not 'compiled': it did not wait for it
   assert took < 5, took
-  # The lock released cleanly (no stale lock for the next run), no empty checkpoints/.
-  assert sorted(os.listdir(workdir)) == [], os.listdir(workdir)
+  # The lock released cleanly (no stale lock for the next run); no folder the run made
+  # is left (the workdir, its parent, checkpoints/), since it saved nothing.
+  assert os.listdir(tmp_path) == [], os.listdir(tmp_path)
 
 
 ONE_SHOT = {

@@ -55,8 +55,9 @@ def test_a_missing_eval_split_is_found_before_the_first_step(tmp_path, blue_marb
   config.data.dataset, config.data.data_dir = 'blue_marble', blue_marble_data_dir
   config.data.eval_split = 'validation'
   with pytest.raises(DataError, match=r"no split 'validation'; it has test, train"):
-    train.train_and_evaluate(config, str(tmp_path), devices=jax.devices()[:1],
+    train.train_and_evaluate(config, str(tmp_path / 'new' / 'run'), devices=jax.devices()[:1],
                              step_hook=never)
+  assert os.listdir(tmp_path) == []  # a first run that failed leaves no folder it made
 
 
 def test_a_second_trainer_is_refused_before_it_touches_the_workdir(tmp_path):
