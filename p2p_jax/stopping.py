@@ -373,7 +373,7 @@ def missing_folders(folder: str) -> tuple:
   return tuple(reversed(missing))
 
 
-def remove_empty_folders(made) -> None:
+def _remove_empty_folders(made) -> None:
   """Removes the folders of `made` (`missing_folders`' order), innermost first, while they
   are empty: one that holds anything (an output, another writer's file) stays, and so does
   every folder above it."""
@@ -392,19 +392,21 @@ class temporary:  # pylint: disable=invalid-name  (a context manager)
   starting: `exit_now`) removes it first, and the block's end removes what is left of it,
   after an error or (unless keep_on_success) a normal end; what was renamed into place
   (inside `writing()`) is not there any more. made: the folders the command made for its
-  output (`missing_folders` before the block), removed too, when empty, after an error or a
-  stop: a command that wrote nothing leaves the file system as it was."""
+  output (`missing_folders` before the block), removed too at either exit while they are
+  empty: a command that wrote nothing leaves the file system as it was, one that wrote its
+  output keeps the folders that hold it. path None: only `made`'s folders (the trainer's
+  workdir)."""
 
-  def __init__(self, path: str, keep_on_success: bool = False, made: tuple = ()):
-    self.path = os.fspath(path)
+  def __init__(self, path: str | None, keep_on_success: bool = False, made: tuple = ()):
+    self.path = None if path is None else os.fspath(path)
     self.keep_on_success = keep_on_success
     self.made = tuple(made)
 
-  def remove(self, failed: bool = True) -> None:
-    """Removes path and, after a failure, the empty folders of `made`."""
-    _remove(self.path)
-    if failed:
-      remove_empty_folders(self.made)
+  def remove(self, keep_path: bool = False) -> None:
+    """Removes path (unless keep_path), then the empty folders of `made`."""
+    if self.path is not None and not keep_path:
+      _remove(self.path)
+    _remove_empty_folders(self.made)
 
   def __enter__(self):
     with _OneShot.lock:
@@ -414,5 +416,4 @@ class temporary:  # pylint: disable=invalid-name  (a context manager)
   def __exit__(self, *exc):
     with _OneShot.lock:
       _OneShot.partial.remove(self)
-    if exc[0] is not None or not self.keep_on_success:
-      self.remove(failed=exc[0] is not None)
+    self.remove(keep_path=exc[0] is None and self.keep_on_success)

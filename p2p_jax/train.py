@@ -125,38 +125,33 @@ def run_training(config, workdir: str, **kwargs) -> Outcome:
   local_batch = parallel.local_batch_size(config.batch_size, devices, config.compute.spatial)
   workdirs.check_same_model(config, workdir)
   # A first run that fails or is stopped before it saves anything leaves none of the
-  # folders it made (the workdir, its new parents); one process only (the others' view of
-  # a shared workdir would race with process 0's writes).
+  # folders it made (the workdir, its new parents): they go at the block's end, and at a
+  # stop's exit after the lock's release, while empty (a run that wrote anything keeps its
+  # workdir). One process only (the others' view of a shared workdir would race with
+  # process 0's writes).
   made = stopping.missing_folders(workdir) if parallel.process_count() == 1 else ()
-  try:
+  with stopping.temporary(None, made=made):
     workdirs.check_writable(workdirs.checkpoint_dir(workdir))
-    return _run_locked(config, workdir, kwargs, devices, local_batch, made)
-  finally:  # a run that wrote anything has a workdir that is not empty: kept
-    stopping.remove_empty_folders(made)
-
-
-def _run_locked(config, workdir, kwargs, devices, local_batch, made) -> Outcome:
-  """run_training inside the stop request, the trainer lock and the Checkpointer."""
-  # Validation pairs input and target where the validation data is paired (always for
-  # pix2pix; for CycleGAN on a paired dataset read unpaired); the best checkpoint is then
-  # the lowest validation L1, else (unpaired data) the lowest cycle L1.
-  eval_paired = kwargs.pop('eval_paired', None)
-  if eval_paired is None:
-    eval_paired = kwargs.get('eval_batches') is not None or workdirs.eval_is_paired(config)
-  # The stop request covers everything from here to the last byte of the final checkpoint
-  # (the Checkpointer waits for it when it closes); the lock keeps a second trainer out.
-  with stopping.StopRequest() as stop, workdirs.trainer_lock(workdir) as lock, \
-      checkpointing.Checkpointer(workdirs.checkpoint_dir(workdir),
-                                 keep=config.keep_checkpoints, keep_best=True,
-                                 best_metric=workdirs.best_metric(eval_paired)) as ckpt:
-    stop.on_exit(lock.release)  # a stop during set-up may end the process (the command)
-    stop.on_exit(lambda: stopping.remove_empty_folders(made))  # after the lock's release
-    try:
-      return _run(config, workdir, ckpt, stop, devices, local_batch, eval_paired=eval_paired,
-                  **kwargs)
-    except OSError as e:  # writing a sample or the curves: the workdir gone, a full disk
-      workdirs.raise_if_storage_error(workdir, e, ckpt.failure(wait=True))
-      raise
+    # Validation pairs input and target where the validation data is paired (always for
+    # pix2pix; for CycleGAN on a paired dataset read unpaired); the best checkpoint is
+    # then the lowest validation L1, else (unpaired data) the lowest cycle L1.
+    eval_paired = kwargs.pop('eval_paired', None)
+    if eval_paired is None:
+      eval_paired = kwargs.get('eval_batches') is not None or workdirs.eval_is_paired(config)
+    # The stop request covers everything from here to the last byte of the final
+    # checkpoint (the Checkpointer waits for it when it closes); the lock keeps a second
+    # trainer out.
+    with stopping.StopRequest() as stop, workdirs.trainer_lock(workdir) as lock, \
+        checkpointing.Checkpointer(workdirs.checkpoint_dir(workdir),
+                                   keep=config.keep_checkpoints, keep_best=True,
+                                   best_metric=workdirs.best_metric(eval_paired)) as ckpt:
+      stop.on_exit(lock.release)  # a stop during set-up may end the process (the command)
+      try:
+        return _run(config, workdir, ckpt, stop, devices, local_batch,
+                    eval_paired=eval_paired, **kwargs)
+      except OSError as e:  # writing a sample or the curves: the workdir gone, a full disk
+        workdirs.raise_if_storage_error(workdir, e, ckpt.failure(wait=True))
+        raise
 
 
 def _run(config, workdir, ckpt, stop, devices, local_batch, train_batches=None,

@@ -116,10 +116,9 @@ def write(config, state, workdir: str, record: dict) -> None:
   else:
     target = workdir
   # The folder being made is gone at the end (an error, a stop request: with what it
-  # holds), and so are the new workdir's parent folders it made; a stop request waits for
-  # the moves into place.
-  parents = stopping.missing_folders(os.path.dirname(os.path.abspath(workdir))) if new else ()
-  with (stopping.temporary(target, made=parents) if new or empty
+  # holds), and so are the new workdir's parent folders it made, if left empty; a stop
+  # request waits for the moves into place.
+  with (stopping.temporary(target, made=stopping.missing_folders(workdir)) if new or empty
         else contextlib.nullcontext()):
     workdirs.check_writable(target)
     with checkpointing.Checkpointer(workdirs.checkpoint_dir(target),
