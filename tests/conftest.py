@@ -15,6 +15,9 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 # Compilation dominates the suite's time, and many tests build the same tiny networks: a
 # compilation cache shared by the whole run (and by the subprocesses tests start) compiles
 # each program once. It starts empty every run, so no result depends on an earlier one.
+# pytest-xdist's workers (the README's `-n 2`) start after this ran in the main process, so
+# they inherit and share it; JAX writes entries in place, and an entry read while another
+# process writes it fails to decompress, which JAX answers with a warning and a compile.
 if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
   _cache = tempfile.mkdtemp(prefix='p2p_jax_test_xla_cache.')
   atexit.register(shutil.rmtree, _cache, ignore_errors=True)

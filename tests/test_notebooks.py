@@ -24,7 +24,7 @@ NOTEBOOK_DIR = os.path.join(ROOT, 'notebooks')
 NOTEBOOKS = ('quickstart.ipynb', 'anatomy.ipynb')
 CELL_TIMEOUT_S = 600  # per cell; generous for a loaded machine, a hang still fails
 # README test command: CI (.ci/run) must run exactly this line.
-TEST_COMMAND = "pip install -e '.[test]' && python -m pytest -q tests"
+TEST_COMMAND = "pip install -e '.[test]' && python -m pytest -q -n 2 --dist loadfile tests"
 MAIN_COMMAND = ('pip install -e . && python -m p2p_jax.main --config=configs/demo.py '
                 '--workdir=/tmp/p2p_demo')
 
