@@ -314,9 +314,11 @@ class Checkpointer:
       latest = None
     resume = (f'the newest checkpoint is step {latest}' if latest is not None else
               'no checkpoint was saved before it')
-    return CheckpointSaveError(f'saving step {step} into {self.directory} failed: {why}. '
-                               f'Stopped; {resume}: fix the cause and run the same command '
-                               'to resume')
+    error = CheckpointSaveError(f'saving step {step} into {self.directory} failed: {why}. '
+                                f'Stopped; {resume}: fix the cause and run the same command '
+                                'to resume')
+    error.why = why  # for a command that is not a training run (convert)
+    return error
 
   def failure(self, wait: bool = False) -> CheckpointSaveError | None:
     """The error of the last save if it has finished and failed, or the checkpoint folder

@@ -142,6 +142,10 @@ class _Results:
 
   def __exit__(self, *exc):
     self._temporary.__exit__(*exc)
+    if isinstance(exc[1], OSError):  # a full disk: named where the user looks, not staging
+      name = exc[1].filename
+      exc[1].filename = (self.out_dir if name is None else
+                         str(name).replace(self.staging, self.out_dir.rstrip(os.sep), 1))
 
   def _publish(self) -> None:
     """Moves the finished results into out_dir (a stop request waits for the moves)."""

@@ -140,8 +140,18 @@ def write_png(path: str, image: np.ndarray, metadata: dict | None = None) -> Non
   tmp = path + '.tmp'
   # A command's stop request (stopping.stop_at_once) waits for the file: no .tmp left.
   with stopping.writing():
-    Image.fromarray(image).save(tmp, format='PNG', pnginfo=info)
+    try:
+      Image.fromarray(image).save(tmp, format='PNG', pnginfo=info)  # removes tmp if it fails
+    except OSError as e:
+      _name(e, path)
+      raise
     os.replace(tmp, path)  # No half-written PNG if the run is killed.
+
+
+def _name(error: OSError, path: str) -> None:
+  """A failed write (a full disk) names no file; the one-line error should (cli.run)."""
+  if error.filename is None:
+    error.filename = path
 
 
 def read_png_metadata(path: str) -> dict:
@@ -217,9 +227,14 @@ class PngWriter:
     if kind is None:
       self.close()
     else:
-      self._file.close()
+      try:
+        self._file.close()
+      except OSError:  # a full disk fails the last flush too; the file goes all the same
+        pass
       if os.path.exists(self._tmp):
         os.remove(self._tmp)
+      if isinstance(value, OSError):
+        _name(value, self.path)
 
 
 def _png_filter(rows: np.ndarray, prev: np.ndarray, bpp: int) -> np.ndarray:

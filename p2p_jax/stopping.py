@@ -275,7 +275,9 @@ def _remove(path: str) -> None:
 
 
 def _partial_cleanups() -> tuple:
-  return tuple(t.remove for t in list(_OneShot.partial))
+  # Innermost first, as the blocks would end: an inner output goes before the outer block
+  # looks whether the folders it made are empty.
+  return tuple(t.remove for t in reversed(_OneShot.partial))
 
 
 def _end_one_shot(name: str) -> None:
@@ -342,9 +344,20 @@ class writing:  # pylint: disable=invalid-name  (used as `with stopping.writing(
 PARTIAL_PREFIX = '.partial-'  # + the pid: an output being made inside its folder
 
 
+def check_folder(folder: str) -> None:
+  """A ValueError naming `folder` where an output folder cannot be (a file, a symbolic link
+  to nothing), instead of the OS's error about a path inside it, later."""
+  if os.path.islink(folder) and not os.path.exists(folder):
+    raise ValueError(f'{folder} is a symbolic link to {os.readlink(folder)}, which does not '
+                     'exist: make that folder, or give another')
+  if os.path.exists(folder) and not os.path.isdir(folder):
+    raise ValueError(f'{folder} is a file, not a folder: give a folder')
+
+
 def partial_folder(folder: str) -> str:
   """Where this process makes an output inside `folder` before moving it out (a hidden
   folder); the ones of processes that are gone (killed) are removed first."""
+  check_folder(folder)
   for name in os.listdir(folder) if os.path.isdir(folder) else ():
     pid = name[len(PARTIAL_PREFIX):]
     if name.startswith(PARTIAL_PREFIX) and pid.isdigit() and not _alive(int(pid)):

@@ -53,7 +53,7 @@ from typing import Sequence
 from absl import flags
 import numpy as np
 
-from p2p_jax import cli, image_io, inference, tiling
+from p2p_jax import cli, image_io, inference, stopping, tiling
 
 SIZE_POLICY = 'reflect-pad (centred) to a multiple of 2**depth, translate, crop back'
 
@@ -237,10 +237,20 @@ def translate_files(generator: inference.TrainedGenerator, pairs: list[tuple[str
   if method is not None:
     method.check_file_input(generator.config)   # before any folder is made
   tiles = tiling.for_generator(generator, tile, tile_margin)
-  written, skipped, alpha, small, noted = [], [], [], [], False
   out_dirs = {os.path.dirname(dst) or '.' for _, dst in pairs}
   for d in out_dirs:
-    os.makedirs(d, exist_ok=True)
+    stopping.check_folder(d)
+  # The folders made here go again if they stay empty (an error, a stop, nothing written).
+  made = tuple(dict.fromkeys(f for d in sorted(out_dirs) for f in stopping.missing_folders(d)))
+  with stopping.temporary(None, made=made):
+    for d in out_dirs:
+      os.makedirs(d, exist_ok=True)
+    return _translate_into(generator, pairs, tiles, seed, batch_size, tile, tile_margin, log)
+
+
+def _translate_into(generator, pairs, tiles, seed, batch_size, tile, tile_margin, log) -> dict:
+  """translate_files' loop, once the output folders exist."""
+  written, skipped, alpha, small, noted = [], [], [], [], False
 
   def metadata(i, src, image, **extra):
     return dict(generator.metadata, **{

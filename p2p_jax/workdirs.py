@@ -31,7 +31,8 @@ from typing import Any
 from etils import epath
 import numpy as np
 
-from p2p_jax import checkpoint_files, checkpointing, config_schema, inference, methods, parallel
+from p2p_jax import (checkpoint_files, checkpointing, config_schema, inference, methods, parallel,
+                     stopping)
 from p2p_jax.datasets import catalog
 
 CONFIG_FILE = 'config.json'
@@ -70,6 +71,16 @@ def check_writable(directory, min_free_bytes: int = 0) -> None:
   disks only) also demands that much free space, e.g. twice the size of the state.
   """
   path = epath.Path(directory)
+  if '://' not in str(directory):
+    # Named as what it is (a file, a link to nothing) rather than by an OS error about a
+    # path inside it.
+    existing = os.path.abspath(str(directory))
+    while not os.path.lexists(existing) and os.path.dirname(existing) != existing:
+      existing = os.path.dirname(existing)
+    try:
+      stopping.check_folder(existing)
+    except ValueError as e:
+      raise checkpointing.CheckpointError(str(e)) from None
   probe = _probe_path(path)
   try:
     path.mkdir(parents=True, exist_ok=True)

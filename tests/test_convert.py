@@ -205,11 +205,23 @@ def test_a_failed_import_into_an_empty_folder_leaves_it_empty(imported, tmp_path
   assert convert.main(['--from_pytorch', g_path, '--workdir', str(empty), '--config',
                        TINY]) == 2
   err = capsys.readouterr().err
-  assert 'No space left on device' in err and err.count('\n') == 1, err
+  assert f'error: {empty}: No space left on device' in err and err.count('\n') == 1, err
   assert os.listdir(empty) == [] and os.listdir(tmp_path) == ['empty']
   # Into a new workdir whose parent folders are new too: none of them is left.
   assert convert.main(['--from_pytorch', g_path, '--workdir', str(tmp_path / 'a' / 'b' / 'w'),
                        '--config', TINY]) == 2
+  assert os.listdir(tmp_path) == ['empty']
+  capsys.readouterr()
+  monkeypatch.undo()
+  # The disk full at the checkpoint: said in convert's words (no "resume", no name of the
+  # folder being made).
+  monkeypatch.setattr(checkpointing.ocp.CheckpointManager, 'save', full)
+  assert convert.main(['--from_pytorch', g_path, '--workdir', str(tmp_path / 'c' / 'w'),
+                       '--config', TINY]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith(f'p2p_jax.convert: error: writing the checkpoint into '
+                        f'{tmp_path / "c" / "w"} failed: no space left on the device'), err
+  assert err.strip().endswith('nothing was written') and err.count('\n') == 1, err
   assert os.listdir(tmp_path) == ['empty']
   monkeypatch.undo()
   # Into an empty folder through a symlink, and as `.`: the entries land in the folder.

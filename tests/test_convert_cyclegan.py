@@ -145,6 +145,15 @@ def test_export_writes_four_files_the_reference_loads_strictly(files, imported, 
   assert convert.main(['--workdir', imported, '--to_pytorch', str(g_only),
                        '--to_pytorch_g_b', str(tmp_path / 'g_b.pth')]) == 0
   assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ['g_a.pth', 'g_b.pth']
+  # A folder that is a file (no .pth ending), or a link to nothing: named, nothing written.
+  (tmp_path / 'a_file').write_text('mine')
+  os.symlink(tmp_path / 'gone', tmp_path / 'link')
+  capsys.readouterr()
+  assert convert.main(['--workdir', imported, '--to_pytorch', str(tmp_path / 'a_file')]) == 2
+  assert f'{tmp_path / "a_file"} is a file' in capsys.readouterr().err
+  assert convert.main(['--workdir', imported, '--to_pytorch', str(tmp_path / 'link')]) == 2
+  assert 'link is a symbolic link to' in capsys.readouterr().err
+  assert (tmp_path / 'a_file').read_text() == 'mine' and not (tmp_path / 'gone').exists()
 
 
 def test_a_lone_published_style_g_refuses_btoa_and_exports_without_g_b(files, tmp_path,

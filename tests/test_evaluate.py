@@ -1,6 +1,7 @@
 """Evaluation: metrics per image and averaged, the HTML page, the grid, the CLI."""
 
 import csv
+import errno
 import json
 import os
 import re
@@ -62,6 +63,34 @@ def test_a_failed_evaluation_leaves_the_earlier_results_as_they_were(generator, 
   assert json.loads((out / 'metrics.json').read_text())['seed'] == 4
   assert (out / 'notes.txt').read_text() == 'mine'
   assert sorted(os.listdir(tmp_path)) == ['eval']
+
+
+
+def test_an_out_dir_that_cannot_be_a_folder_is_named(generator, tmp_path):
+  """A file, or a symbolic link whose target is gone: one error naming it (not an OS error
+  about a hidden folder inside it), before any image is computed; nothing else is made."""
+  (tmp_path / 'a_file').write_text('mine')
+  os.symlink(tmp_path / 'gone', tmp_path / 'link')
+  with pytest.raises(ValueError, match=r'a_file is a file'):
+    evaluate.evaluate_batches(generator, _batches(), str(tmp_path / 'a_file'))
+  with pytest.raises(ValueError, match=r'link is a symbolic link to .*gone, which does not'):
+    evaluate.evaluate_batches(generator, _batches(), str(tmp_path / 'link'))
+  assert sorted(os.listdir(tmp_path)) == ['a_file', 'link']
+  assert (tmp_path / 'a_file').read_text() == 'mine'
+
+def test_a_full_disk_names_the_file_in_out_dir(generator, tmp_path, monkeypatch):
+  """The one-line error of a failed write names the file where the user will look for it
+  (not the hidden folder it was being made in); the new folder goes again."""
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+
+  def full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, 'No space left on device')
+  monkeypatch.setattr(Image.Image, 'save', full)
+  out = tmp_path / 'new'
+  with pytest.raises(OSError, match='No space left') as e:
+    evaluate.evaluate_batches(generator, _batches(), str(out))
+  assert e.value.filename.startswith(str(out / 'images') + os.sep), e.value.filename
+  assert os.listdir(tmp_path) == []
 
 
 def test_page_lists_every_image_with_its_metrics(generator, tmp_path):

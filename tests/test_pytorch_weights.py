@@ -1,5 +1,7 @@
 """The reference's PyTorch weights in p2p_jax: same outputs, exact round trip, clear errors."""
 
+import errno
+import io
 import os
 
 import numpy as np
@@ -272,3 +274,25 @@ def test_several_files_are_written_as_one(tmp_path):
   assert first.read_bytes() == before and os.listdir(tmp_path) == ['latest_net_G.pth']
   files.write_pths({first: {'w': np.ones(3, np.float32)}})
   np.testing.assert_array_equal(files.read_pth(str(first))['w'], np.ones(3))
+
+
+
+class _FillsUp(io.FileIO):
+  """A file on a disk that is full after its first 1,000 bytes."""
+
+  def write(self, b):
+    if self.tell() + len(b) > 1000:
+      raise OSError(errno.ENOSPC, 'No space left on device')
+    return super().write(b)
+
+
+def test_a_disk_filling_up_is_one_os_error_naming_the_file(tmp_path, monkeypatch):
+  """The disk fills part-way through a file (as it did by hand on a 20 MB tmpfs): torch's
+  zip writer then raises a RuntimeError with no reason ('unexpected pos ...') from the
+  OSError; write_pths says ENOSPC and names the file, and leaves nothing."""
+  monkeypatch.setattr(files, 'open', lambda name, mode: _FillsUp(name, 'w'), raising=False)
+  target = tmp_path / 'latest_net_D.pth'
+  with pytest.raises(OSError, match='No space left') as e:
+    files.write_pths({target: {'w': np.ones((256, 256), np.float32)}})
+  assert e.value.errno == errno.ENOSPC and e.value.filename == str(target)
+  assert os.listdir(tmp_path) == []

@@ -285,6 +285,25 @@ def test_png_writer_writes_what_pillow_reads(tmp_path):
   assert sorted(os.listdir(tmp_path)) == ['a.png']
 
 
+def test_a_full_disk_names_the_png_and_leaves_no_temporary(tmp_path):
+  """A write that fails for space names the PNG (the one line a command prints then), and
+  the band writer's unfinished file goes even though its last flush fails too."""
+  rng = np.random.default_rng(0)
+  noise = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)   # does not compress
+  path = str(tmp_path / 'whole.png')
+  os.symlink('/dev/full', path + '.tmp')                          # every write: ENOSPC
+  with pytest.raises(OSError, match='No space left') as e:
+    image_io.write_png(path, noise)
+  assert e.value.filename == path
+  path = str(tmp_path / 'bands.png')
+  os.symlink('/dev/full', path + '.tmp')
+  with pytest.raises(OSError, match='No space left') as e:
+    with image_io.PngWriter(path, 256, 256, 3) as png:
+      png.write(noise)
+  assert e.value.filename == path
+  assert not os.path.lexists(path + '.tmp') and not os.path.exists(path)
+
+
 @pytest.mark.parametrize('mode', ['RGB', 'RGBA', 'P', 'CMYK', 'L', 'LA', '1'])
 def test_decoding_in_bands_is_decoding_whole(tmp_path, monkeypatch, mode):
   from PIL import Image  # pylint: disable=import-outside-toplevel

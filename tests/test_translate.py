@@ -122,6 +122,24 @@ def test_errors_name_the_file(workdir, tmp_path, capsys):
   assert translate.main(['--workdir', str(empty), '--input', png, '--output',
                          str(tmp_path / 'o')]) == 2
   assert str(empty) in capsys.readouterr().err
+  # An output folder that is a file, or a symbolic link to nothing: named, nothing written.
+  (tmp_path / 'a_file').write_text('mine')
+  os.symlink(tmp_path / 'gone', tmp_path / 'link')
+  assert translate.main(['--workdir', workdir, '--input', src, '--output',
+                         str(tmp_path / 'a_file')]) == 2
+  assert f'{tmp_path / "a_file"} is a file' in capsys.readouterr().err
+  assert translate.main(['--workdir', workdir, '--input', png, '--output',
+                         str(tmp_path / 'link' / 'y.png')]) == 2
+  assert 'link is a symbolic link to' in capsys.readouterr().err
+  assert (tmp_path / 'a_file').read_text() == 'mine' and not (tmp_path / 'gone').exists()
+  # Nothing written (every image undecodable): the new folders it made are gone again.
+  only_bad = tmp_path / 'only_bad'
+  only_bad.mkdir()
+  (only_bad / 'c.png').write_bytes(open(bad, 'rb').read())
+  assert translate.main(['--workdir', workdir, '--input', str(only_bad), '--output',
+                         str(tmp_path / 'new' / 'deeper')]) == 1
+  assert 'c.png' in capsys.readouterr().err
+  assert not (tmp_path / 'new').exists()
 
 
 def test_output_names_never_collide(tmp_path):

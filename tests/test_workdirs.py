@@ -20,16 +20,21 @@ def test_check_writable(tmp_path):
   workdirs.check_writable(target)
   assert target.is_dir() and not os.listdir(target)          # created, probe removed
   (tmp_path / 'file').write_text('x')
-  with pytest.raises(C.CheckpointError, match=str(tmp_path / 'file' / 'ckpt')):
-    workdirs.check_writable(tmp_path / 'file' / 'ckpt')      # cannot create the directory
+  # Cannot create the directory: named as what is in the way, a file or a link to nothing.
+  with pytest.raises(C.CheckpointError, match=f'{tmp_path / "file"} is a file, not a folder'):
+    workdirs.check_writable(tmp_path / 'file' / 'ckpt')
+  os.symlink(tmp_path / 'gone', tmp_path / 'link')
+  with pytest.raises(C.CheckpointError,
+                     match=f'{tmp_path / "link"} is a symbolic link to {tmp_path / "gone"}, '
+                     'which does not exist'):
+    workdirs.check_writable(tmp_path / 'link' / 'checkpoints')
+  assert not (tmp_path / 'gone').exists()
   # Every write to the probe file: ENOSPC.
   os.symlink('/dev/full', workdirs._probe_path(workdirs.epath.Path(target)))
-  with pytest.raises(C.CheckpointError, match='No space left on device'):
+  with pytest.raises(C.CheckpointError, match='not writable: .*No space left on device'):
     workdirs.check_writable(target)
   with pytest.raises(C.CheckpointError, match='MiB free'):
     workdirs.check_writable(target, min_free_bytes=2**60)
-  with pytest.raises(C.CheckpointError, match='not writable'):
-    workdirs.check_writable(tmp_path / 'file' / 'ckpt')
 
 
 # ---------------------------------------------------------------------------- the lock

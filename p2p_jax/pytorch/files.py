@@ -79,12 +79,18 @@ def write_pths(outputs: dict[str, dict[str, Any]]) -> None:
           (k, torch.from_numpy(np.ascontiguousarray(np.asarray(v))))
           for k, v in state_dict.items())
       try:
-        # Through a Python file: a full disk is then an OSError (torch's own writer
-        # raises a RuntimeError that does not say why).
+        # Through a Python file, so that a full disk is an OSError at least underneath:
+        # torch's zip writer turns a write failing part-way into a RuntimeError ("unexpected
+        # pos ...") raised while handling it.
         with open(tmp, 'wb') as f:
           torch.save(tensors, f)
-      except OSError as e:
-        raise OSError(e.errno, e.strerror, path) from e
+      except (OSError, RuntimeError) as e:
+        cause = e
+        while cause is not None and not isinstance(cause, OSError):
+          cause = cause.__context__
+        if cause is None:
+          raise
+        raise OSError(cause.errno, cause.strerror, path) from e
     with stopping.writing():
       for path, tmp in temporary.items():
         os.replace(tmp, path)

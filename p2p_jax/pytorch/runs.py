@@ -187,6 +187,7 @@ def export_run(workdir: str, outputs, *, which='latest', overwrite: bool = False
     names = {r: n for r, n in names.items() if r not in PIX2PIXHD_ONLY}
   folder = outputs if isinstance(outputs, str) else None
   if folder:
+    stopping.check_folder(folder)
     outputs = {r: os.path.join(folder, file_name(n, epoch)) for r, n in names.items()}
   wrong = [r for r in outputs if r not in names]
   if wrong:

@@ -121,12 +121,22 @@ def write(config, state, workdir: str, record: dict) -> None:
   with (stopping.temporary(target, made=stopping.missing_folders(workdir)) if new or empty
         else contextlib.nullcontext()):
     workdirs.check_writable(target)
-    with checkpointing.Checkpointer(workdirs.checkpoint_dir(target),
-                                    keep=config.keep_checkpoints, async_save=False) as ckpt:
-      ckpt.save(0, state)
-    workdirs.save_config(config, target)
-    with open(os.path.join(target, workdirs.IMPORT_FILE), 'w') as f:
-      json.dump(record, f, indent=2, sort_keys=True)
+    try:
+      with checkpointing.Checkpointer(workdirs.checkpoint_dir(target),
+                                      keep=config.keep_checkpoints, async_save=False) as ckpt:
+        ckpt.save(0, state)
+    except checkpointing.CheckpointSaveError as e:
+      # The trainer's words ("resume", a folder named .converting-<pid>) do not fit here.
+      raise checkpointing.CheckpointSaveError(
+          f'writing the checkpoint into {workdir} failed: {getattr(e, "why", e)}; nothing '
+          'was written') from e
+    try:
+      workdirs.save_config(config, target)
+      with open(os.path.join(target, workdirs.IMPORT_FILE), 'w') as f:
+        json.dump(record, f, indent=2, sort_keys=True)
+    except OSError as e:  # a full disk: named by the workdir, not the folder being made
+      e.filename = workdir if e.filename is None else str(e.filename).replace(target, workdir)
+      raise
     with stopping.writing():
       if new:
         os.rename(target, workdir)
