@@ -141,9 +141,14 @@ def write_png(path: str, image: np.ndarray, metadata: dict | None = None) -> Non
   # A command's stop request (stopping.stop_at_once) waits for the file: no .tmp left.
   with stopping.writing():
     try:
-      Image.fromarray(image).save(tmp, format='PNG', pnginfo=info)  # removes tmp if it fails
-    except OSError as e:
-      _name(e, path)
+      Image.fromarray(image).save(tmp, format='PNG', pnginfo=info)
+    except BaseException as e:
+      # Pillow removes a file it made and could not write, unless closing it fails too (a
+      # full disk fails the last flush): a losses.png.tmp was left so, by hand.
+      if os.path.lexists(tmp):
+        os.remove(tmp)
+      if isinstance(e, OSError):
+        _name(e, path)
       raise
     os.replace(tmp, path)  # No half-written PNG if the run is killed.
 

@@ -295,6 +295,7 @@ def test_a_full_disk_names_the_png_and_leaves_no_temporary(tmp_path):
   with pytest.raises(OSError, match='No space left') as e:
     image_io.write_png(path, noise)
   assert e.value.filename == path
+  assert not os.path.lexists(path + '.tmp') and not os.path.exists(path)
   path = str(tmp_path / 'bands.png')
   os.symlink('/dev/full', path + '.tmp')
   with pytest.raises(OSError, match='No space left') as e:
