@@ -13,7 +13,7 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from p2p_jax import image_io
+from p2p_jax import image_io, stopping
 
 LOG_FILE = 'scalars.jsonl'
 PLOT_FILE = 'losses.png'
@@ -51,9 +51,10 @@ class ScalarLog:
     self.path = os.path.join(workdir, LOG_FILE)
     kept = [r for r in read_log(workdir) if r['step'] <= start_step]
     tmp = self.path + '.tmp'
-    with open(tmp, 'w') as f:
-      f.writelines(json.dumps(r) + '\n' for r in kept)
-    os.replace(tmp, self.path)
+    with stopping.temporary(tmp):  # no .tmp left by a full disk either
+      with open(tmp, 'w') as f:
+        f.writelines(json.dumps(r) + '\n' for r in kept)
+      os.replace(tmp, self.path)
 
   def append(self, step: int, values: dict) -> None:
     with open(self.path, 'a') as f:

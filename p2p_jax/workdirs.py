@@ -128,9 +128,10 @@ def save_config(config, workdir: str) -> str:
   """Writes the run's config as JSON into `workdir` (atomically: a kill leaves the old one)."""
   path = os.path.join(absolute_path(workdir), CONFIG_FILE)
   tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-  os.replace(tmp, path)
+  with stopping.temporary(tmp):  # no config.json.tmp left by a full disk either
+    with open(tmp, 'w') as f:
+      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    os.replace(tmp, path)
   return path
 
 

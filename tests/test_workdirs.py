@@ -12,7 +12,7 @@ import time
 import pytest
 
 from p2p_jax import checkpointing as C
-from p2p_jax import workdirs
+from p2p_jax import config_schema, loss_plot, workdirs
 
 
 def test_check_writable(tmp_path):
@@ -35,6 +35,21 @@ def test_check_writable(tmp_path):
     workdirs.check_writable(target)
   with pytest.raises(C.CheckpointError, match='MiB free'):
     workdirs.check_writable(target, min_free_bytes=2**60)
+
+
+def test_a_full_disk_leaves_no_temporary_config_or_scalar_log(tmp_path):
+  """config.json and scalars.jsonl are rewritten through PATH.tmp: a write that fails for
+  space (here every write) leaves the old file and no .tmp."""
+  (tmp_path / loss_plot.LOG_FILE).write_text('{"step": 0, "G_L1": 1.0}\n')
+  writes = ((workdirs.CONFIG_FILE, lambda: workdirs.save_config(config_schema.get_config(),
+                                                                 str(tmp_path))),
+            (loss_plot.LOG_FILE, lambda: loss_plot.ScalarLog(str(tmp_path), start_step=0)))
+  for name, write in writes:
+    os.symlink('/dev/full', tmp_path / f'{name}.tmp')
+    with pytest.raises(OSError, match='No space left'):
+      write()
+    assert os.listdir(tmp_path) == [loss_plot.LOG_FILE]
+  assert loss_plot.read_log(str(tmp_path)) == [{'step': 0, 'G_L1': 1.0}]
 
 
 # ---------------------------------------------------------------------------- the lock
