@@ -3,6 +3,8 @@
   PYTHONPATH=. python benchmarks/pix2pixhd_step.py                     # the demo at 128 px
   PYTHONPATH=. python benchmarks/pix2pixhd_step.py --size 256 --rounds 4 --steps 5
   PYTHONPATH=. python benchmarks/pix2pixhd_step.py --batch 4        # the demo's own batch
+  # The official code's own networks and inputs (Cityscapes' 36 channels, VGG19 loss on):
+  PYTHONPATH=. python benchmarks/pix2pixhd_step.py --networks 512p --in-channels 36 --vgg
 
 The networks of configs/pix2pixhd_demo.py (global generator ngf 16, 3 downsamplings, 3
 residual blocks; 2-scale D of 3 layers, ndf 16; LSGAN + feature matching; VGG off;
@@ -44,6 +46,13 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, 'tests'))
 
 
+def _vgg_state_dict():
+  """VGG19 weights in torchvision's layout, generated (a step's time does not depend on the
+  values; the real file cannot be downloaded here, and nothing but this timing uses these)."""
+  import torch_reference_hd as tr  # pylint: disable=import-outside-toplevel
+  return tr.vgg19_state_dict(seed=2)
+
+
 def make_jax(config, height: int, width: int, batch: int = 1):
   """() -> one timed step of p2p_jax (blocking), for `batch` random images of height x width
   px, on JAX's default backend."""
@@ -51,8 +60,14 @@ def make_jax(config, height: int, width: int, batch: int = 1):
   import jax
   from p2p_jax import parallel
   from p2p_jax.methods import pix2pixhd
+  from p2p_jax.models import vgg19
+  from p2p_jax.pytorch import vgg19_weights
   setup = pix2pixhd.METHOD.setup(config, 1, parallel.AXIS)
-  runner = parallel.DataParallel(setup.step, 'pmap', jax.devices()[:1], donate=True)
+  kernels = (vgg19.to_kernels(vgg19_weights.check(
+      {k: v.numpy() for k, v in _vgg_state_dict().items()})) if config.pix2pixhd.vgg_loss
+             else None)
+  runner = parallel.DataParallel(setup.step, 'pmap', jax.devices()[:1], donate=True,
+                                 constants=kernels)
   state = [runner.put_state(jax.jit(setup.init)())]
   rng = np.random.default_rng(0)
   data = {'input': rng.uniform(-1, 1, (batch, height, width, config.model.in_channels)
@@ -89,11 +104,16 @@ def make_torch(config, height: int, width: int, device: str = 'cpu',
                           ).to(device)
   mixed = (lambda: torch.autocast(device_type=device, dtype=torch.bfloat16)) if (
       dtype == 'bfloat16') else contextlib.nullcontext
+  vgg_loss = None
+  if hd.vgg_loss:
+    features = tr.vgg19_features()
+    features.load_state_dict({k[len('features.'):]: v for k, v in _vgg_state_dict().items()})
+    vgg_loss = tr.VGGLoss(tr.Vgg19(features)).to(device)
 
   def step():
     with mixed():
       _, loss_g, loss_d = tr.official_losses(g, d, x, real, n_layers=model.d_layers,
-                                             lambda_feat=hd.lambda_feat)
+                                             lambda_feat=hd.lambda_feat, vgg_loss=vgg_loss)
     opt_g.zero_grad()
     loss_g.backward()
     opt_g.step()
@@ -122,6 +142,13 @@ def main(argv=None) -> None:
   p.add_argument('--networks', default='demo', choices=('demo', '512p'),
                  help="demo: configs/pix2pixhd_demo.py's; 512p: the 512p recipe's global G "
                  '(ngf 64, 4 downsamplings, 9 blocks) and 2-scale D (ndf 64) on an RGB input')
+  p.add_argument('--in-channels', type=int, default=0,
+                 help="G's input channels (0: the networks' own, 1 for demo, 3 for 512p); 36 "
+                 "is the Cityscapes recipes' (35 one-hot labels + the instance edges), the "
+                 'official default; D sees them + 3. Random values: a conv costs the same')
+  p.add_argument('--vgg', action='store_true',
+                 help="the VGG19 perceptual loss on (the official default; off in the demo "
+                 'config), with generated weights in torchvision\'s layout on both sides')
   p.add_argument('--dtype', default='float32', choices=('float32', 'bfloat16'),
                  help="p2p_jax's config.compute.dtype; PyTorch's forward under autocast")
   p.add_argument('--device', default='cpu', choices=('cpu', 'cuda'),
@@ -149,6 +176,9 @@ def main(argv=None) -> None:
   if args.networks == '512p':
     config.model.update(ngf=64, ndf=64, in_channels=3)
     config.pix2pixhd.update(n_downsample_global=4, n_blocks_global=9)
+  if args.in_channels:
+    config.model.in_channels = args.in_channels
+  config.pix2pixhd.vgg_loss = args.vgg
   sides = {'p2p_jax': make_jax(config, height, width, args.batch)}
   if not args.jax_only:
     sides['pytorch'] = make_torch(config, height, width, args.device, args.dtype,
@@ -168,7 +198,9 @@ def main(argv=None) -> None:
                       'ratio': ratio and round(ratio, 3)}), flush=True)
   import jax  # pylint: disable=import-outside-toplevel
   import torch  # pylint: disable=import-outside-toplevel
-  print(json.dumps({'summary': True, 'networks': args.networks, 'size': f'{width}x{height}',
+  print(json.dumps({'summary': True, 'networks': args.networks,
+                    'in_channels': config.model.in_channels, 'vgg': args.vgg,
+                    'size': f'{width}x{height}',
                     'batch': args.batch, 'dtype': args.dtype,
                     'jax_device': str(jax.devices()[0].device_kind),
                     'torch_device': args.device,
