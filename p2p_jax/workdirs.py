@@ -80,7 +80,8 @@ def check_writable(directory, min_free_bytes: int = 0) -> None:
     try:
       stopping.check_folder(existing)
     except ValueError as e:
-      raise checkpointing.CheckpointError(str(e)) from None
+      where = '' if existing == os.path.abspath(str(directory)) else f'cannot make {path}: '
+      raise checkpointing.CheckpointError(f'{where}{e}') from None
   probe = _probe_path(path)
   try:
     path.mkdir(parents=True, exist_ok=True)

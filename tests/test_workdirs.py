@@ -21,8 +21,11 @@ def test_check_writable(tmp_path):
   assert target.is_dir() and not os.listdir(target)          # created, probe removed
   (tmp_path / 'file').write_text('x')
   # Cannot create the directory: named as what is in the way, a file or a link to nothing.
-  with pytest.raises(C.CheckpointError, match=f'{tmp_path / "file"} is a file, not a folder'):
+  with pytest.raises(C.CheckpointError, match=f'cannot make {tmp_path / "file" / "ckpt"}: '
+                     f'{tmp_path / "file"} is a file, not a folder'):
     workdirs.check_writable(tmp_path / 'file' / 'ckpt')
+  with pytest.raises(C.CheckpointError, match=f'^{tmp_path / "file"} is a file, not a folder'):
+    workdirs.check_writable(tmp_path / 'file')
   os.symlink(tmp_path / 'gone', tmp_path / 'link')
   with pytest.raises(C.CheckpointError,
                      match=f'{tmp_path / "link"} is a symbolic link to {tmp_path / "gone"}, '
