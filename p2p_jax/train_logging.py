@@ -10,6 +10,7 @@ import logging
 import os
 import shlex
 import sys
+import threading
 import time
 
 import numpy as np
@@ -194,6 +195,40 @@ def print_summary(workdir: str, latest: int | None, best: int | None, split: str
   print('\n'.join(lines), file=stream or sys.stdout, flush=True)
 
 
+# Errors of tensorboardX's writer threads (a full disk), kept here instead of printed as a
+# thread's traceback, and raised in the trainer's thread at its next write, where a storage
+# error becomes one line (train.py). Without this, a writer thread that died leaves its
+# bounded queue unread and add_scalar blocks for ever: seen on a full 1 MB tmpfs.
+_WRITER_THREAD_ERRORS: list = []
+_EVENT_WRITERS: dict = {}  # a writer thread -> the EventFileWriter it writes for
+
+
+def _keep_writer_thread_errors() -> None:
+  previous = threading.excepthook
+  if getattr(previous, 'p2p_jax_writer_errors', False):
+    return
+
+  def hook(args):
+    if not (type(args.thread).__module__.startswith('tensorboardX')
+            and isinstance(args.exc_value, Exception)):
+      previous(args)
+      return
+    _WRITER_THREAD_ERRORS.append(args.exc_value)
+    # Its writer takes no more events, and a put that waits on the full queue returns: the
+    # trainer's thread goes on to its next write, which raises the error.
+    event_writer = _EVENT_WRITERS.pop(args.thread, None)
+    if event_writer is not None:
+      event_writer._closed = True  # pylint: disable=protected-access
+    events = getattr(args.thread, '_queue', None)
+    try:
+      while events is not None:
+        events.get_nowait()
+    except Exception:  # pylint: disable=broad-except  # queue.Empty: drained
+      pass
+  hook.p2p_jax_writer_errors = True
+  threading.excepthook = hook
+
+
 class Writer:
   """What a run leaves to look at, written by process 0 only: TensorBoard scalars, sample
   grids and the config as hyperparameters (tensorboardX: no TensorFlow needed), sample PNGs,
@@ -217,15 +252,35 @@ class Writer:
         k: v if isinstance(v, (bool, int, float, str)) else str(v)
         for k, v in config_schema.flatten(config).items()}
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+    _keep_writer_thread_errors()
+    _WRITER_THREAD_ERRORS.clear()  # one Writer at a time: an earlier one's are not its own
     self._tb = SummaryWriter(os.path.join(workdir, workdirs.TENSORBOARD))
+    for file_writer in self._tb.all_writers.values():
+      event_writer = file_writer.event_writer
+      _EVENT_WRITERS[event_writer._worker] = event_writer  # pylint: disable=protected-access
     if self._hparams:
       self._tb.add_hparams(self._hparams, {}, name='hparams')
     if config is not None and config.wandb_project:
       self._wandb = _start_wandb(config, workdir, self._hparams)
 
+  def _check_writer_threads(self) -> None:
+    """Raises the error a TensorBoard writer thread died of (an OSError: the workdir's disk
+    full...), once its files are left alone (neither close() nor tensorboardX's exit hook
+    flushes them again: another error, or a wait on the dead thread)."""
+    if not _WRITER_THREAD_ERRORS:
+      return
+    if self._tb is not None:
+      for file_writer in getattr(self._tb, 'all_writers', {}).values():
+        event_writer = getattr(file_writer, 'event_writer', None)
+        if event_writer is not None:
+          event_writer._closed = True  # pylint: disable=protected-access
+      self._tb = None
+    raise _WRITER_THREAD_ERRORS[0]
+
   def scalars(self, step: int, values: dict) -> None:
     if not self.enabled:
       return
+    self._check_writer_threads()
     for name, value in values.items():
       self._tb.add_scalar(name, float(value), step)
     self._log.append(step, values)
@@ -247,6 +302,7 @@ class Writer:
     `caption` says) as PNG and image."""
     if not self.enabled:
       return None
+    self._check_writer_threads()
     triples = [tuple(image_io.to_uint8(a) for a in t) for t in zip(inputs, outputs, targets)]
     path = os.path.join(self.sample_dir, f'step_{step:07d}.png')
     results_page.write_grid(path, triples, metadata)
@@ -259,10 +315,15 @@ class Writer:
     return path
 
   def flush(self) -> None:
+    self._check_writer_threads()
     if self._tb is not None:
       self._tb.flush()
 
   def close(self) -> None:
+    try:
+      self._check_writer_threads()
+    except Exception:  # pylint: disable=broad-except  # said at the write that met it
+      pass
     if self._tb is not None:
       self._tb.close()
     if self._wandb is not None:

@@ -18,11 +18,12 @@ import errno
 import os
 import shutil
 import subprocess
+import threading
 import time
 
 import pytest
 
-from p2p_jax import checkpoint_files, checkpointing, workdirs
+from p2p_jax import checkpoint_files, checkpointing, train_logging, workdirs
 from test_kill_resume import Run
 from test_train import (assert_bit_equal, make_config, reference, run,  # noqa: F401
                         steps_on_disk)
@@ -243,3 +244,35 @@ def test_the_command_says_it_in_one_line_and_exits_1(tmp_path, blue_marble_data_
   assert last.startswith('p2p_jax: CheckpointSaveError: '), run_.output
   assert (f'{workdir}/checkpoints is no longer a folder (replaced by a file while training)'
           in last), run_.output
+
+
+def test_a_tensorboard_writer_thread_dying_of_a_full_disk_is_an_error_not_a_hang(tmp_path):
+  """tensorboardX writes events from threads of its own: one that meets a full disk dies
+  (its traceback printed), and its bounded queue, no longer read, made the next
+  add_scalars block for ever (seen by hand on a 1 MB tmpfs). Its error is now raised in the
+  trainer's thread at the next write, and closing does not touch the full disk again."""
+  with tmpfs(tmp_path / 'disk', '1m') as disk:
+    writer = train_logging.Writer(str(disk / 'run'))
+    writer._log.append = lambda *args: None   # only the event files meet the full disk
+    with open(disk / 'filler', 'wb') as f:
+      try:
+        f.write(b'\0' * shutil.disk_usage(disk).free)
+      except OSError:
+        pass
+    errors = []
+
+    def log():
+      try:
+        for step in range(200_000):
+          writer.scalars(step, {'G_L1': 1.0, 'D_real': 0.5})
+      except OSError as e:
+        errors.append(e)
+    thread = threading.Thread(target=log, daemon=True)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive(), 'add_scalar blocked on a dead writer thread'
+    assert errors and errors[0].errno == errno.ENOSPC, errors
+    closing = threading.Thread(target=writer.close, daemon=True)
+    closing.start()
+    closing.join(30)
+    assert not closing.is_alive()
