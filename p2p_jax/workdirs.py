@@ -74,13 +74,12 @@ def check_writable(directory, min_free_bytes: int = 0) -> None:
   if '://' not in str(directory):
     # Named as what it is (a file, a link to nothing) rather than by an OS error about a
     # path inside it.
-    existing = os.path.abspath(str(directory))
-    while not os.path.lexists(existing) and os.path.dirname(existing) != existing:
-      existing = os.path.dirname(existing)
+    missing = stopping.missing_folders(str(directory))
+    existing = os.path.dirname(missing[0]) if missing else os.path.abspath(str(directory))
     try:
       stopping.check_folder(existing)
     except ValueError as e:
-      where = '' if existing == os.path.abspath(str(directory)) else f'cannot make {path}: '
+      where = f'cannot make {path}: ' if missing else ''
       raise checkpointing.CheckpointError(f'{where}{e}') from None
   probe = _probe_path(path)
   try:
