@@ -33,7 +33,6 @@ threads was 64x slower than with one (threads spinning for cores the other proce
 """
 
 import argparse
-import functools
 import json
 import os
 import statistics
@@ -47,7 +46,6 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, 'tests'))
 
 
-@functools.lru_cache(maxsize=None)
 def _vgg_state_dict():
   """VGG19 weights in torchvision's layout, generated (a step's time does not depend on the
   values; the real file cannot be downloaded here, and nothing but this timing uses these)."""

@@ -131,8 +131,7 @@ class _Results:
     # The staging folder is gone at the end, and on a stop; so are the folders made for
     # out_dir when nothing was written.
     self._temporary = stopping.temporary(self.staging,
-                                         made=stopping.missing_folders(self.out_dir),
-                                         shown_as=self.out_dir)
+                                         made=stopping.missing_folders(self.out_dir))
     self._temporary.__enter__()
     try:
       os.makedirs(os.path.join(self.staging, 'images'))
@@ -143,6 +142,10 @@ class _Results:
 
   def __exit__(self, *exc):
     self._temporary.__exit__(*exc)
+    if isinstance(exc[1], OSError):  # a full disk: named where the user looks, not staging
+      name = exc[1].filename
+      exc[1].filename = (self.out_dir if name is None else
+                         str(name).replace(self.staging, self.out_dir.rstrip(os.sep), 1))
 
   def _publish(self) -> None:
     """Moves the finished results into out_dir (a stop request waits for the moves)."""

@@ -408,16 +408,12 @@ class temporary:  # pylint: disable=invalid-name  (a context manager)
   output (`missing_folders` before the block), removed too at either exit while they are
   empty: a command that wrote nothing leaves the file system as it was, one that wrote its
   output keeps the folders that hold it. path None: only `made`'s folders (the trainer's
-  workdir). shown_as: where the output goes (path is its temporary name): an OSError
-  leaving the block (a full disk) names a file inside path as inside shown_as, and no file
-  as shown_as, the name a user looks for in its one line."""
+  workdir)."""
 
-  def __init__(self, path: str | None, keep_on_success: bool = False, made: tuple = (),
-               shown_as: str | None = None):
+  def __init__(self, path: str | None, keep_on_success: bool = False, made: tuple = ()):
     self.path = None if path is None else os.fspath(path)
     self.keep_on_success = keep_on_success
     self.made = tuple(made)
-    self.shown_as = shown_as
 
   def remove(self, keep_path: bool = False) -> None:
     """Removes path (unless keep_path), then the empty folders of `made`."""
@@ -434,7 +430,3 @@ class temporary:  # pylint: disable=invalid-name  (a context manager)
     with _OneShot.lock:
       _OneShot.partial.remove(self)
     self.remove(keep_path=exc[0] is None and self.keep_on_success)
-    if self.shown_as is not None and isinstance(exc[1], OSError):
-      name = exc[1].filename
-      exc[1].filename = (self.shown_as if name is None else
-                         str(name).replace(self.path, self.shown_as.rstrip(os.sep), 1))

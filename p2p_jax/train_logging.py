@@ -200,6 +200,7 @@ def print_summary(workdir: str, latest: int | None, best: int | None, split: str
 # error becomes one line (train.py). Without this, a writer thread that died leaves its
 # bounded queue unread and add_scalar blocks for ever: seen on a full 1 MB tmpfs.
 _WRITER_THREAD_ERRORS: list = []
+_EVENT_WRITERS: dict = {}  # a writer thread -> the EventFileWriter it writes for
 
 
 def _keep_writer_thread_errors() -> None:
@@ -215,7 +216,7 @@ def _keep_writer_thread_errors() -> None:
     _WRITER_THREAD_ERRORS.append(args.exc_value)
     # Its writer takes no more events, and a put that waits on the full queue returns: the
     # trainer's thread goes on to its next write, which raises the error.
-    event_writer = getattr(args.thread, 'p2p_jax_event_writer', None)
+    event_writer = _EVENT_WRITERS.pop(args.thread, None)
     if event_writer is not None:
       event_writer._closed = True  # pylint: disable=protected-access
     events = getattr(args.thread, '_queue', None)
@@ -256,7 +257,7 @@ class Writer:
     self._tb = SummaryWriter(os.path.join(workdir, workdirs.TENSORBOARD))
     for file_writer in self._tb.all_writers.values():
       event_writer = file_writer.event_writer
-      event_writer._worker.p2p_jax_event_writer = event_writer  # pylint: disable=protected-access
+      _EVENT_WRITERS[event_writer._worker] = event_writer  # pylint: disable=protected-access
     if self._hparams:
       self._tb.add_hparams(self._hparams, {}, name='hparams')
     if config is not None and config.wandb_project:
@@ -264,11 +265,17 @@ class Writer:
 
   def _check_writer_threads(self) -> None:
     """Raises the error a TensorBoard writer thread died of (an OSError: the workdir's disk
-    full...); the writer is not used again (the hook closed its event file: neither close()
-    nor tensorboardX's exit hook flushes it onto the full disk or waits on the dead thread)."""
-    if _WRITER_THREAD_ERRORS:
+    full...), once its files are left alone (neither close() nor tensorboardX's exit hook
+    flushes them again: another error, or a wait on the dead thread)."""
+    if not _WRITER_THREAD_ERRORS:
+      return
+    if self._tb is not None:
+      for file_writer in getattr(self._tb, 'all_writers', {}).values():
+        event_writer = getattr(file_writer, 'event_writer', None)
+        if event_writer is not None:
+          event_writer._closed = True  # pylint: disable=protected-access
       self._tb = None
-      raise _WRITER_THREAD_ERRORS[0]
+    raise _WRITER_THREAD_ERRORS[0]
 
   def scalars(self, step: int, values: dict) -> None:
     if not self.enabled:

@@ -74,12 +74,13 @@ def check_writable(directory, min_free_bytes: int = 0) -> None:
   if '://' not in str(directory):
     # Named as what it is (a file, a link to nothing) rather than by an OS error about a
     # path inside it.
-    missing = stopping.missing_folders(str(directory))
-    existing = os.path.dirname(missing[0]) if missing else os.path.abspath(str(directory))
+    existing = os.path.abspath(str(directory))
+    while not os.path.lexists(existing) and os.path.dirname(existing) != existing:
+      existing = os.path.dirname(existing)
     try:
       stopping.check_folder(existing)
     except ValueError as e:
-      where = f'cannot make {path}: ' if missing else ''
+      where = '' if existing == os.path.abspath(str(directory)) else f'cannot make {path}: '
       raise checkpointing.CheckpointError(f'{where}{e}') from None
   probe = _probe_path(path)
   try:

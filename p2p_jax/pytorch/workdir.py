@@ -118,8 +118,8 @@ def write(config, state, workdir: str, record: dict) -> None:
   # The folder being made is gone at the end (an error, a stop request: with what it
   # holds), and so are the new workdir's parent folders it made, if left empty; a stop
   # request waits for the moves into place.
-  with (stopping.temporary(target, made=stopping.missing_folders(workdir), shown_as=workdir)
-        if new or empty else contextlib.nullcontext()):
+  with (stopping.temporary(target, made=stopping.missing_folders(workdir)) if new or empty
+        else contextlib.nullcontext()):
     workdirs.check_writable(target)
     try:
       with checkpointing.Checkpointer(workdirs.checkpoint_dir(target),
@@ -130,9 +130,13 @@ def write(config, state, workdir: str, record: dict) -> None:
       raise checkpointing.CheckpointSaveError(
           f'writing the checkpoint into {workdir} failed: {getattr(e, "why", e)}; nothing '
           'was written') from e
-    workdirs.save_config(config, target)
-    with open(os.path.join(target, workdirs.IMPORT_FILE), 'w') as f:
-      json.dump(record, f, indent=2, sort_keys=True)
+    try:
+      workdirs.save_config(config, target)
+      with open(os.path.join(target, workdirs.IMPORT_FILE), 'w') as f:
+        json.dump(record, f, indent=2, sort_keys=True)
+    except OSError as e:  # a full disk: named by the workdir, not the folder being made
+      e.filename = workdir if e.filename is None else str(e.filename).replace(target, workdir)
+      raise
     with stopping.writing():
       if new:
         os.rename(target, workdir)
